@@ -1,0 +1,127 @@
+"""Flags shared by the training experiments, their checks, and the sweep driver.
+
+Importing this module defines the flags; each experiment sets its own defaults
+with `flags.set_default` before `app.run`.
+"""
+
+import csv
+import dataclasses
+import logging as std_logging
+import pathlib
+import sys
+
+from absl import flags
+from absl import logging
+
+from vae_jax import data as data_lib
+from vae_jax import models
+from vae_jax import objectives
+from vae_jax import runner
+from vae_jax import train
+
+L = flags.DEFINE_integer("L", 1, "Monte Carlo samples of z per data point.", lower_bound=1)
+LATENT_DIM = flags.DEFINE_integer("latent_dim", 20, "Size of z.", lower_bound=1)
+LATENT_DIMS = flags.DEFINE_list(
+    "latent_dims", [], "Sweep: train one model per latent size (e.g. 2,5,10,20,200), each in "
+    "WORKDIR/latent_<size>, and write WORKDIR/summary.{csv,md}. Overrides --latent_dim.")
+HIDDEN_SIZES = flags.DEFINE_list("hidden_sizes", ["400"],
+                                 "Encoder hidden widths; the decoder mirrors them.")
+ACTIVATION = flags.DEFINE_enum("activation", "relu", sorted(models.ACTIVATIONS),
+                               "Hidden activation (tanh as in the paper, relu as in PyTorch's).")
+BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Examples per step.", lower_bound=1)
+EPOCHS = flags.DEFINE_integer("epochs", 10, "Epochs to train (in all, counting resumed ones).",
+                              lower_bound=1)
+OPTIMIZER = flags.DEFINE_enum("optimizer", "adam", list(train.OPTIMIZERS),
+                              "adam, or adagrad as in the paper.")
+LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Step size (> 0).")
+ESTIMATOR = flags.DEFINE_enum("estimator", "analytic", list(objectives.ESTIMATORS),
+                              "analytic: closed-form KL (B); monte_carlo: full estimator (A).")
+SEED = flags.DEFINE_integer("seed", 0, "Root of every key: init, shuffle, binarization, z.")
+WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and pictures go.")
+DATA_DIR = flags.DEFINE_string("data_dir", None, "Directory of the data files "
+                               f"(default: ${data_lib.DATA_ENV}/<data set>).")
+FRESH = flags.DEFINE_bool("fresh", False, "Delete the workdir's checkpoints and metrics and "
+                          "start over instead of resuming.")
+SKIP_NONFINITE = flags.DEFINE_bool("skip_nonfinite", False, "Skip (and count) steps whose "
+                                   "loss or gradient is not finite instead of stopping.")
+KEEP = flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.", lower_bound=1)
+EVAL_BATCH_SIZE = flags.DEFINE_integer("eval_batch_size", 1000, "Test examples evaluated at "
+                                       "once.", lower_bound=1)
+
+flags.register_validator("learning_rate", lambda v: v > 0,
+                         "--learning_rate must be > 0 (e.g. 1e-3)")
+
+
+def _positive_ints(values):
+  try:
+    return all(int(v) >= 1 for v in values)
+  except ValueError:
+    return False
+
+
+flags.register_validator("latent_dims", _positive_ints,
+                         "--latent_dims must be a comma-separated list of integers >= 1, "
+                         "e.g. 2,5,10,20,200")
+flags.register_validator("hidden_sizes", lambda v: bool(v) and _positive_ints(v),
+                         "--hidden_sizes must be a comma-separated list of integers >= 1, "
+                         "e.g. 400 or 200,200")
+flags.register_validator("workdir", lambda v: v is None or not pathlib.Path(v).is_file(),
+                         "--workdir names a file; pass a directory")
+
+
+def run_config(**overrides) -> runner.RunConfig:
+  """The flags as a frozen RunConfig."""
+  values = dict(latent_dim=LATENT_DIM.value, hidden_sizes=tuple(int(h) for h in HIDDEN_SIZES.value),
+                activation=ACTIVATION.value, num_samples=L.value, estimator=ESTIMATOR.value,
+                batch_size=BATCH_SIZE.value, epochs=EPOCHS.value, optimizer=OPTIMIZER.value,
+                learning_rate=LEARNING_RATE.value, seed=SEED.value,
+                eval_batch_size=EVAL_BATCH_SIZE.value, keep_checkpoints=KEEP.value,
+                skip_nonfinite=SKIP_NONFINITE.value)
+  values.update(overrides)
+  return runner.RunConfig(**values)
+
+
+def train_all(config: runner.RunConfig, dataset: data_lib.Dataset, workdir: pathlib.Path):
+  """Trains one model, or one per --latent_dims entry with a summary table."""
+  if not LATENT_DIMS.value:
+    return runner.train_and_evaluate(config, dataset, workdir, fresh=FRESH.value)
+  rows = []
+  for d in (int(v) for v in LATENT_DIMS.value):
+    logging.info("Sweep: latent_dim=%d", d)
+    record = runner.train_and_evaluate(dataclasses.replace(config, latent_dim=d), dataset,
+                                       workdir / f"latent_{d}", fresh=FRESH.value)
+    rows.append({"latent_dim": d, **{k: record.get(k) for k in
+                                     ("epoch", "train_elbo", "test_elbo", "test_log_likelihood",
+                                      "test_kl")}})
+  write_summary(workdir, rows)
+  return rows
+
+
+def write_summary(workdir: pathlib.Path, rows: list[dict]) -> None:
+  """summary.csv and summary.md: one row per latent size."""
+  with open(workdir / "summary.csv", "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+  fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)
+  lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+  lines += ["| " + " | ".join(fmt(v) for v in r.values()) + " |" for r in rows]
+  (workdir / "summary.md").write_text("\n".join(lines) + "\n")
+  logging.info("Summary (nats per image):\n%s", "\n".join(lines))
+
+
+class _QuietLibraries:
+  """Drops orbax's INFO chatter (a dozen lines per checkpoint) from the absl log."""
+
+  def filter(self, record) -> bool:
+    return record.levelno > std_logging.INFO or "/orbax/" not in record.pathname
+
+
+def quiet_libraries() -> None:
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+
+
+def fail(message: str) -> None:
+  """Exits with one line on stderr and no stack trace: for the user's errors."""
+  sys.stderr.write(f"error: {message}\n")
+  sys.exit(1)

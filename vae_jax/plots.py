@@ -1,0 +1,72 @@
+"""Pictures on the host: image grids, the latent manifold, the latent scatter.
+
+Everything here takes numpy arrays and writes PNGs with matplotlib's Agg
+backend; nothing runs under `jit`.
+"""
+
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np
+from scipy import stats
+
+
+def tile(images: np.ndarray, image_shape, cols: int) -> np.ndarray:
+  """`[n, D]` images -> one `[rows * h, cols * w]` array with 1-pixel gaps."""
+  h, w = image_shape
+  n = len(images)
+  rows = -(-n // cols)
+  grid = np.ones((rows * (h + 1) + 1, cols * (w + 1) + 1), np.float32)
+  for i, img in enumerate(np.asarray(images, np.float32).reshape(n, h, w)):
+    r, c = divmod(i, cols)
+    grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = img
+  return grid
+
+
+def save_grid(path, grid: np.ndarray, title: str | None = None, scale: float = 0.06) -> None:
+  """Writes a tiled grid of images in [0, 1] as a grey-scale PNG."""
+  fig = plt.figure(figsize=(max(2.0, grid.shape[1] * scale), max(2.0, grid.shape[0] * scale)))
+  ax = fig.add_axes((0, 0, 1, 0.93 if title else 1))
+  ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+  ax.axis("off")
+  if title:
+    fig.suptitle(title, fontsize=9)
+  fig.savefig(pathlib.Path(path), dpi=100)
+  plt.close(fig)
+
+
+def reconstruction_grid(originals, reconstructions, image_shape, cols: int = 16) -> np.ndarray:
+  """Rows of originals, each followed by a row of their reconstructions."""
+  n = (len(originals) // cols) * cols
+  pairs = []
+  for r in range(0, n, cols):
+    pairs += [originals[r:r + cols], reconstructions[r:r + cols]]
+  return tile(np.concatenate(pairs), image_shape, cols)
+
+
+def manifold_latents(n: int = 20, eps: float = 0.05) -> np.ndarray:
+  """A [n * n, 2] grid of z through the inverse normal CDF (the paper's Figure 4):
+  equal prior mass between neighbouring points. Row i of the picture is z_2
+  falling from top to bottom, column j is z_1 rising from left to right."""
+  q = stats.norm.ppf(np.linspace(eps, 1 - eps, n))
+  z1, z2 = np.meshgrid(q, q[::-1])
+  return np.stack([z1.ravel(), z2.ravel()], axis=1).astype(np.float32)
+
+
+def save_latent_scatter(path, means: np.ndarray, labels: np.ndarray | None, title: str) -> None:
+  """The encoder means `[n, 2]` of a data set, coloured by label."""
+  fig, ax = plt.subplots(figsize=(6, 5.4))
+  if labels is None:
+    ax.scatter(means[:, 0], means[:, 1], s=3, alpha=0.6)
+  else:
+    sc = ax.scatter(means[:, 0], means[:, 1], c=labels, cmap="tab10", s=2, alpha=0.7)
+    fig.colorbar(sc, ax=ax, ticks=range(10), label="label")
+  ax.set_xlabel("$z_1$ (encoder mean)")
+  ax.set_ylabel("$z_2$ (encoder mean)")
+  ax.set_title(title, fontsize=10)
+  fig.tight_layout()
+  fig.savefig(pathlib.Path(path), dpi=100)
+  plt.close(fig)

@@ -1,0 +1,264 @@
+"""A whole training run: data on the device, compiled epochs, evaluation,
+checkpoints, metrics, TensorBoard summaries and pictures in one workdir.
+
+The experiments in `experiments/` parse their flags into a `RunConfig` and call
+`train_and_evaluate`; nothing here reads flags.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import shutil
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vae_jax import checkpoint as checkpoint_lib
+from vae_jax import data as data_lib
+from vae_jax import evaluate
+from vae_jax import generation
+from vae_jax import models
+from vae_jax import plots
+from vae_jax import train
+
+# Settings that may differ when a run resumes; every other one must match.
+_RESUMABLE = ("epochs", "keep_checkpoints", "skip_nonfinite")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """The settings of one training run (the experiments' flags, parsed)."""
+  latent_dim: int = 20
+  hidden_sizes: tuple[int, ...] = (400,)
+  activation: str = "relu"
+  likelihood: str = "bernoulli"
+  num_samples: int = 1
+  estimator: str = "analytic"
+  batch_size: int = 128
+  epochs: int = 10
+  optimizer: str = "adam"
+  learning_rate: float = 1e-3
+  binarize: str = "dynamic"
+  seed: int = 0
+  eval_batch_size: int = 1000
+  keep_checkpoints: int = 3
+  skip_nonfinite: bool = False
+
+  def model(self, input_dim: int) -> models.VAE:
+    return models.VAE(input_dim=input_dim, latent_dim=self.latent_dim,
+                      hidden_sizes=tuple(self.hidden_sizes), activation=self.activation,
+                      likelihood=self.likelihood)
+
+
+class NonFiniteError(RuntimeError):
+  """Training produced a non-finite loss or gradient."""
+
+
+class _StopRequest:
+  """Turns SIGINT/SIGTERM into a request to stop after the current epoch."""
+
+  def __init__(self):
+    self.signal = None
+    self._old = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread: leave signals alone
+        pass
+    return self
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    self.signal = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+
+
+def _write_atomic(path: pathlib.Path, text: str) -> None:
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(text)
+  os.replace(tmp, path)
+
+
+def _prepare_workdir(workdir: pathlib.Path, config: RunConfig, fresh: bool) -> None:
+  if workdir.exists() and not workdir.is_dir():
+    raise ValueError(f"--workdir={workdir}: is a file, not a directory; pass a directory path")
+  workdir.mkdir(parents=True, exist_ok=True)
+  config_path = workdir / "config.json"
+  if fresh:
+    for name in ("checkpoints", "tensorboard", "metrics.jsonl", "config.json"):
+      p = workdir / name
+      if p.exists():
+        logging.warning("--fresh: removing %s", p)
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+  elif config_path.exists():
+    old = json.loads(config_path.read_text())
+    new = json.loads(json.dumps(dataclasses.asdict(config)))
+    diff = [f"{k}: {old.get(k)!r} there, {new[k]!r} now" for k in new
+            if k not in _RESUMABLE and old.get(k) != new[k]]
+    if diff:
+      raise ValueError(f"--workdir={workdir} holds a run with other settings ({'; '.join(diff)}); "
+                       f"use another --workdir, or --fresh to replace that run")
+  _write_atomic(config_path, json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+
+
+def _model_inputs(dataset: data_lib.Dataset, binarize: str):
+  """(train images as stored on the device, test set as float32 model inputs)."""
+  if binarize not in data_lib.BINARIZATIONS:
+    raise ValueError(f"--binarize={binarize}: expected one of {list(data_lib.BINARIZATIONS)}")
+  train_images, test_images = dataset.train, dataset.test
+  if binarize in ("dynamic", "fixed") and dataset.train.dtype == np.uint8:
+    # The test set is binarized once, so every epoch and run is scored on the same data.
+    test_images = data_lib.fixed_binarization(test_images, stream=1)
+    if binarize == "fixed":
+      train_images = data_lib.fixed_binarization(train_images, stream=0)
+  return train_images, data_lib.to_unit_interval(jnp.asarray(test_images))
+
+
+def _pictures(workdir, model, params, test_x, labels, image_shape, key, writer, step,
+              write_png: bool) -> None:
+  recon = generation.reconstruct(model, params, test_x[:64])
+  grid = plots.reconstruction_grid(np.asarray(test_x[:64]), np.asarray(recon), image_shape, 16)
+  samples = plots.tile(np.asarray(generation.generate(model, params, key, 64)), image_shape, 8)
+  grids = {"reconstructions": grid, "samples": samples}
+  if model.latent_dim == 2:
+    z = jnp.asarray(plots.manifold_latents(20))
+    grids["manifold"] = plots.tile(np.asarray(generation.decode(model, params, z)),
+                                   image_shape, 20)
+  for name, g in grids.items():
+    writer.add_image(name, g, step, dataformats="HW")
+  if not write_png:
+    return
+  titles = {"reconstructions": "test images (odd rows) and reconstructions (even rows)",
+            "samples": "decoded z ~ N(0, I)", "manifold": "decoded grid of z (inverse normal CDF)"}
+  for name, g in grids.items():
+    plots.save_grid(workdir / f"{name}.png", g, titles[name])
+  if model.latent_dim == 2:
+    means = np.asarray(evaluate.encoder_means(model, params, test_x))
+    plots.save_latent_scatter(workdir / "latent_means.png", means, labels,
+                              "test set: encoder means")
+
+
+def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
+                       *, fresh: bool = False) -> dict[str, Any]:
+  """Trains `config` on `dataset`, writing everything into `workdir`; returns the last metrics.
+
+  A workdir that holds a checkpoint of the same configuration resumes from its
+  latest epoch (`fresh=True` deletes it first). Each epoch appends a line to
+  metrics.jsonl and writes TensorBoard scalars and image grids; a checkpoint is
+  written each epoch, the last `keep_checkpoints` kept; PNGs land at the end.
+
+  Raises:
+    ValueError: an inconsistent configuration or workdir (the message names the flag).
+    NonFiniteError: a non-finite loss or gradient (unless `skip_nonfinite`); the
+      last good checkpoint is kept.
+  """
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  workdir = pathlib.Path(workdir)
+  devices = jax.device_count()
+  n_train = dataset.train.shape[0]
+  if config.batch_size > n_train:
+    raise ValueError(f"--batch_size={config.batch_size}: larger than the {n_train} training "
+                     f"images; use at most {n_train}")
+  if config.batch_size % devices:
+    raise ValueError(f"--batch_size={config.batch_size}: must be a multiple of the "
+                     f"{devices} devices to shard over")
+  model = config.model(dataset.train.shape[1])
+  optimizer = train.make_optimizer(config.optimizer, config.learning_rate)
+  train_images, test_x = _model_inputs(dataset, config.binarize)
+  _prepare_workdir(workdir, config, fresh)
+
+  mesh = train.data_mesh()
+  root = jax.random.key(config.seed)
+  state = train.init_state(model, optimizer, root)
+  ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
+  start = 0
+  if ckpt.latest_epoch() is not None:
+    start, state = ckpt.restore(state, root)
+    logging.info("Resuming from the checkpoint of epoch %d in %s", start, ckpt.directory)
+  metrics_path = workdir / "metrics.jsonl"
+  # Lines past the checkpoint belong to epochs that will run again.
+  old = metrics_path.read_text().splitlines() if metrics_path.exists() else []
+  _write_atomic(metrics_path, "".join(l + "\n" for l in old if json.loads(l)["epoch"] <= start))
+
+  state = train.replicate(state, mesh)
+  images = train.replicate(jnp.asarray(train_images), mesh)
+  epoch_fn = train.make_train_epoch(
+      model, optimizer, batch_size=config.batch_size, binarize=config.binarize,
+      num_samples=config.num_samples, estimator=config.estimator,
+      skip_nonfinite=config.skip_nonfinite, mesh=mesh)
+  steps_per_epoch = n_train // config.batch_size
+  writer = SummaryWriter(str(workdir / "tensorboard"), purge_step=start + 1 if start else None)
+  record, times = {}, []
+  try:
+    with _StopRequest() as stop:
+      for epoch in range(start, config.epochs):
+        t0 = time.perf_counter()
+        state, m = epoch_fn(state, images, root, epoch)
+        m = jax.device_get(m)  # the one host sync of the epoch
+        seconds = time.perf_counter() - t0
+        times.append(seconds)
+        if m["nonfinite_steps"] and not config.skip_nonfinite:
+          raise NonFiniteError(
+              f"non-finite loss or gradient at step {int(m['first_nonfinite_step'])} (epoch "
+              f"{epoch + 1}); stopped without saving: the checkpoint of epoch "
+              f"{ckpt.latest_epoch()} is the last good one. Lower --learning_rate, or pass "
+              f"--skip_nonfinite to skip such steps")
+        test = jax.device_get(evaluate.elbo_means(
+            model, state.params, test_x, train.eval_key(root), num_samples=config.num_samples,
+            estimator=config.estimator, batch_size=config.eval_batch_size))
+        ckpt.save(epoch + 1, state, root)
+        record = {"epoch": epoch + 1, "step": int(state.step),
+                  "train_elbo": float(m["elbo"]),
+                  "train_log_likelihood": float(m["log_likelihood"]),
+                  "train_kl": float(m["kl"]),
+                  "test_elbo": float(test["elbo"]),
+                  "test_log_likelihood": float(test["log_likelihood"]),
+                  "test_kl": float(test["kl"]),
+                  "grad_norm": float(m["grad_norm"]),
+                  "skipped_steps": int(m["nonfinite_steps"]),
+                  "examples_per_s": steps_per_epoch * config.batch_size / seconds,
+                  "epoch_s": seconds,
+                  "examples_seen": int(state.step) * config.batch_size}
+        with open(metrics_path, "a") as f:
+          f.write(json.dumps(record) + "\n")
+        for k, v in record.items():
+          if k not in ("epoch", "step"):
+            writer.add_scalar(k, v, epoch + 1)
+        _pictures(workdir, model, state.params, test_x, dataset.test_labels,
+                  dataset.image_shape, jax.random.key(0), writer, epoch + 1,
+                  write_png=epoch + 1 == config.epochs)
+        left = (config.epochs - epoch - 1) * float(np.median(times[1:] or times))
+        logging.info("epoch %d/%d  train ELBO %.2f  test ELBO %.2f (recon %.2f, KL %.2f) nats"
+                     "  %.2fs (%.0f ex/s)  %s left", epoch + 1, config.epochs, record["train_elbo"],
+                     record["test_elbo"], record["test_log_likelihood"], record["test_kl"],
+                     seconds, record["examples_per_s"], _duration(left))
+        if stop.signal:
+          logging.warning("%s: stopping after epoch %d; its checkpoint is saved. Run the same "
+                          "command again to resume.", stop.signal, epoch + 1)
+          break
+      if start >= config.epochs:
+        logging.info("Nothing to train: the checkpoint in %s already has %d epochs", workdir, start)
+        _pictures(workdir, model, state.params, test_x, dataset.test_labels,
+                  dataset.image_shape, jax.random.key(0), writer, start, write_png=True)
+        lines = metrics_path.read_text().splitlines()
+        record = json.loads(lines[-1]) if lines else {}
+  finally:
+    ckpt.close()
+    writer.close()
+  return record
+
+
+def _duration(seconds: float) -> str:
+  m, s = divmod(int(round(seconds)), 60)
+  h, m = divmod(m, 60)
+  return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

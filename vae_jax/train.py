@@ -1,0 +1,165 @@
+"""Training: the state, a compiled `train_step`, and a whole epoch as one `lax.scan`.
+
+Keys: one root key per run. The key of step s is `step_key(root, s)` and the
+shuffle of epoch e is `epoch_permutation(root, e, n)`, so every step is a pure
+function of (state, data, root) and neither resuming nor cutting the loop into
+different calls changes a number.
+"""
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from vae_jax import data as data_lib
+from vae_jax import models
+from vae_jax import objectives
+
+OPTIMIZERS = ("adam", "adagrad", "sgd")
+# Independent key streams derived from the root key.
+_INIT, _SHUFFLE, _STEP, _EVAL = range(4)
+
+
+class TrainState(NamedTuple):
+  """Everything that changes during training (the key chain is derived from `step`)."""
+  step: jax.Array  # int32 []
+  params: Any
+  opt_state: Any
+
+
+def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
+  """Adam (the default), Adagrad (Kingma & Welling, 2014) or plain SGD."""
+  if not learning_rate > 0:
+    raise ValueError(f"learning_rate={learning_rate}: must be > 0")
+  if name == "adam":
+    return optax.adam(learning_rate)
+  if name == "adagrad":
+    return optax.adagrad(learning_rate)
+  if name == "sgd":
+    return optax.sgd(learning_rate)
+  raise ValueError(f"optimizer={name!r}: expected one of {list(OPTIMIZERS)}")
+
+
+def init_state(model: models.VAE, optimizer, root_key) -> TrainState:
+  params = models.init_params(model, jax.random.fold_in(root_key, _INIT))
+  return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+
+
+def step_key(root_key, step):
+  """The key of global step `step`."""
+  return jax.random.fold_in(jax.random.fold_in(root_key, _STEP), step)
+
+
+def eval_key(root_key):
+  """The key used for every evaluation, so that epochs compare like with like."""
+  return jax.random.fold_in(root_key, _EVAL)
+
+
+def epoch_permutation(root_key, epoch, n: int) -> jax.Array:
+  """The data order of epoch `epoch`: a permutation of range(n)."""
+  return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(root_key, _SHUFFLE), epoch), n)
+
+
+def make_train_step(model: models.VAE, optimizer, *, num_samples: int = 1,
+                    estimator: str = "analytic", skip_nonfinite: bool = False) -> Callable:
+  """A pure `train_step(state, x, key) -> (state, metrics)`; jit it or scan it.
+
+  The loss is the batch mean of -ELBO (nats per example). Metrics, all scalars:
+  elbo, log_likelihood, kl (nats per example), grad_norm, and finite (whether
+  the loss and every gradient were finite). With `skip_nonfinite`, a step
+  whose loss or gradient is not finite leaves the parameters and optimizer
+  state unchanged (the step counter still advances).
+
+  Args:
+    model: the VAE.
+    optimizer: an optax transformation.
+    num_samples: L, samples of z per data point.
+    estimator: "analytic" or "monte_carlo".
+    skip_nonfinite: keep the old state on a non-finite step.
+
+  Returns:
+    train_step(state, x `[batch, D]`, key) -> (TrainState, dict of scalars).
+  """
+  objectives._check(num_samples, estimator)  # pylint: disable=protected-access
+
+  def loss_fn(params, x, key):
+    terms = objectives.elbo_terms(model, params, x, key, num_samples=num_samples,
+                                  estimator=estimator)
+    return -jnp.mean(terms.elbo), terms
+
+  def train_step(state: TrainState, x, key):
+    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, x, key)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    if skip_nonfinite:
+      params, opt_state = jax.tree_util.tree_map(
+          lambda new, old: jnp.where(finite, new, old),
+          (params, opt_state), (state.params, state.opt_state))
+    metrics = {"elbo": -loss, "log_likelihood": jnp.mean(terms.log_likelihood),
+               "kl": jnp.mean(terms.kl), "grad_norm": grad_norm, "finite": finite}
+    return TrainState(state.step + 1, params, opt_state), metrics
+
+  return train_step
+
+
+def make_train_epoch(model: models.VAE, optimizer, *, batch_size: int, binarize: str,
+                     num_samples: int = 1, estimator: str = "analytic",
+                     skip_nonfinite: bool = False, mesh: Mesh | None = None) -> Callable:
+  """One epoch as one compiled `lax.scan`, the data resident on the device.
+
+  The shuffle comes from `epoch_permutation(root, epoch, n)`; the last partial
+  batch is dropped (n // batch_size steps, a fresh order every epoch), so every
+  step has the same shape and nothing compiles twice. Each step's key
+  `step_key(root, state.step)` splits into the binarization key and the key of
+  the ELBO's samples. With `mesh`, every batch is sharded over its "data" axis
+  (parameters and data replicated), and XLA inserts the gradient all-reduce.
+
+  Returns:
+    epoch(state, images `[n, D]`, root_key, epoch) -> (state, metrics): jitted,
+    the state donated. Metrics: the means over the epoch's steps of the step
+    metrics, `nonfinite_steps` (a count) and `first_nonfinite_step` (-1 if none).
+  """
+  train_step = make_train_step(model, optimizer, num_samples=num_samples, estimator=estimator,
+                               skip_nonfinite=skip_nonfinite)
+  batch_sharding = None if mesh is None else NamedSharding(mesh, P("data"))
+
+  def epoch_fn(state: TrainState, images, root_key, epoch):
+    n = images.shape[0]
+    num_steps = n // batch_size
+    perm = epoch_permutation(root_key, epoch, n)
+
+    def body(state, i):
+      idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
+      data_key, sample_key = jax.random.split(step_key(root_key, state.step))
+      x = data_lib.binarize(data_key, images[idx], binarize)
+      if batch_sharding is not None:
+        x = jax.lax.with_sharding_constraint(x, batch_sharding)
+      return train_step(state, x, sample_key)
+
+    state, metrics = jax.lax.scan(body, state, jnp.arange(num_steps))
+    finite = metrics.pop("finite")
+    first_step = state.step - num_steps
+    summary = {k: jnp.mean(v) for k, v in metrics.items()}
+    summary["nonfinite_steps"] = jnp.sum(~finite)
+    summary["first_nonfinite_step"] = jnp.where(
+        jnp.all(finite), -1, first_step + jnp.argmin(finite))
+    return state, summary
+
+  return jax.jit(epoch_fn, donate_argnums=0)
+
+
+def replicate(tree, mesh: Mesh | None):
+  """Places every array of `tree` on every device of `mesh` (no-op without one)."""
+  if mesh is None:
+    return tree
+  return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def data_mesh(devices=None) -> Mesh:
+  """A one-axis mesh named "data" over `devices` (default: all devices, all hosts)."""
+  devices = jax.devices() if devices is None else devices
+  return Mesh(devices, ("data",))
