@@ -89,7 +89,8 @@ def _write_atomic(path: pathlib.Path, text: str) -> None:
   os.replace(tmp, path)
 
 
-def _prepare_workdir(workdir: pathlib.Path, config: RunConfig, fresh: bool) -> None:
+def _prepare_workdir(workdir: pathlib.Path, config: RunConfig, data_sizes: dict,
+                     fresh: bool) -> None:
   if workdir.exists() and not workdir.is_dir():
     raise ValueError(f"--workdir={workdir}: is a file, not a directory; pass a directory path")
   workdir.mkdir(parents=True, exist_ok=True)
@@ -102,13 +103,14 @@ def _prepare_workdir(workdir: pathlib.Path, config: RunConfig, fresh: bool) -> N
         shutil.rmtree(p) if p.is_dir() else p.unlink()
   elif config_path.exists():
     old = json.loads(config_path.read_text())
-    new = json.loads(json.dumps(dataclasses.asdict(config)))
+    new = json.loads(json.dumps({**dataclasses.asdict(config), "data": data_sizes}))
     diff = [f"{k}: {old.get(k)!r} there, {new[k]!r} now" for k in new
             if k not in _RESUMABLE and old.get(k) != new[k]]
     if diff:
       raise ValueError(f"--workdir={workdir} holds a run with other settings ({'; '.join(diff)}); "
                        f"use another --workdir, or --fresh to replace that run")
-  _write_atomic(config_path, json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+  _write_atomic(config_path, json.dumps({**dataclasses.asdict(config), "data": data_sizes},
+                                        indent=2) + "\n")
 
 
 def _model_inputs(dataset: data_lib.Dataset, binarize: str):
@@ -175,7 +177,8 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
   model = config.model(dataset.train.shape[1])
   optimizer = train.make_optimizer(config.optimizer, config.learning_rate)
   train_images, test_x = _model_inputs(dataset, config.binarize)
-  _prepare_workdir(workdir, config, fresh)
+  _prepare_workdir(workdir, config, {"train_examples": n_train,
+                                     "test_examples": int(dataset.test.shape[0])}, fresh)
 
   mesh = train.data_mesh()
   root = jax.random.key(config.seed)

@@ -91,7 +91,7 @@ def make_train_step(model: models.VAE, optimizer, *, num_samples: int = 1,
 
   def train_step(state: TrainState, x, key):
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, x, key)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

@@ -1,0 +1,136 @@
+"""MNIST and Frey Face loading, its checks and errors, and binarization."""
+
+import gzip
+import pathlib
+import shutil
+import struct
+
+import jax
+import numpy as np
+import pytest
+from scipy import io as sio
+
+from vae_jax import data
+
+
+def test_mnist_is_the_official_data(mnist):
+  assert mnist.train.shape == (60000, 784) and mnist.test.shape == (10000, 784)
+  assert mnist.train.dtype == np.uint8
+  np.testing.assert_allclose(mnist.train.mean() / 255, 0.1307, atol=1e-4)
+  np.testing.assert_allclose((mnist.train / 255).std(), 0.3081, atol=1e-4)
+  assert np.array_equal(np.unique(mnist.train_labels), np.arange(10))
+  assert mnist.test_labels[:5].tolist() == [7, 2, 1, 0, 4]
+
+
+@pytest.fixture
+def mnist_copy(data_root, tmp_path) -> pathlib.Path:
+  for name, _, _ in data.MNIST_FILES.values():
+    shutil.copy(data_root / "mnist" / name, tmp_path / name)
+  return tmp_path
+
+
+def _rewrite(path, raw: bytes):
+  path.chmod(0o644)
+  with gzip.open(path, "wb") as f:
+    f.write(raw)
+
+
+def test_missing_directory_names_it_and_both_ways_to_fill_it(tmp_path):
+  with pytest.raises(data.DataError) as e:
+    data.load_mnist(tmp_path / "nowhere")
+  msg = str(e.value)
+  assert str(tmp_path / "nowhere") in msg and "--download" in msg and "tfds" in msg
+  assert "\n" not in msg
+
+
+def test_missing_file(mnist_copy):
+  (mnist_copy / "t10k-labels-idx1-ubyte.gz").unlink()
+  with pytest.raises(data.DataError, match="lacks t10k-labels-idx1-ubyte.gz"):
+    data.load_mnist(mnist_copy)
+
+
+def test_truncated_gzip(mnist_copy):
+  path = mnist_copy / "t10k-images-idx3-ubyte.gz"
+  path.chmod(0o644)
+  path.write_bytes(path.read_bytes()[:100_000])
+  with pytest.raises(data.DataError, match=r"t10k-images-idx3-ubyte.gz: not a complete gzip"):
+    data.load_mnist(mnist_copy)
+
+
+def test_wrong_magic(mnist_copy):
+  path = mnist_copy / "t10k-labels-idx1-ubyte.gz"
+  raw = gzip.decompress(path.read_bytes())
+  _rewrite(path, struct.pack(">I", 2051) + raw[4:])
+  with pytest.raises(data.DataError, match=r"t10k-labels-idx1-ubyte.gz: bad magic number 2051"):
+    data.load_mnist(mnist_copy)
+
+
+def test_wrong_count_and_wrong_size(mnist_copy):
+  path = mnist_copy / "t10k-labels-idx1-ubyte.gz"
+  raw = gzip.decompress(path.read_bytes())
+  _rewrite(path, raw[:4] + struct.pack(">I", 9999) + raw[8:])
+  with pytest.raises(data.DataError, match="holds 9999 items, expected 10000"):
+    data.load_mnist(mnist_copy)
+  _rewrite(path, raw[:-10])
+  with pytest.raises(data.DataError, match="wrong size"):
+    data.load_mnist(mnist_copy)
+
+
+def test_checksum_mismatch(mnist_copy):
+  path = mnist_copy / "t10k-labels-idx1-ubyte.gz"
+  raw = bytearray(gzip.decompress(path.read_bytes()))
+  raw[8] = (raw[8] + 1) % 10  # a valid file with one label changed
+  _rewrite(path, bytes(raw))
+  with pytest.raises(data.DataError, match="t10k-labels-idx1-ubyte.gz: checksum mismatch"):
+    data.load_mnist(mnist_copy)
+
+
+def test_download_fills_missing_files_and_checks_them(mnist_copy, tmp_path, monkeypatch):
+  target = tmp_path / "fresh"
+  monkeypatch.setattr(data, "MNIST_URL", mnist_copy.as_uri() + "/")
+  loaded = data.load_mnist(target, download=True)
+  assert loaded.train.shape == (60000, 784)
+  assert sorted(p.name for p in target.iterdir()) == sorted(
+      n for n, _, _ in data.MNIST_FILES.values())
+  # A corrupt download is refused and leaves nothing behind.
+  (target / "t10k-labels-idx1-ubyte.gz").unlink()
+  (mnist_copy / "t10k-labels-idx1-ubyte.gz").chmod(0o644)
+  (mnist_copy / "t10k-labels-idx1-ubyte.gz").write_bytes(b"junk")
+  with pytest.raises(data.DataError, match="fails its sha256 check"):
+    data.load_mnist(target, download=True)
+  assert not (target / "t10k-labels-idx1-ubyte.gz").exists()
+  # Offline: the error says the download failed.
+  monkeypatch.setattr(data, "MNIST_URL", (tmp_path / "no-such-mirror").as_uri() + "/")
+  with pytest.raises(data.DataError, match="download failed"):
+    data.load_mnist(target, download=True)
+
+
+def test_frey_face(data_root, tmp_path):
+  frey = data.load_frey_face(data_root / "frey")
+  assert frey.train.shape == (1765, 560) and frey.test.shape == (200, 560)
+  assert frey.train.dtype == np.float32 and 0 <= frey.train.min() and frey.train.max() <= 1
+  assert frey.image_shape == (28, 20)
+  ff = sio.loadmat(data_root / "frey" / data.FREY_FILE)["ff"]
+  np.testing.assert_array_equal(frey.test[-1], ff[:, -1] / np.float32(255))
+  with pytest.raises(data.DataError, match="Frey Face not found"):
+    data.load_frey_face(tmp_path)
+  sio.savemat(tmp_path / data.FREY_FILE, {"faces": ff})
+  with pytest.raises(data.DataError, match="has no variable 'ff'"):
+    data.load_frey_face(tmp_path)
+  (tmp_path / data.FREY_FILE).write_bytes(b"not a mat file")
+  with pytest.raises(data.DataError, match="not a readable MATLAB file"):
+    data.load_frey_face(tmp_path)
+
+
+def test_binarization(mnist):
+  images = mnist.test[:2000]
+  x = data.binarize(jax.random.key(0), images, "dynamic")
+  assert set(np.unique(x)) == {0.0, 1.0}
+  # Each pixel is on with probability grey / 255.
+  p = images.mean() / 255
+  assert abs(float(x.mean()) - p) < 4 * np.sqrt(p * (1 - p) / x.size)
+  assert not np.array_equal(x, data.binarize(jax.random.key(1), images, "dynamic"))
+  np.testing.assert_array_equal(data.binarize(None, images, "none"), images / np.float32(255))
+  fixed = data.fixed_binarization(images, stream=0)
+  np.testing.assert_array_equal(fixed, data.fixed_binarization(images, stream=0))
+  assert set(np.unique(fixed)) == {0, 255}

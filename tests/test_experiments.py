@@ -1,0 +1,66 @@
+"""The command lines, run as a user runs them (in a subprocess)."""
+
+import csv
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = ["--epochs=1", "--train_examples=512", "--test_examples=200", "--hidden_sizes=32",
+        "--batch_size=64"]
+
+
+def run(module, *args, data_root=None):
+  env = dict(os.environ)
+  if data_root is not None:
+    env["VAE_JAX_DATA"] = str(data_root)
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+def test_mnist_sweep_writes_a_summary(data_root, tmp_path):
+  out = run("experiments.mnist", *TINY, "--latent_dims=2,3", f"--workdir={tmp_path}",
+            "--L=2", data_root=data_root)
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
+  assert [r["latent_dim"] for r in rows] == ["2", "3"]
+  assert all(float(r["test_elbo"]) < 0 for r in rows)
+  assert (tmp_path / "summary.md").read_text().startswith("| latent_dim |")
+  assert (tmp_path / "latent_2" / "manifold.png").exists()
+  assert "epoch 1/1" in out.stderr
+  again = run("experiments.mnist", *TINY, "--epochs=2", "--latent_dims=2", "--L=2",
+              f"--workdir={tmp_path}", data_root=data_root)
+  assert "Resuming from the checkpoint of epoch 1" in again.stderr, again.stderr[-2000:]
+  assert "epoch 2/2" in again.stderr
+
+
+@pytest.mark.parametrize("flag,words", [
+    ("--L=0", "--L=0"),
+    ("--latent_dim=0", "--latent_dim=0"),
+    ("--estimator=exact", "--estimator"),
+    ("--binarize=sometimes", "--binarize"),
+    ("--learning_rate=-1", "--learning_rate must be > 0"),
+    ("--latent_dims=2,five", "--latent_dims must be a comma-separated list"),
+    ("--hidden_sizes=0", "--hidden_sizes must be"),
+    ("--batch_size=100000", "--batch_size=100000: larger than the 512"),
+])
+def test_bad_flags_get_one_clear_line(flag, words, data_root, tmp_path):
+  out = run("experiments.mnist", *TINY, flag, f"--workdir={tmp_path / 'w'}", data_root=data_root)
+  assert out.returncode != 0
+  assert words in out.stderr, out.stderr[-2000:]
+  assert "Traceback" not in out.stderr
+  assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_workdir_that_is_a_file_and_missing_data(data_root, tmp_path):
+  (tmp_path / "f").write_text("")
+  out = run("experiments.mnist", *TINY, f"--workdir={tmp_path / 'f'}", data_root=data_root)
+  assert out.returncode != 0 and "--workdir names a file" in out.stderr
+  out = run("experiments.mnist", *TINY, f"--data_dir={tmp_path / 'empty'}", "--nodownload",
+            f"--workdir={tmp_path / 'w'}")
+  assert out.returncode == 1 and "Traceback" not in out.stderr
+  line = out.stderr.strip().splitlines()[-1]
+  assert str(tmp_path / "empty") in line and "--download" in line and "tfds" in line
