@@ -13,6 +13,7 @@ import sys
 from absl import flags
 from absl import logging
 
+from vae_jax import checkpoint
 from vae_jax import data as data_lib
 from vae_jax import models
 from vae_jax import objectives
@@ -119,6 +120,11 @@ class _QuietLibraries:
 
 def quiet_libraries() -> None:
   logging.get_absl_handler().addFilter(_QuietLibraries())
+
+
+# Errors reported as one line, without a stack trace: the user can act on each.
+USER_ERRORS = (ValueError, OSError, data_lib.DataError, runner.NonFiniteError,
+               checkpoint.CheckpointError)
 
 
 def fail(message: str) -> None:

@@ -53,7 +53,7 @@ def main(argv):
   try:
     dataset = load()
     common.train_all(common.run_config(binarize=BINARIZE.value), dataset, workdir)
-  except (ValueError, data_lib.DataError, runner.NonFiniteError) as e:
+  except common.USER_ERRORS as e:
     common.fail(str(e))
 
 

@@ -27,8 +27,9 @@ from vae_jax import models
 from vae_jax import plots
 from vae_jax import train
 
-# Settings that may differ when a run resumes; every other one must match.
-_RESUMABLE = ("epochs", "keep_checkpoints", "skip_nonfinite")
+# Settings that may change when a run resumes (train longer, lower the step size);
+# every other one must match.
+_RESUMABLE = ("epochs", "keep_checkpoints", "skip_nonfinite", "learning_rate")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +114,17 @@ def _prepare_workdir(workdir: pathlib.Path, config: RunConfig, data_sizes: dict,
                                         indent=2) + "\n")
 
 
+def _check_disk_space(workdir: pathlib.Path, abstract_state) -> None:
+  """Refuses to start when the workdir's disk cannot hold two checkpoints."""
+  probe = workdir if workdir.exists() else next(p for p in workdir.parents if p.exists())
+  need = 2 * checkpoint_lib.state_bytes(abstract_state) + (1 << 20)
+  free = shutil.disk_usage(probe).free
+  if free < need:
+    raise ValueError(f"--workdir={workdir}: {free / 1e6:.1f} MB free on its disk, but "
+                     f"checkpoints of this model need about {need / 1e6:.1f} MB; free some "
+                     f"space or pass another --workdir")
+
+
 def _model_inputs(dataset: data_lib.Dataset, binarize: str):
   """(train images as stored on the device, test set as float32 model inputs)."""
   if binarize not in data_lib.BINARIZATIONS:
@@ -177,6 +189,8 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
   model = config.model(dataset.train.shape[1])
   optimizer = train.make_optimizer(config.optimizer, config.learning_rate)
   train_images, test_x = _model_inputs(dataset, config.binarize)
+  _check_disk_space(workdir, jax.eval_shape(
+      lambda k: train.init_state(model, optimizer, k), jax.random.key(0)))
   _prepare_workdir(workdir, config, {"train_examples": n_train,
                                      "test_examples": int(dataset.test.shape[0])}, fresh)
 
@@ -256,8 +270,13 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
         lines = metrics_path.read_text().splitlines()
         record = json.loads(lines[-1]) if lines else {}
   finally:
-    ckpt.close()
-    writer.close()
+    try:
+      ckpt.close()
+    finally:
+      try:
+        writer.close()
+      except OSError:  # a full disk: the error that stopped the run matters more
+        pass
   return record
 
 

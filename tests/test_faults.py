@@ -1,0 +1,182 @@
+"""Faults and bad input: what the user sees, and that no work is lost.
+
+Bad inputs and faults tried here and in the tests they point to (27 in all):
+  flags (test_experiments.py, 9): --L=0, --latent_dim=0, --estimator=exact,
+    --binarize=sometimes, --learning_rate=-1, --latent_dims=2,five,
+    --hidden_sizes=0, --batch_size larger than the data, --workdir a file;
+  data (test_data.py, 9): missing directory (offline), missing file, truncated
+    gzip, wrong magic, wrong item count, wrong size, checksum mismatch, a
+    corrupt download, a Frey Face file without `ff` (and a non-MATLAB one);
+  workdir (test_runner.py, 1): another run's settings in the workdir;
+  here (8): NaN/inf from a huge learning rate (stop; skip with
+    --skip_nonfinite), SIGKILL in the middle of an epoch, a half-written
+    checkpoint left by a kill, SIGTERM, SIGINT, a disk too small to start on,
+    a disk that fills up mid-run, the same seed twice (bitwise determinism).
+"""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from vae_jax import checkpoint, data, runner, train
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TIMING = ("examples_per_s", "epoch_s")
+# Enough epochs and data that a run lasts a few seconds, so a signal lands mid-run.
+CLI = ["--train_examples=8192", "--test_examples=500", "--hidden_sizes=64", "--latent_dim=4",
+       "--batch_size=64"]
+
+
+@pytest.fixture(scope="module")
+def small(mnist):
+  return data.subset(mnist, 1024, 300)
+
+
+CONFIG = runner.RunConfig(latent_dim=4, hidden_sizes=(64,), batch_size=64, epochs=2,
+                          eval_batch_size=300)
+
+
+def _metrics(workdir):
+  lines = (workdir / "metrics.jsonl").read_text().splitlines()
+  return [{k: v for k, v in json.loads(l).items() if k not in TIMING} for l in lines]
+
+
+def _restore(workdir, config=CONFIG):
+  model = config.model(784)
+  opt = train.make_optimizer(config.optimizer, config.learning_rate)
+  root = jax.random.key(config.seed)
+  ckpt = checkpoint.Checkpointer(workdir / "checkpoints")
+  try:
+    return ckpt.restore(train.init_state(model, opt, root), root)
+  finally:
+    ckpt.close()
+
+
+def _finite(state):
+  return all(bool(np.all(np.isfinite(p))) for p in jax.tree_util.tree_leaves(state.params))
+
+
+def test_nan_stops_training_and_keeps_the_last_good_checkpoint(small, tmp_path):
+  runner.train_and_evaluate(CONFIG, small, tmp_path)
+  blown = runner.RunConfig(**{**CONFIG.__dict__, "learning_rate": 1e7, "epochs": 4})
+  with pytest.raises(runner.NonFiniteError, match=r"non-finite loss or gradient at step \d+ "
+                     r"\(epoch 3\).*checkpoint of epoch 2 is the last good one"):
+    runner.train_and_evaluate(blown, small, tmp_path)
+  epoch, state = _restore(tmp_path)
+  assert epoch == 2 and _finite(state)
+  assert [m["epoch"] for m in _metrics(tmp_path)] == [1, 2]
+  # With --skip_nonfinite the run goes on, counting what it skipped.
+  skipping = runner.RunConfig(**{**blown.__dict__, "skip_nonfinite": True})
+  runner.train_and_evaluate(skipping, small, tmp_path)
+  last = _metrics(tmp_path)[-1]
+  assert last["epoch"] == 4 and last["skipped_steps"] > 0
+  assert _finite(_restore(tmp_path)[1])
+
+
+def test_same_seed_gives_bitwise_identical_runs(small, tmp_path):
+  runner.train_and_evaluate(CONFIG, small, tmp_path / "a")
+  runner.train_and_evaluate(CONFIG, small, tmp_path / "b")
+  assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+  (_, a), (_, b) = _restore(tmp_path / "a"), _restore(tmp_path / "b")
+  jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+
+
+def _start(workdir, data_root, *args):
+  env = dict(os.environ, VAE_JAX_DATA=str(data_root))
+  return subprocess.Popen([sys.executable, "-m", "experiments.mnist", *CLI, *args,
+                           f"--workdir={workdir}"], cwd=ROOT, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for(path: pathlib.Path, proc, timeout=300):
+  t0 = time.time()
+  while not path.exists():
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    assert time.time() - t0 < timeout
+    time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_root, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  proc = _start(workdir, data_root, "--epochs=4")
+  _, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-2000:]
+  return workdir
+
+
+def test_sigkill_mid_run_resumes_to_identical_numbers(uninterrupted, data_root, tmp_path):
+  proc = _start(tmp_path, data_root, "--epochs=4")
+  _wait_for(tmp_path / "checkpoints" / "1", proc)
+  proc.send_signal(signal.SIGKILL)  # in epoch 2 or while saving its checkpoint
+  proc.communicate()
+  # A checkpoint that a kill left half-written must be ignored, not restored.
+  (tmp_path / "checkpoints" / "9.orbax-checkpoint-tmp-0").mkdir()
+  (tmp_path / "checkpoints" / "9.orbax-checkpoint-tmp-0" / "junk").write_text("partial")
+  proc = _start(tmp_path, data_root, "--epochs=4")
+  _, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-2000:]
+  assert "Resuming from the checkpoint of epoch" in err
+  assert _metrics(tmp_path) == _metrics(uninterrupted)
+  cfg = runner.RunConfig(latent_dim=4, hidden_sizes=(64,), batch_size=64, epochs=4)
+  (ea, a), (eb, b) = _restore(tmp_path, cfg), _restore(uninterrupted, cfg)
+  assert ea == eb == 4
+  jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_saves_and_exits_cleanly(sig, uninterrupted, data_root, tmp_path):
+  proc = _start(tmp_path, data_root, "--epochs=4")
+  _wait_for(tmp_path / "checkpoints" / "1", proc)
+  proc.send_signal(sig)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-2000:]
+  assert f"{sig.name}: stopping after epoch" in err
+  done = len(_metrics(tmp_path))
+  assert done < 4 and _restore(tmp_path)[0] == done
+  proc = _start(tmp_path, data_root, "--epochs=4")
+  _, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-2000:]
+  assert _metrics(tmp_path) == _metrics(uninterrupted)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 300 kB tmpfs: too small for one checkpoint of the CLI model (~600 kB)."""
+  mnt = tmp_path / "small_disk"
+  mnt.mkdir()
+  if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)],
+                    capture_output=True).returncode:
+    pytest.skip("cannot mount a small tmpfs here (needs root)")
+  yield mnt
+  subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_full_disk_is_refused_before_any_work(data_root, small_disk):
+  proc = _start(small_disk / "run", data_root, "--epochs=2")
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 1
+  line = err.strip().splitlines()[-1]
+  assert line.startswith("error: --workdir=") and "MB free" in line, err[-2000:]
+  assert not (small_disk / "run" / "checkpoints").exists()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_disk_filling_up_mid_run_keeps_earlier_checkpoints(small, small_disk, monkeypatch):
+  # Skip the start-up check, as if the disk filled up after it.
+  monkeypatch.setattr(runner, "_check_disk_space", lambda *a: None)
+  config = runner.RunConfig(**{**CONFIG.__dict__, "hidden_sizes": (128,)})
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r"could not write a checkpoint in .*small_disk.*No space left on "
+                           r"device.*last complete one is epoch None"):
+    runner.train_and_evaluate(config, small, small_disk / "run")
+  leftovers = [p.name for p in (small_disk / "run" / "checkpoints").iterdir()]
+  assert not [n for n in leftovers if "tmp" in n or n.isdigit()], leftovers
