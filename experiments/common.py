@@ -49,11 +49,24 @@ KEEP = flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.", lower_bo
 EVAL_BATCH_SIZE = flags.DEFINE_integer("eval_batch_size", 1000, "Test examples evaluated at "
                                        "once.", lower_bound=1)
 
+LR_SCHEDULE = flags.DEFINE_enum("lr_schedule", "constant", list(train.SCHEDULES),
+                                "constant, or burda: Burda et al.'s 10**(-i/7) decay over "
+                                "3**i epochs.")
+DATA_SOURCE = flags.DEFINE_enum("data_source", "idx", ["idx", "tfds"],
+                                "MNIST from idx: the four official files in --data_dir; tfds: "
+                                "tfds.load('mnist') (needs tensorflow).")
+DOWNLOAD = flags.DEFINE_bool("download", True, "Download missing MNIST files (sha256 checked).")
+TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", 0, "Use only the first N training "
+                                      "examples (0: all); for quick trials.", lower_bound=0)
+TEST_EXAMPLES = flags.DEFINE_integer("test_examples", 0, "Use only the first N test examples "
+                                     "(0: all).", lower_bound=0)
+
 flags.register_validator("learning_rate", lambda v: v > 0,
                          "--learning_rate must be > 0 (e.g. 1e-3)")
 
 
 def _positive_ints(values):
+  """Whether every entry of a list flag is an integer >= 1."""
   try:
     return all(int(v) >= 1 for v in values)
   except ValueError:
@@ -70,12 +83,32 @@ flags.register_validator("workdir", lambda v: v is None or not pathlib.Path(v).i
                          "--workdir names a file; pass a directory")
 
 
+DATASETS = ("mnist", "frey_face")
+
+
+def load_dataset(name: str) -> data_lib.Dataset:
+  """The data set `name` from --data_dir (default: $VAE_JAX_DATA/<mnist|frey>), cut to
+  --train_examples and --test_examples."""
+  if name == "mnist":
+    data_dir = pathlib.Path(DATA_DIR.value or data_lib.default_data_root() / "mnist")
+    if DATA_SOURCE.value == "tfds":
+      dataset = data_lib.load_mnist_tfds(data_dir)
+    else:
+      dataset = data_lib.load_mnist(data_dir, download=DOWNLOAD.value)
+  elif name == "frey_face":
+    dataset = data_lib.load_frey_face(DATA_DIR.value or data_lib.default_data_root() / "frey")
+  else:
+    raise ValueError(f"dataset={name!r}: expected one of {list(DATASETS)}")
+  return data_lib.subset(dataset, TRAIN_EXAMPLES.value or None, TEST_EXAMPLES.value or None)
+
+
 def run_config(**overrides) -> runner.RunConfig:
   """The flags as a frozen RunConfig."""
   values = dict(latent_dim=LATENT_DIM.value, hidden_sizes=tuple(int(h) for h in HIDDEN_SIZES.value),
                 activation=ACTIVATION.value, num_samples=L.value, estimator=ESTIMATOR.value,
                 batch_size=BATCH_SIZE.value, epochs=EPOCHS.value, optimizer=OPTIMIZER.value,
-                learning_rate=LEARNING_RATE.value, seed=SEED.value,
+                learning_rate=LEARNING_RATE.value, lr_schedule=LR_SCHEDULE.value,
+                seed=SEED.value,
                 eval_batch_size=EVAL_BATCH_SIZE.value, keep_checkpoints=KEEP.value,
                 skip_nonfinite=SKIP_NONFINITE.value)
   values.update(overrides)
@@ -125,6 +158,17 @@ def quiet_libraries() -> None:
 # Errors reported as one line, without a stack trace: the user can act on each.
 USER_ERRORS = (ValueError, OSError, data_lib.DataError, runner.NonFiniteError,
                checkpoint.CheckpointError)
+
+
+def apply_defaults(values: dict) -> None:
+  """Sets each flag in `values` that the command line left alone."""
+  for name, value in values.items():
+    if not flags.FLAGS[name].present:
+      flags.FLAGS[name].value = value
+
+
+def workdir() -> pathlib.Path:
+  return pathlib.Path(WORKDIR.value)
 
 
 def fail(message: str) -> None:

@@ -1,6 +1,7 @@
 """The command lines, run as a user runs them (in a subprocess)."""
 
 import csv
+import json
 import os
 import pathlib
 import subprocess
@@ -64,3 +65,37 @@ def test_workdir_that_is_a_file_and_missing_data(data_root, tmp_path):
   assert out.returncode == 1 and "Traceback" not in out.stderr
   line = out.stderr.strip().splitlines()[-1]
   assert str(tmp_path / "empty") in line and "--download" in line and "tfds" in line
+
+
+def test_frey_face_and_figure2(data_root, tmp_path):
+  out = run("experiments.figure2", "--dataset=frey_face", "--epochs=2", "--latent_dims=2,3",
+            "--train_examples=400", "--hidden_sizes=32", f"--workdir={tmp_path}",
+            data_root=data_root)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert (tmp_path / "figure2_frey_face.png").stat().st_size > 0
+  assert (tmp_path / "latent_2" / "manifold.png").exists()
+  config = (tmp_path / "latent_3" / "config.json").read_text()
+  assert '"likelihood": "gaussian"' in config and '"optimizer": "adagrad"' in config
+  out = run("experiments.frey_face", "--epochs=1", "--train_examples=300", "--hidden_sizes=16",
+            f"--workdir={tmp_path / 'frey'}", data_root=data_root)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert (tmp_path / "frey" / "manifold.png").exists()
+
+
+def test_evaluate_and_gradient_variance(data_root, tmp_path):
+  common = ["--train_examples=512", "--test_examples=100", f"--workdir={tmp_path}"]
+  out = run("experiments.gradient_variance", *common, "--epochs=1", "--hidden_sizes=32",
+            "--Ls=1,4", "--repeats=5", "--minibatch=10", data_root=data_root)
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = json.loads((tmp_path / "gradient_variance.json").read_text())["rows"]
+  assert [r["L"] for r in rows] == [1, 4]
+  assert all(r["variance_ratio"] > 1 for r in rows)
+  assert (tmp_path / "gradient_variance.png").exists()
+  out = run("experiments.evaluate", *common, "--k=20", "--large_L=5", data_root=data_root)
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads((tmp_path / "evaluation.json").read_text())
+  assert result["test_examples"] == 100 and result["epoch"] == 1
+  assert result["log_px_k20"]["log_px"] > result["elbo_L5"]["elbo"] - 1.0
+  assert "log p(x), k=20: 100/100 examples" in out.stderr
+  out = run("experiments.evaluate", f"--workdir={tmp_path / 'nothing'}", data_root=data_root)
+  assert out.returncode == 1 and "no config.json there" in out.stderr.splitlines()[-1]

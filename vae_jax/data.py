@@ -39,6 +39,7 @@ FREY_FILE = "frey_rawface.mat"
 FREY_SHAPE = (28, 20)
 BINARIZATIONS = ("dynamic", "fixed", "none")
 DATA_ENV = "VAE_JAX_DATA"
+FREY_SPLIT_SEED = 0  # the held-out frames: one constant split for every run
 
 
 class DataError(RuntimeError):
@@ -186,8 +187,8 @@ def load_mnist_tfds(data_dir=None) -> Dataset:
 def load_frey_face(path, *, num_test: int = 200) -> Dataset:
   """Frey Face: 1,965 frames of 28x20 grey levels, scaled to [0, 1].
 
-  The last `num_test` frames (a contiguous block, so near-duplicate
-  neighbouring video frames do not straddle the split) are held out.
+  `num_test` frames chosen at random with a constant key (the same split
+  everywhere) are held out; the rest keep their video order.
 
   Args:
     path: `frey_rawface.mat`, or the directory holding it.
@@ -218,7 +219,9 @@ def load_frey_face(path, *, num_test: int = 200) -> Dataset:
   if not 0 < num_test < ff.shape[1]:
     raise DataError(f"num_test={num_test}: must be between 1 and {ff.shape[1] - 1}")
   images = (ff.T.astype(np.float32) / 255.0)  # one row per frame, row-major 28x20
-  return Dataset(images[:-num_test], images[-num_test:], None, None, FREY_SHAPE)
+  test = np.zeros(len(images), bool)
+  test[np.asarray(jax.random.permutation(jax.random.key(FREY_SPLIT_SEED), len(images)))[:num_test]] = True
+  return Dataset(images[~test], images[test], None, None, FREY_SHAPE)
 
 
 def subset(dataset: Dataset, num_train: int | None, num_test: int | None) -> Dataset:

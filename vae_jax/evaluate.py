@@ -1,32 +1,39 @@
 """Evaluation over a whole data set: padded, masked batches under `lax.map`.
 
-The data set is cut into batches of a fixed size, the last one padded and its
-padding masked out of the sums, so the means are exact for any n and the
-function compiles once per shape. Batch b uses `fold_in(key, b)`.
+Example j of the data set always uses the key `fold_in(key, j)`, whatever the
+batch or chunk sizes, so these only trade memory for speed and never change a
+number. The last batch is padded and its padding masked out of the sums, so the
+means are exact for any n and each function compiles once per shape.
 """
 
 import functools
+import logging
+import math
+import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vae_jax import objectives
 
 
-def _batched_means(per_example_fn, x, key, batch_size):
-  """Means over the n rows of x of each `[batch]` output of per_example_fn(xb, key)."""
+def _batched_means(per_example_fn, x, key, batch_size, offset=0):
+  """Means over the rows of x of per_example_fn(x_j [1, D], fold_in(key, offset + j)),
+  whose outputs are dicts of [1] arrays."""
   n = x.shape[0]
   num_batches = -(-n // batch_size)
   pad = num_batches * batch_size - n
-  xb = jnp.pad(x, ((0, pad), (0, 0))).reshape(num_batches, batch_size, x.shape[1])
-  mask = (jnp.arange(num_batches * batch_size) < n).reshape(num_batches, batch_size)
+  xb = jnp.pad(x, ((0, pad), (0, 0))).reshape(num_batches, batch_size, 1, x.shape[1])
+  index = jnp.arange(num_batches * batch_size).reshape(num_batches, batch_size)
 
   def one(args):
-    xs, ms, b = args
-    out = per_example_fn(xs, jax.random.fold_in(key, b))
-    return jax.tree_util.tree_map(lambda v: jnp.sum(jnp.where(ms, v, 0.0)), out)
+    xs, idx = args
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, offset + i))(idx)
+    out = jax.vmap(per_example_fn)(xs, keys)
+    return jax.tree_util.tree_map(lambda v: jnp.sum(jnp.where(idx < n, v[:, 0], 0.0)), out)
 
-  sums = jax.lax.map(one, (xb, mask, jnp.arange(num_batches)))
+  sums = jax.lax.map(one, (xb, index))
   return jax.tree_util.tree_map(lambda s: jnp.sum(s) / n, sums)
 
 
@@ -38,39 +45,87 @@ def elbo_means(model, params, x, key, *, num_samples: int = 1, estimator: str = 
   Args:
     model, params: the VAE.
     x: `[n, D]` float32 model inputs.
-    key: a `jax.random` key.
+    key: a `jax.random` key; example j uses `fold_in(key, j)`.
     num_samples: L.
     estimator: "analytic" or "monte_carlo".
-    batch_size: rows evaluated at once.
+    batch_size: rows evaluated at once (memory only; the values do not depend on it).
 
   Returns:
     {"elbo", "log_likelihood", "kl"}: scalars, nats per example.
   """
-  def fn(xb, k):
-    return objectives.elbo_terms(model, params, xb, k, num_samples=num_samples,
+  def fn(xj, k):
+    return objectives.elbo_terms(model, params, xj, k, num_samples=num_samples,
                                  estimator=estimator)._asdict()
   return _batched_means(fn, x, key, batch_size)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_samples", "chunk_size", "batch_size"))
 def iwae_means(model, params, x, key, *, num_samples: int, chunk_size: int = 100,
-               batch_size: int = 100) -> dict:
-  """The IWAE estimate of log p(x) averaged over a data set.
+               batch_size: int = 100, offset=0) -> dict:
+  """Means over a data set of the k-sample IWAE bound, its square and its Monte Carlo variance.
 
-  Returns:
-    {"log_px": mean of the k-sample bounds, "mc_var": mean over examples of
-    each bound's Monte Carlo variance, "sq": the mean of the squared bounds},
-    from which the caller forms the standard errors.
+  Example j uses `fold_in(key, offset + j)`; see `log_likelihood`.
   """
-  def fn(xb, k):
-    bound, stderr = objectives.iwae_bound_and_stderr(model, params, xb, k,
+  def fn(xj, k):
+    bound, stderr = objectives.iwae_bound_and_stderr(model, params, xj, k,
                                                      num_samples=num_samples,
                                                      chunk_size=chunk_size)
-    return {"log_px": bound, "mc_var": jnp.square(stderr), "sq": jnp.square(bound)}
-  return _batched_means(fn, x, key, batch_size)
+    return {"log_px": bound, "sq": jnp.square(bound), "mc_var": jnp.square(stderr)}
+  return _batched_means(fn, x, key, batch_size, offset)
+
+
+def log_likelihood(model, params, x, key, *, num_samples: int = 5000, chunk_size: int = 500,
+                   batch_size: int = 20, block_size: int = 1000, progress: bool = True) -> dict:
+  """The importance-sampled estimate of log p(x) (the k-sample IWAE bound) over a data set.
+
+  Compiled in blocks of `block_size` examples (one progress line each), each a
+  `lax.map` over batches of `batch_size`, each a `lax.map` over chunks of
+  `chunk_size` samples: memory is O(batch_size * chunk_size * D), and none of
+  the three sizes changes the result.
+
+  Args:
+    model, params: the VAE.
+    x: `[n, D]` float32 model inputs.
+    key: a `jax.random` key.
+    num_samples: k (5000 in the papers).
+    chunk_size, batch_size, block_size: memory and progress granularity.
+    progress: log a line per block with the time left.
+
+  Returns:
+    {"log_px": mean over examples of the bound (nats), "mc_stderr": its Monte
+    Carlo standard error (another key), "data_stderr": its standard error over
+    the choice of examples, "num_samples", "n", "seconds"}.
+  """
+  n = x.shape[0]
+  totals = {"log_px": 0.0, "sq": 0.0, "mc_var": 0.0}
+  t0 = time.perf_counter()
+  for start in range(0, n, block_size):
+    block = x[start:start + block_size]
+    means = jax.device_get(iwae_means(model, params, block, key, num_samples=num_samples,
+                                      chunk_size=chunk_size, batch_size=batch_size,
+                                      offset=start))
+    for k in totals:
+      totals[k] += float(means[k]) * block.shape[0]
+    done = start + block.shape[0]
+    if progress:
+      elapsed = time.perf_counter() - t0
+      logging.info("log p(x), k=%d: %d/%d examples, running mean %.3f nats, %.0fs, ~%.0fs left",
+                   num_samples, done, n, totals["log_px"] / done, elapsed,
+                   elapsed / done * (n - done))
+  mean = totals["log_px"] / n
+  var = max(totals["sq"] / n - mean ** 2, 0.0)
+  return {"log_px": mean, "mc_stderr": math.sqrt(totals["mc_var"]) / n,
+          "data_stderr": math.sqrt(var / n), "num_samples": num_samples, "n": n,
+          "seconds": time.perf_counter() - t0}
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
 def encoder_means(model, params, x) -> jax.Array:
   """The encoder means of a data set: `[n, D]` -> `[n, Z]`."""
   return model.apply(params, x, method=model.encode)[0]
+
+
+def peak_memory_mb() -> float:
+  """This process's peak resident memory so far, in MB (Linux: ru_maxrss is in kB)."""
+  import resource  # pylint: disable=g-import-not-at-top
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -70,3 +70,48 @@ def save_latent_scatter(path, means: np.ndarray, labels: np.ndarray | None, titl
   fig.tight_layout()
   fig.savefig(pathlib.Path(path), dpi=100)
   plt.close(fig)
+
+
+def save_learning_curves(path, curves: dict, title: str) -> None:
+  """Figure 2 of Kingma & Welling: the bound against training samples seen.
+
+  Args:
+    path: the PNG to write.
+    curves: {latent size: the run's metrics.jsonl records}.
+    title: the figure's title.
+  """
+  fig, ax = plt.subplots(figsize=(7, 4.8))
+  colours = plt.cm.viridis(np.linspace(0, 0.9, len(curves)))
+  for colour, (size, records) in zip(colours, sorted(curves.items())):
+    seen = [r["examples_seen"] for r in records]
+    ax.plot(seen, [r["test_elbo"] for r in records], color=colour, label=f"$N_z$ = {size}")
+    ax.plot(seen, [r["train_elbo"] for r in records], color=colour, linestyle="--")
+  ax.set_xscale("log")
+  ax.set_xlabel("training samples evaluated")
+  ax.set_ylabel("lower bound (nats per data point)")
+  ax.set_title(title, fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(pathlib.Path(path), dpi=100)
+  plt.close(fig)
+
+
+def save_gradient_variance(path, rows: list[dict], title: str) -> None:
+  """Total variance of the encoder gradient against L, one line per estimator."""
+  fig, ax = plt.subplots(figsize=(6.5, 4.5))
+  Ls = [r["L"] for r in rows]
+  for name, style in (("score_function", "o-"), ("reparameterization", "s-")):
+    ax.plot(Ls, [r[f"{name}_variance"] for r in rows], style, label=name.replace("_", " "))
+  ax.plot(Ls, [rows[0]["reparameterization_mean_sq_norm"]] * len(Ls), "k:",
+          label="squared norm of the mean gradient")
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  ax.set_xlabel("samples of z per data point (L)")
+  ax.set_ylabel("total variance of the gradient estimate")
+  ax.set_title(title, fontsize=10)
+  ax.grid(alpha=0.3, which="both")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(pathlib.Path(path), dpi=100)
+  plt.close(fig)

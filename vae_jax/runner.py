@@ -35,6 +35,7 @@ _RESUMABLE = ("epochs", "keep_checkpoints", "skip_nonfinite", "learning_rate")
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
   """The settings of one training run (the experiments' flags, parsed)."""
+  dataset: str = "mnist"
   latent_dim: int = 20
   hidden_sizes: tuple[int, ...] = (400,)
   activation: str = "relu"
@@ -45,6 +46,7 @@ class RunConfig:
   epochs: int = 10
   optimizer: str = "adam"
   learning_rate: float = 1e-3
+  lr_schedule: str = "constant"
   binarize: str = "dynamic"
   seed: int = 0
   eval_batch_size: int = 1000
@@ -55,6 +57,12 @@ class RunConfig:
     return models.VAE(input_dim=input_dim, latent_dim=self.latent_dim,
                       hidden_sizes=tuple(self.hidden_sizes), activation=self.activation,
                       likelihood=self.likelihood)
+
+
+def make_optimizer(config: RunConfig, num_train: int):
+  return train.make_optimizer(config.optimizer, config.learning_rate,
+                              schedule=config.lr_schedule,
+                              steps_per_epoch=num_train // config.batch_size)
 
 
 class NonFiniteError(RuntimeError):
@@ -125,7 +133,7 @@ def _check_disk_space(workdir: pathlib.Path, abstract_state) -> None:
                      f"space or pass another --workdir")
 
 
-def _model_inputs(dataset: data_lib.Dataset, binarize: str):
+def model_inputs(dataset: data_lib.Dataset, binarize: str):
   """(train images as stored on the device, test set as float32 model inputs)."""
   if binarize not in data_lib.BINARIZATIONS:
     raise ValueError(f"--binarize={binarize}: expected one of {list(data_lib.BINARIZATIONS)}")
@@ -162,6 +170,29 @@ def _pictures(workdir, model, params, test_x, labels, image_shape, key, writer, 
                               "test set: encoder means")
 
 
+def load_run(workdir, epoch: int | None = None):
+  """A finished or running run's (RunConfig, model, TrainState, epoch) from its workdir."""
+  workdir = pathlib.Path(workdir)
+  if not (workdir / "config.json").is_file():
+    raise ValueError(f"--workdir={workdir}: no config.json there; pass the workdir of a "
+                     f"training run")
+  saved = json.loads((workdir / "config.json").read_text())
+  sizes = saved.pop("data")
+  saved["hidden_sizes"] = tuple(saved["hidden_sizes"])
+  config = RunConfig(**saved)
+  model = config.model(sizes.get("input_dim", 784))
+  optimizer = make_optimizer(config, sizes["train_examples"])
+  root = jax.random.key(config.seed)
+  ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints")
+  try:
+    if ckpt.latest_epoch() is None:
+      raise ValueError(f"--workdir={workdir}: holds no checkpoint yet")
+    epoch, state = ckpt.restore(train.init_state(model, optimizer, root), root, epoch)
+  finally:
+    ckpt.close()
+  return config, model, state, epoch
+
+
 def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
                        *, fresh: bool = False) -> dict[str, Any]:
   """Trains `config` on `dataset`, writing everything into `workdir`; returns the last metrics.
@@ -187,12 +218,13 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
     raise ValueError(f"--batch_size={config.batch_size}: must be a multiple of the "
                      f"{devices} devices to shard over")
   model = config.model(dataset.train.shape[1])
-  optimizer = train.make_optimizer(config.optimizer, config.learning_rate)
-  train_images, test_x = _model_inputs(dataset, config.binarize)
+  optimizer = make_optimizer(config, n_train)
+  train_images, test_x = model_inputs(dataset, config.binarize)
   _check_disk_space(workdir, jax.eval_shape(
       lambda k: train.init_state(model, optimizer, k), jax.random.key(0)))
   _prepare_workdir(workdir, config, {"train_examples": n_train,
-                                     "test_examples": int(dataset.test.shape[0])}, fresh)
+                                     "test_examples": int(dataset.test.shape[0]),
+                                     "input_dim": int(dataset.train.shape[1])}, fresh)
 
   mesh = train.data_mesh()
   root = jax.random.key(config.seed)
@@ -254,9 +286,10 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
         _pictures(workdir, model, state.params, test_x, dataset.test_labels,
                   dataset.image_shape, jax.random.key(0), writer, epoch + 1,
                   write_png=epoch + 1 == config.epochs)
-        left = (config.epochs - epoch - 1) * float(np.median(times[1:] or times))
+        # The first epoch of a process compiles: leave it out of the estimate.
+        left = (config.epochs - epoch - 1) * float(np.median(times[1:])) if times[1:] else None
         logging.info("epoch %d/%d  train ELBO %.2f  test ELBO %.2f (recon %.2f, KL %.2f) nats"
-                     "  %.2fs (%.0f ex/s)  %s left", epoch + 1, config.epochs, record["train_elbo"],
+                     "  %.2fs (%.0f ex/s)  %s", epoch + 1, config.epochs, record["train_elbo"],
                      record["test_elbo"], record["test_log_likelihood"], record["test_kl"],
                      seconds, record["examples_per_s"], _duration(left))
         if stop.signal:
@@ -280,7 +313,9 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
   return record
 
 
-def _duration(seconds: float) -> str:
+def _duration(seconds: float | None) -> str:
+  if seconds is None:
+    return "(time left after the next epoch)"
   m, s = divmod(int(round(seconds)), 60)
   h, m = divmod(m, 60)
-  return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+  return (f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s") + " left"

@@ -18,6 +18,7 @@ from vae_jax import models
 from vae_jax import objectives
 
 OPTIMIZERS = ("adam", "adagrad", "sgd")
+SCHEDULES = ("constant", "burda")
 # Independent key streams derived from the root key.
 _INIT, _SHUFFLE, _STEP, _EVAL = range(4)
 
@@ -29,16 +30,37 @@ class TrainState(NamedTuple):
   opt_state: Any
 
 
-def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
-  """Adam (the default), Adagrad (Kingma & Welling, 2014) or plain SGD."""
+def burda_schedule(learning_rate: float, steps_per_epoch: int) -> optax.Schedule:
+  """Burda et al. (2016): learning_rate * 10**(-i/7) for 3**i epochs, i = 0..7 (3,280 epochs)."""
+  boundaries, epochs = {}, 0
+  for i in range(1, 8):
+    epochs += 3 ** (i - 1)
+    boundaries[epochs * steps_per_epoch] = 10 ** (-1 / 7)
+  return optax.piecewise_constant_schedule(learning_rate, boundaries)
+
+
+def make_optimizer(name: str, learning_rate: float, *, schedule: str = "constant",
+                   steps_per_epoch: int = 1) -> optax.GradientTransformation:
+  """Adam (the default), Adagrad (Kingma & Welling, 2014) or plain SGD.
+
+  Args:
+    name: "adam", "adagrad" or "sgd".
+    learning_rate: the (initial) step size, > 0.
+    schedule: "constant", or "burda" (`burda_schedule`, with Adam's epsilon
+      1e-4 as in Burda et al.).
+    steps_per_epoch: for schedules counted in epochs.
+  """
   if not learning_rate > 0:
     raise ValueError(f"learning_rate={learning_rate}: must be > 0")
+  if schedule not in SCHEDULES:
+    raise ValueError(f"lr_schedule={schedule!r}: expected one of {list(SCHEDULES)}")
+  lr = burda_schedule(learning_rate, steps_per_epoch) if schedule == "burda" else learning_rate
   if name == "adam":
-    return optax.adam(learning_rate)
+    return optax.adam(lr, eps=1e-4 if schedule == "burda" else 1e-8)
   if name == "adagrad":
-    return optax.adagrad(learning_rate)
+    return optax.adagrad(lr)
   if name == "sgd":
-    return optax.sgd(learning_rate)
+    return optax.sgd(lr)
   raise ValueError(f"optimizer={name!r}: expected one of {list(OPTIMIZERS)}")
 
 

@@ -1,0 +1,72 @@
+"""Evaluates a trained run on its whole test set: the ELBO with L = 1 and a large
+L, and the importance-sampled log-likelihood (the IWAE bound with k = 5000).
+
+  python -m experiments.evaluate --workdir=runs/mnist
+
+Writes WORKDIR/evaluation.json (nats per image, with standard errors, time and
+peak memory) and logs a progress line per block of 1,000 images.
+"""
+
+import json
+import pathlib
+
+import jax
+from absl import app
+from absl import flags
+from absl import logging
+
+from experiments import common
+from vae_jax import evaluate
+from vae_jax import runner
+
+K = flags.DEFINE_integer("k", 5000, "Importance samples per image for log p(x).", lower_bound=1)
+LARGE_L = flags.DEFINE_integer("large_L", 100, "Samples of z for the second ELBO estimate.",
+                               lower_bound=1)
+CHUNK = flags.DEFINE_integer("chunk_size", 500, "Importance samples evaluated at once.",
+                             lower_bound=1)
+IWAE_BATCH = flags.DEFINE_integer("iwae_batch_size", 20, "Images evaluated at once for "
+                                  "log p(x); memory grows with this times --chunk_size.",
+                                  lower_bound=1)
+EVAL_SEED = flags.DEFINE_integer("eval_seed", 0, "Key of the evaluation's samples.")
+EPOCH = flags.DEFINE_integer("epoch", None, "Which checkpoint (default: the latest).")
+flags.mark_flag_as_required("workdir")
+
+
+def run(workdir: pathlib.Path) -> dict:
+  config, model, state, epoch = runner.load_run(workdir, EPOCH.value)
+  dataset = common.load_dataset(config.dataset)
+  _, test_x = runner.model_inputs(dataset, config.binarize)
+  key = jax.random.key(EVAL_SEED.value)
+  logging.info("Evaluating %s (epoch %d) on %d test images", workdir, epoch, test_x.shape[0])
+  result = {"workdir": str(workdir), "epoch": epoch, "test_examples": int(test_x.shape[0])}
+  for name, L in (("elbo_L1", 1), (f"elbo_L{LARGE_L.value}", LARGE_L.value)):
+    batch = max(1, min(1000, 20_000 // L))  # about 60 MB of decoder outputs at once
+    means = jax.device_get(evaluate.elbo_means(model, state.params, test_x, key,
+                                               num_samples=L, estimator=config.estimator,
+                                               batch_size=batch))
+    result[name] = {k: float(v) for k, v in means.items()}
+    logging.info("test ELBO, L=%d: %.3f nats", L, result[name]["elbo"])
+  ll = evaluate.log_likelihood(model, state.params, test_x, key, num_samples=K.value,
+                               chunk_size=min(CHUNK.value, K.value),
+                               batch_size=IWAE_BATCH.value)
+  result[f"log_px_k{K.value}"] = ll
+  result["peak_memory_mb"] = evaluate.peak_memory_mb()
+  logging.info("test log p(x) ~ %.3f nats (k=%d; Monte Carlo s.e. %.4f, over images %.3f), "
+               "%.0fs, peak memory %.0f MB", ll["log_px"], K.value, ll["mc_stderr"],
+               ll["data_stderr"], ll["seconds"], result["peak_memory_mb"])
+  (workdir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+  return result
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  common.quiet_libraries()
+  try:
+    run(common.workdir())
+  except common.USER_ERRORS as e:
+    common.fail(str(e))
+
+
+if __name__ == "__main__":
+  app.run(main)

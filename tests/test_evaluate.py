@@ -1,0 +1,77 @@
+"""Whole-data-set evaluation against a slow, obviously correct reference."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import special, stats
+
+import vae_jax
+from vae_jax import evaluate
+from tests import helpers
+
+
+@pytest.fixture(scope="module")
+def problem():
+  model = vae_jax.VAE(input_dim=12, latent_dim=2, hidden_sizes=(8,), activation="tanh")
+  params = vae_jax.init_params(model, jax.random.key(0))
+  x = helpers.binary_data(jax.random.key(1), n=7, dim=12, p=0.4)
+  return model, params, x
+
+
+def _reference_log_px(model, params, x, key, k):
+  """A plain loop over images and samples in float64 numpy: the documented keys
+  (image j: fold_in(key, j); sample i: split(that, k)[i]) and nothing else shared."""
+  p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params["params"])
+  enc, dec = p["encoder"]["mlp"], p["decoder"]["mlp"]
+  out = []
+  for j, xj in enumerate(np.asarray(x, np.float64)):
+    h = np.tanh(xj @ enc["dense_0"]["kernel"] + enc["dense_0"]["bias"])
+    mean, logvar = np.split(h @ enc["dense_1"]["kernel"] + enc["dense_1"]["bias"], 2)
+    keys = jax.random.split(jax.random.fold_in(key, j), k)
+    logw = []
+    for i in range(k):
+      eps = np.asarray(jax.random.normal(keys[i], (1, 2)), np.float64)[0]
+      z = mean + np.exp(logvar / 2) * eps
+      logits = np.tanh(z @ dec["dense_0"]["kernel"] + dec["dense_0"]["bias"]) \
+          @ dec["dense_1"]["kernel"] + dec["dense_1"]["bias"]
+      log_px_z = np.sum(xj * logits - np.logaddexp(0, logits))
+      log_pz = stats.norm.logpdf(z).sum()
+      log_qz = stats.norm.logpdf(z, mean, np.exp(logvar / 2)).sum()
+      logw.append(log_px_z + log_pz - log_qz)
+    out.append(special.logsumexp(logw) - np.log(k))
+  return np.array(out)
+
+
+@pytest.mark.parametrize("chunk,batch,block", [(40, 7, 7), (7, 2, 3), (1, 1, 5), (100, 4, 100)])
+def test_log_likelihood_matches_plain_loop_for_any_chunking(problem, chunk, batch, block):
+  model, params, x = problem
+  key, k = jax.random.key(5), 40
+  want = _reference_log_px(model, params, x, key, k)
+  got = evaluate.log_likelihood(model, params, x, key, num_samples=k, chunk_size=chunk,
+                                batch_size=batch, block_size=block, progress=False)
+  np.testing.assert_allclose(got["log_px"], want.mean(), rtol=1e-5)
+  np.testing.assert_allclose(got["data_stderr"], want.std() / np.sqrt(len(want)), rtol=1e-3)
+  assert got["n"] == 7 and got["mc_stderr"] > 0
+
+
+def test_more_samples_never_lower_beyond_standard_error(problem):
+  model, params, x = problem
+  x = helpers.binary_data(jax.random.key(2), n=200, dim=12, p=0.4)
+  small = evaluate.log_likelihood(model, params, x, jax.random.key(0), num_samples=2,
+                                  chunk_size=2, progress=False)
+  large = evaluate.log_likelihood(model, params, x, jax.random.key(1), num_samples=500,
+                                  chunk_size=100, progress=False)
+  assert large["log_px"] > small["log_px"] - 4 * (small["mc_stderr"] + large["mc_stderr"])
+  assert large["mc_stderr"] < small["mc_stderr"]
+
+
+def test_elbo_means_are_exact_means_for_any_batch_size(problem):
+  model, params, x = problem
+  key = jax.random.key(3)
+  ref = np.mean([vae_jax.elbo(model, params, x[j:j + 1], jax.random.fold_in(key, j),
+                              num_samples=3)[0] for j in range(7)])
+  for batch in (1, 3, 7, 100):
+    got = evaluate.elbo_means(model, params, x, key, num_samples=3, batch_size=batch)
+    np.testing.assert_allclose(got["elbo"], ref, rtol=1e-5)
+    np.testing.assert_allclose(got["elbo"], got["log_likelihood"] - got["kl"], rtol=1e-5)
