@@ -1,5 +1,7 @@
 """Small models with known answers, shared by the tests."""
 
+import json
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -69,3 +71,12 @@ def worse_encoder(params, shift=0.5, logvar_shift=0.7):
 
 def binary_data(key, n=16, dim=784, p=0.2):
   return (jax.random.uniform(key, (n, dim)) < p).astype(jnp.float32)
+
+
+TIMING = ("examples_per_s", "epoch_s")
+
+
+def run_metrics(workdir):
+  """A run's metrics.jsonl records without the timing fields (which vary run to run)."""
+  lines = (workdir / "metrics.jsonl").read_text().splitlines()
+  return [{k: v for k, v in json.loads(l).items() if k not in TIMING} for l in lines]

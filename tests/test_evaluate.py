@@ -1,7 +1,6 @@
 """Whole-data-set evaluation against a slow, obviously correct reference."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import special, stats

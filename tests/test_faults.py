@@ -14,7 +14,6 @@ Bad inputs and faults tried here and in the tests they point to (27 in all):
     a disk that fills up mid-run, the same seed twice (bitwise determinism).
 """
 
-import json
 import os
 import pathlib
 import signal
@@ -26,10 +25,10 @@ import jax
 import numpy as np
 import pytest
 
-from vae_jax import checkpoint, data, runner, train
+from tests import helpers
+from vae_jax import checkpoint, data, runner
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TIMING = ("examples_per_s", "epoch_s")
 # Enough epochs and data that a run lasts a few seconds, so a signal lands mid-run.
 CLI = ["--train_examples=8192", "--test_examples=500", "--hidden_sizes=64", "--latent_dim=4",
        "--batch_size=64"]
@@ -44,20 +43,10 @@ CONFIG = runner.RunConfig(latent_dim=4, hidden_sizes=(64,), batch_size=64, epoch
                           eval_batch_size=300)
 
 
-def _metrics(workdir):
-  lines = (workdir / "metrics.jsonl").read_text().splitlines()
-  return [{k: v for k, v in json.loads(l).items() if k not in TIMING} for l in lines]
-
-
-def _restore(workdir, config=CONFIG):
-  model = config.model(784)
-  opt = train.make_optimizer(config.optimizer, config.learning_rate)
-  root = jax.random.key(config.seed)
-  ckpt = checkpoint.Checkpointer(workdir / "checkpoints")
-  try:
-    return ckpt.restore(train.init_state(model, opt, root), root)
-  finally:
-    ckpt.close()
+def _restore(workdir):
+  """(epoch, TrainState) of the workdir's latest checkpoint."""
+  _, _, state, epoch = runner.load_run(workdir)
+  return epoch, state
 
 
 def _finite(state):
@@ -72,11 +61,11 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(small, tmp_path):
     runner.train_and_evaluate(blown, small, tmp_path)
   epoch, state = _restore(tmp_path)
   assert epoch == 2 and _finite(state)
-  assert [m["epoch"] for m in _metrics(tmp_path)] == [1, 2]
+  assert [m["epoch"] for m in helpers.run_metrics(tmp_path)] == [1, 2]
   # With --skip_nonfinite the run goes on, counting what it skipped.
   skipping = runner.RunConfig(**{**blown.__dict__, "skip_nonfinite": True})
   runner.train_and_evaluate(skipping, small, tmp_path)
-  last = _metrics(tmp_path)[-1]
+  last = helpers.run_metrics(tmp_path)[-1]
   assert last["epoch"] == 4 and last["skipped_steps"] > 0
   assert _finite(_restore(tmp_path)[1])
 
@@ -84,7 +73,7 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(small, tmp_path):
 def test_same_seed_gives_bitwise_identical_runs(small, tmp_path):
   runner.train_and_evaluate(CONFIG, small, tmp_path / "a")
   runner.train_and_evaluate(CONFIG, small, tmp_path / "b")
-  assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+  assert helpers.run_metrics(tmp_path / "a") == helpers.run_metrics(tmp_path / "b")
   (_, a), (_, b) = _restore(tmp_path / "a"), _restore(tmp_path / "b")
   jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
 
@@ -125,9 +114,8 @@ def test_sigkill_mid_run_resumes_to_identical_numbers(uninterrupted, data_root, 
   _, err = proc.communicate(timeout=600)
   assert proc.returncode == 0, err[-2000:]
   assert "Resuming from the checkpoint of epoch" in err
-  assert _metrics(tmp_path) == _metrics(uninterrupted)
-  cfg = runner.RunConfig(latent_dim=4, hidden_sizes=(64,), batch_size=64, epochs=4)
-  (ea, a), (eb, b) = _restore(tmp_path, cfg), _restore(uninterrupted, cfg)
+  assert helpers.run_metrics(tmp_path) == helpers.run_metrics(uninterrupted)
+  (ea, a), (eb, b) = _restore(tmp_path), _restore(uninterrupted)
   assert ea == eb == 4
   jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
 
@@ -140,12 +128,12 @@ def test_sigterm_saves_and_exits_cleanly(sig, uninterrupted, data_root, tmp_path
   _, err = proc.communicate(timeout=300)
   assert proc.returncode == 0, err[-2000:]
   assert f"{sig.name}: stopping after epoch" in err
-  done = len(_metrics(tmp_path))
+  done = len(helpers.run_metrics(tmp_path))
   assert done < 4 and _restore(tmp_path)[0] == done
   proc = _start(tmp_path, data_root, "--epochs=4")
   _, err = proc.communicate(timeout=600)
   assert proc.returncode == 0, err[-2000:]
-  assert _metrics(tmp_path) == _metrics(uninterrupted)
+  assert helpers.run_metrics(tmp_path) == helpers.run_metrics(uninterrupted)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ import functools
 
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl.testing import parameterized
@@ -126,6 +125,19 @@ def test_vmap_over_samples_equals_python_loop(mlp):
     np.testing.assert_allclose(terms.log_likelihood, ll, rtol=1e-5)
     np.testing.assert_allclose(terms.kl, kl, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(terms.elbo, ll - kl, rtol=1e-5)
+
+
+def test_one_sample_equals_its_vmap(mlp):
+  model, params, x = mlp
+  key = jax.random.key(12)
+  mean, logvar = model.apply(params, x, method=model.encode)
+  keys = jax.random.split(key, 1)
+  def one(k):
+    z = D.gaussian_sample(k, mean, logvar)
+    return (model.apply(params, x, z, method=model.log_likelihood)
+            - D.gaussian_log_prob(z, mean, logvar) + D.standard_normal_log_prob(z))
+  np.testing.assert_allclose(vae_jax.log_weights(model, params, x, key, num_samples=1),
+                             jax.vmap(one)(keys), rtol=1e-6)
 
 
 def test_bad_arguments_raise_clear_errors(mlp):

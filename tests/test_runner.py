@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from vae_jax import checkpoint, data, runner, train
+from tests import helpers
+from vae_jax import data, runner
 
-TIMING = ("examples_per_s", "epoch_s")
 
 
 @pytest.fixture(scope="module")
@@ -22,24 +22,9 @@ CONFIG = runner.RunConfig(latent_dim=2, hidden_sizes=(128,), batch_size=128, epo
                           eval_batch_size=256)
 
 
-def _metrics(workdir):
-  lines = (workdir / "metrics.jsonl").read_text().splitlines()
-  return [{k: v for k, v in json.loads(l).items() if k not in TIMING} for l in lines]
-
-
-def _params(workdir, config, input_dim=784):
-  model = config.model(input_dim)
-  opt = train.make_optimizer(config.optimizer, config.learning_rate)
-  root = jax.random.key(config.seed)
-  ckpt = checkpoint.Checkpointer(workdir / "checkpoints")
-  epoch, state = ckpt.restore(train.init_state(model, opt, root), root)
-  ckpt.close()
-  return epoch, state
-
-
 def test_short_run_improves_the_bound_and_writes_every_file(small, tmp_path):
   record = runner.train_and_evaluate(CONFIG, small, tmp_path)
-  metrics = _metrics(tmp_path)
+  metrics = helpers.run_metrics(tmp_path)
   assert [m["epoch"] for m in metrics] == [1, 2, 3]
   assert metrics[-1]["test_elbo"] > metrics[0]["test_elbo"] + 5
   assert record["test_elbo"] == metrics[-1]["test_elbo"]
@@ -58,8 +43,8 @@ def test_resumed_run_equals_uninterrupted_run(small, tmp_path):
   runner.train_and_evaluate(CONFIG, small, whole)
   runner.train_and_evaluate(dataclasses.replace(CONFIG, epochs=1), small, parts)
   runner.train_and_evaluate(CONFIG, small, parts)
-  assert _metrics(parts) == _metrics(whole)
-  (_, a), (_, b) = _params(whole, CONFIG), _params(parts, CONFIG)
+  assert helpers.run_metrics(parts) == helpers.run_metrics(whole)
+  a, b = runner.load_run(whole)[2], runner.load_run(parts)[2]
   jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
 
 
@@ -70,7 +55,7 @@ def test_fresh_starts_over_and_other_settings_are_refused(small, tmp_path):
     runner.train_and_evaluate(dataclasses.replace(config, latent_dim=3), small, tmp_path)
   runner.train_and_evaluate(dataclasses.replace(config, latent_dim=3), small, tmp_path,
                             fresh=True)
-  assert [m["epoch"] for m in _metrics(tmp_path)] == [1]
+  assert [m["epoch"] for m in helpers.run_metrics(tmp_path)] == [1]
   assert json.loads((tmp_path / "config.json").read_text())["latent_dim"] == 3
 
 

@@ -26,8 +26,8 @@ def tile(images: np.ndarray, image_shape, cols: int) -> np.ndarray:
   return grid
 
 
-def save_grid(path, grid: np.ndarray, title: str | None = None, scale: float = 0.06) -> None:
-  """Writes a tiled grid of images in [0, 1] as a grey-scale PNG."""
+def save_grid(path, grid: np.ndarray, title: str | None = None, scale: float = 0.025) -> None:
+  """Writes a tiled grid of images in [0, 1] as a grey-scale PNG, 2.5 screen pixels per image pixel."""
   fig = plt.figure(figsize=(max(2.0, grid.shape[1] * scale), max(2.0, grid.shape[0] * scale)))
   ax = fig.add_axes((0, 0, 1, 0.93 if title else 1))
   ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")

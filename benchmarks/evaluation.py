@@ -1,0 +1,53 @@
+"""Time and peak memory of the k = 5000 log-likelihood of the 10,000 MNIST test images.
+
+  python -m benchmarks.evaluation                         # the default model, random weights
+  python -m benchmarks.evaluation --workdir=runs/mnist    # a trained run's weights
+
+The cost does not depend on the weights. Peak memory is this process's peak
+resident set (on the CPU the device's memory is the host's), measured before
+and after, so the data set's own share can be told apart. Writes --out (JSON).
+"""
+
+import jax
+import jax.numpy as jnp
+from absl import app
+from absl import flags
+
+from benchmarks import common
+from vae_jax import data
+from vae_jax import evaluate
+from vae_jax import models
+from vae_jax import runner
+
+K = flags.DEFINE_integer("k", 5000, "Importance samples per image.", lower_bound=1)
+NUM = flags.DEFINE_integer("num_examples", 10000, "Test images.", lower_bound=1)
+CHUNK = flags.DEFINE_integer("chunk_size", 500, "Samples evaluated at once.", lower_bound=1)
+BATCH = flags.DEFINE_integer("batch_size", 20, "Images evaluated at once.", lower_bound=1)
+WORKDIR = flags.DEFINE_string("workdir", None, "A training run to take the weights from.")
+OUT = flags.DEFINE_string("out", "runs/benchmarks/evaluation.json", "Where the JSON goes.")
+
+
+def main(argv):
+  del argv
+  if WORKDIR.value:
+    _, model, state, _ = runner.load_run(WORKDIR.value)
+    params = state.params
+  else:
+    model = models.pytorch_example()
+    params = models.init_params(model, jax.random.key(0))
+  test = data.load_mnist(data.default_data_root() / "mnist").test[:NUM.value]
+  x = data.to_unit_interval(jnp.asarray(data.fixed_binarization(test, stream=1)))
+  before = evaluate.peak_memory_mb()
+  result = evaluate.log_likelihood(model, params, x, jax.random.key(0), num_samples=K.value,
+                                   chunk_size=CHUNK.value, batch_size=BATCH.value)
+  result.update(peak_memory_mb=evaluate.peak_memory_mb(), memory_before_mb=before,
+                model=f"{model.input_dim}-{'-'.join(map(str, model.hidden_sizes))}-"
+                      f"{model.latent_dim}", chunk_size=CHUNK.value, batch_size=BATCH.value)
+  print(common.table(["images", "k", "seconds", "peak memory (MB)", "before (MB)", "log p(x)"],
+                     [[result["n"], K.value, result["seconds"], result["peak_memory_mb"],
+                       before, result["log_px"]]]))
+  common.write_json(OUT.value, result)
+
+
+if __name__ == "__main__":
+  app.run(main)
