@@ -61,6 +61,9 @@ TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", 0, "Use only the first N
 TEST_EXAMPLES = flags.DEFINE_integer("test_examples", 0, "Use only the first N test examples "
                                      "(0: all).", lower_bound=0)
 
+DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() "
+                                 "first: run the same command on every host.")
+
 flags.register_validator("learning_rate", lambda v: v > 0,
                          "--learning_rate must be > 0 (e.g. 1e-3)")
 
@@ -151,8 +154,12 @@ class _QuietLibraries:
     return record.levelno > std_logging.INFO or "/orbax/" not in record.pathname
 
 
-def quiet_libraries() -> None:
+def setup() -> None:
+  """What every entry point does first: quiet orbax, join the other hosts if asked."""
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  if DISTRIBUTED.value:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.distributed.initialize()
 
 
 # Errors reported as one line, without a stack trace: the user can act on each.

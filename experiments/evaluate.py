@@ -61,7 +61,7 @@ def run(workdir: pathlib.Path) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  common.quiet_libraries()
+  common.setup()
   try:
     run(common.workdir())
   except common.USER_ERRORS as e:

@@ -36,7 +36,7 @@ PAPER_SAMPLES = {"mnist": 10 ** 8, "frey_face": 10 ** 7}
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  common.quiet_libraries()
+  common.setup()
   name = DATASET.value
   common.apply_defaults({**SETTINGS[name], "activation": "tanh", "optimizer": "adagrad",
                          "learning_rate": 0.02, "batch_size": 100})

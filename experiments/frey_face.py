@@ -26,7 +26,7 @@ flags.set_default(common.EVAL_BATCH_SIZE, 200)
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  common.quiet_libraries()
+  common.setup()
   try:
     dataset = common.load_dataset("frey_face")
     config = common.run_config(dataset="frey_face", likelihood="gaussian", binarize="none")

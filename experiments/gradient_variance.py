@@ -77,7 +77,7 @@ def study(model, params, x, key, Ls, repeats):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  common.quiet_libraries()
+  common.setup()
   workdir = common.workdir()
   try:
     dataset = common.load_dataset("mnist")
