@@ -19,6 +19,8 @@ from experiments import common
 from vae_jax import evaluate
 from vae_jax import runner
 
+flags.adopt_module_key_flags(common)
+
 K = flags.DEFINE_integer("k", 5000, "Importance samples per image for log p(x).", lower_bound=1)
 LARGE_L = flags.DEFINE_integer("large_L", 100, "Samples of z for the second ELBO estimate.",
                                lower_bound=1)

@@ -19,6 +19,8 @@ from absl import flags
 from experiments import common
 from vae_jax import plots
 
+flags.adopt_module_key_flags(common)
+
 DATASET = flags.DEFINE_enum("dataset", "mnist", list(common.DATASETS), "Which data set.")
 BUDGET = flags.DEFINE_enum("budget", "short", ["short", "paper"],
                            "short: --epochs as given (default 10 MNIST, 200 Frey Face); "

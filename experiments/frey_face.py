@@ -14,6 +14,8 @@ from absl import flags
 
 from experiments import common
 
+flags.adopt_module_key_flags(common)
+
 flags.set_default(common.WORKDIR, "runs/frey_face")
 flags.set_default(common.LATENT_DIM, 2)
 flags.set_default(common.HIDDEN_SIZES, ["200"])

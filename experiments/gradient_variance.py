@@ -28,6 +28,8 @@ from vae_jax import objectives
 from vae_jax import plots
 from vae_jax import runner
 
+flags.adopt_module_key_flags(common)
+
 LS = flags.DEFINE_list("Ls", ["1", "2", "5", "10", "20", "50"], "Sample counts L to compare.")
 REPEATS = flags.DEFINE_integer("repeats", 200, "Gradient estimates per L and estimator.",
                                lower_bound=2)

@@ -1,4 +1,4 @@
-"""Trains a VAE on MNIST.
+r"""Trains a VAE on MNIST.
 
   python -m experiments.mnist                       # PyTorch example's model, 10 epochs
   python -m experiments.mnist --L=5 --epochs=30
@@ -17,6 +17,8 @@ from absl import flags
 
 from experiments import common
 from vae_jax import data as data_lib
+
+flags.adopt_module_key_flags(common)
 
 BINARIZE = flags.DEFINE_enum(
     "binarize", "dynamic", list(data_lib.BINARIZATIONS),
