@@ -67,6 +67,15 @@ def test_bernoulli_log_prob_exact_and_finite_for_extreme_logits(x):
   np.testing.assert_allclose(grad, x - special.expit(l64), atol=1e-6)
 
 
+def test_softplus_matches_jax_and_float64():
+  l = jnp.asarray(np.concatenate([LOGITS, np.linspace(-30, 30, 1001, dtype=np.float32)]))
+  np.testing.assert_allclose(D.softplus(l), jax.nn.softplus(l), rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(D.softplus(l), np.logaddexp(0, np.asarray(l, np.float64)),
+                             rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(jax.vmap(jax.grad(D.softplus))(l), special.expit(np.asarray(l)),
+                             rtol=1e-6, atol=1e-7)
+
+
 def test_gradients_match_finite_differences():
   with jax.enable_x64(True):
     rng = np.random.default_rng(0)
