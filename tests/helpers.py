@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
+import vae_jax
 from vae_jax import distributions
 
 
@@ -67,6 +68,15 @@ def worse_encoder(params, shift=0.5, logvar_shift=0.7):
   p["params"]["c"] = p["params"]["c"] + shift
   p["params"]["logvar"] = p["params"]["logvar"] + logvar_shift
   return p
+
+
+def small_vae(input_dim, latent_dim, hidden, n):
+  """A tanh VAE with parameters from key 0 and n binary rows (p = 0.4) from key 1,
+  as (model, params, x)."""
+  model = vae_jax.VAE(input_dim=input_dim, latent_dim=latent_dim, hidden_sizes=(hidden,),
+                      activation="tanh")
+  params = vae_jax.init_params(model, jax.random.key(0))
+  return model, params, binary_data(jax.random.key(1), n=n, dim=input_dim, p=0.4)
 
 
 def binary_data(key, n=16, dim=784, p=0.2):

@@ -13,10 +13,7 @@ from tests import helpers
 
 @pytest.fixture(scope="module")
 def problem():
-  model = vae_jax.VAE(input_dim=12, latent_dim=2, hidden_sizes=(8,), activation="tanh")
-  params = vae_jax.init_params(model, jax.random.key(0))
-  x = helpers.binary_data(jax.random.key(1), n=4, dim=12, p=0.4)
-  return model, params, x
+  return helpers.small_vae(12, 2, 8, n=4)
 
 
 def _encoder_grads(objective, model, params, x, n, estimator):

@@ -20,10 +20,7 @@ def linear():
 
 @pytest.fixture(scope="module")
 def mlp():
-  model = vae_jax.VAE(input_dim=20, latent_dim=4, hidden_sizes=(16,), activation="tanh")
-  params = vae_jax.init_params(model, jax.random.key(0))
-  x = helpers.binary_data(jax.random.key(1), n=8, dim=20, p=0.4)
-  return model, params, x
+  return helpers.small_vae(20, 4, 16, n=8)
 
 
 def many(fn, n, key=jax.random.key(123)):
@@ -153,9 +150,7 @@ class JitTest(parameterized.TestCase):
 
   def setUp(self):
     super().setUp()
-    self.model = vae_jax.VAE(input_dim=20, latent_dim=4, hidden_sizes=(16,), activation="tanh")
-    self.params = vae_jax.init_params(self.model, jax.random.key(0))
-    self.x = helpers.binary_data(jax.random.key(1), n=8, dim=20, p=0.4)
+    self.model, self.params, self.x = helpers.small_vae(20, 4, 16, n=8)
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters("analytic", "monte_carlo")
