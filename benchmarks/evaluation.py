@@ -38,7 +38,7 @@ def main(argv):
   test = data.load_mnist(data.default_data_root() / "mnist").test[:NUM.value]
   x = data.to_unit_interval(jnp.asarray(data.fixed_binarization(test, stream=1)))
   before = evaluate.peak_memory_mb()
-  result = evaluate.log_likelihood(model, params, x, jax.random.key(0), num_samples=K.value,
+  result = evaluate.marginal_log_likelihood(model.parts, params, x, jax.random.key(0), num_samples=K.value,
                                    chunk_size=CHUNK.value, batch_size=BATCH.value)
   result.update(peak_memory_mb=evaluate.peak_memory_mb(), memory_before_mb=before,
                 model=f"{model.input_dim}-{'-'.join(map(str, model.hidden_sizes))}-"

@@ -23,6 +23,7 @@ from absl import flags
 
 from benchmarks import common
 from vae_jax import data
+from vae_jax import losses
 from vae_jax import models
 from vae_jax import train
 
@@ -43,9 +44,9 @@ def jax_epoch(images, batch_size, num_samples=1, repeats=3):
   model = models.pytorch_example()
   opt = train.make_optimizer("adam", 1e-3)
   root = jax.random.key(0)
-  epoch_fn = train.make_train_epoch(model, opt, batch_size=batch_size, binarize="dynamic",
-                                    num_samples=num_samples)
-  box = {"state": train.init_state(model, opt, root), "epoch": 0}
+  epoch_fn = train.make_train_epoch(losses.elbo_loss(model.parts, num_samples=num_samples), opt,
+                                    batch_size=batch_size, binarize="dynamic")
+  box = {"state": train.init_state(models.init_params(model, root), opt), "epoch": 0}
   def run():
     box["state"], m = epoch_fn(box["state"], images, root, box["epoch"])
     box["epoch"] += 1
@@ -59,8 +60,8 @@ def jax_loop(images, batch_size, repeats=3):
   model = models.pytorch_example()
   opt = train.make_optimizer("adam", 1e-3)
   root = jax.random.key(0)
-  step = jax.jit(train.make_train_step(model, opt), donate_argnums=0)
-  box = {"state": train.init_state(model, opt, root)}
+  step = jax.jit(train.make_train_step(losses.elbo_loss(model.parts), opt), donate_argnums=0)
+  box = {"state": train.init_state(models.init_params(model, root), opt)}
   n = images.shape[0]
   def run():
     perm = np.random.default_rng(box["state"].step.item()).permutation(n)

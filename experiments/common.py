@@ -37,6 +37,26 @@ OPTIMIZER = flags.DEFINE_enum("optimizer", "adam", list(train.OPTIMIZERS),
 LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Step size (> 0).")
 ESTIMATOR = flags.DEFINE_enum("estimator", "analytic", list(objectives.ESTIMATORS),
                               "analytic: closed-form KL (B); monte_carlo: full estimator (A).")
+OBJECTIVE = flags.DEFINE_enum("objective", "elbo", list(runner.OBJECTIVES),
+                              "Training objective: elbo (with --L, --estimator, --beta, "
+                              "--kl_warmup_epochs) or iwae (the k-sample bound, --k).")
+K = flags.DEFINE_integer("k", 5, "Importance samples: of the IWAE training objective "
+                         "(--objective=iwae); experiments.evaluate: of the log p(x) estimate.",
+                         lower_bound=1)
+IWAE_GRADIENT = flags.DEFINE_enum("iwae_gradient", "standard", ["standard", "dreg"],
+                                  "Encoder gradient of the IWAE objective: standard, or dreg "
+                                  "(doubly reparameterized, Tucker et al. 2019).")
+BETA = flags.DEFINE_float("beta", 1.0, "KL weight of the ELBO objective (1: the ELBO; "
+                          "other values: the beta-VAE objective).", lower_bound=0.0)
+KL_WARMUP_EPOCHS = flags.DEFINE_integer("kl_warmup_epochs", 0, "Epochs over which the KL "
+                                        "weight rises linearly from 0 to --beta.",
+                                        lower_bound=0)
+LIKELIHOOD = flags.DEFINE_enum("likelihood", "bernoulli", sorted(models.LIKELIHOODS),
+                               "p(x|z): bernoulli (binary data), continuous_bernoulli (grey "
+                               "levels, --binarize=none), gaussian, gaussian_sigmoid_mean, "
+                               "discretized_logistic (8-bit data, --binarize=none).")
+WARMUP_EPOCHS = flags.DEFINE_integer("warmup_epochs", 0, "Linear learning-rate warm-up of "
+                                     "--lr_schedule=warmup_cosine.", lower_bound=0)
 SEED = flags.DEFINE_integer("seed", 0, "Root of every key: init, shuffle, binarization, z.")
 WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and pictures go.")
 DATA_DIR = flags.DEFINE_string("data_dir", None, "Directory of the data files "
@@ -50,8 +70,9 @@ EVAL_BATCH_SIZE = flags.DEFINE_integer("eval_batch_size", 1000, "Test examples e
                                        "once.", lower_bound=1)
 
 LR_SCHEDULE = flags.DEFINE_enum("lr_schedule", "constant", list(train.SCHEDULES),
-                                "constant, or burda: Burda et al.'s 10**(-i/7) decay over "
-                                "3**i epochs.")
+                                "constant; burda: Burda et al.'s 10**(-i/7) decay over 3**i "
+                                "epochs; warmup_cosine: --warmup_epochs of linear warm-up, "
+                                "then a cosine decay to 0 at --epochs.")
 DATA_SOURCE = flags.DEFINE_enum("data_source", "idx", ["idx", "tfds"],
                                 "MNIST from idx: the four official files in --data_dir; tfds: "
                                 "tfds.load('mnist') (needs tensorflow).")
@@ -109,6 +130,10 @@ def run_config(**overrides) -> runner.RunConfig:
   """The flags as a frozen RunConfig."""
   values = dict(latent_dim=LATENT_DIM.value, hidden_sizes=tuple(int(h) for h in HIDDEN_SIZES.value),
                 activation=ACTIVATION.value, num_samples=L.value, estimator=ESTIMATOR.value,
+                objective=OBJECTIVE.value, iwae_samples=K.value,
+                iwae_gradient=IWAE_GRADIENT.value, beta=BETA.value,
+                kl_warmup_epochs=KL_WARMUP_EPOCHS.value, likelihood=LIKELIHOOD.value,
+                warmup_epochs=WARMUP_EPOCHS.value,
                 batch_size=BATCH_SIZE.value, epochs=EPOCHS.value, optimizer=OPTIMIZER.value,
                 learning_rate=LEARNING_RATE.value, lr_schedule=LR_SCHEDULE.value,
                 seed=SEED.value,
@@ -128,7 +153,7 @@ def train_all(config: runner.RunConfig, dataset: data_lib.Dataset, workdir: path
     record = runner.train_and_evaluate(dataclasses.replace(config, latent_dim=d), dataset,
                                        workdir / f"latent_{d}", fresh=FRESH.value)
     rows.append({"latent_dim": d, **{k: record.get(k) for k in
-                                     ("epoch", "train_elbo", "test_elbo", "test_log_likelihood",
+                                     ("epoch", "train_elbo", "test_elbo", "test_reconstruction",
                                       "test_kl")}})
   write_summary(workdir, rows)
   return rows

@@ -21,7 +21,8 @@ from vae_jax import runner
 
 flags.adopt_module_key_flags(common)
 
-K = flags.DEFINE_integer("k", 5000, "Importance samples per image for log p(x).", lower_bound=1)
+flags.set_default(common.K, 5000)
+K = common.K
 LARGE_L = flags.DEFINE_integer("large_L", 100, "Samples of z for the second ELBO estimate.",
                                lower_bound=1)
 CHUNK = flags.DEFINE_integer("chunk_size", 500, "Importance samples evaluated at once.",
@@ -43,12 +44,12 @@ def run(workdir: pathlib.Path) -> dict:
   result = {"workdir": str(workdir), "epoch": epoch, "test_examples": int(test_x.shape[0])}
   for name, L in (("elbo_L1", 1), (f"elbo_L{LARGE_L.value}", LARGE_L.value)):
     batch = max(1, min(1000, 20_000 // L))  # about 60 MB of decoder outputs at once
-    means = jax.device_get(evaluate.elbo_means(model, state.params, test_x, key,
+    means = jax.device_get(evaluate.elbo_means(model.parts, state.params, test_x, key,
                                                num_samples=L, estimator=config.estimator,
                                                batch_size=batch))
     result[name] = {k: float(v) for k, v in means.items()}
     logging.info("test ELBO, L=%d: %.3f nats", L, result[name]["elbo"])
-  ll = evaluate.log_likelihood(model, state.params, test_x, key, num_samples=K.value,
+  ll = evaluate.marginal_log_likelihood(model.parts, state.params, test_x, key, num_samples=K.value,
                                chunk_size=min(CHUNK.value, K.value),
                                batch_size=IWAE_BATCH.value)
   result[f"log_px_k{K.value}"] = ll

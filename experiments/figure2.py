@@ -45,7 +45,7 @@ def main(argv):
   try:
     dataset = common.load_dataset(name)
     overrides = dict(dataset=name, binarize="dynamic" if name == "mnist" else "none",
-                     likelihood="bernoulli" if name == "mnist" else "gaussian")
+                     likelihood="bernoulli" if name == "mnist" else "gaussian_sigmoid_mean")
     if BUDGET.value == "paper":
       steps = len(dataset.train) // common.BATCH_SIZE.value
       overrides["epochs"] = -(-PAPER_SAMPLES[name] // (steps * common.BATCH_SIZE.value))

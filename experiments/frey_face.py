@@ -23,6 +23,7 @@ flags.set_default(common.ACTIVATION, "tanh")
 flags.set_default(common.BATCH_SIZE, 100)
 flags.set_default(common.EPOCHS, 300)
 flags.set_default(common.EVAL_BATCH_SIZE, 200)
+flags.set_default(common.LIKELIHOOD, "gaussian_sigmoid_mean")
 
 
 def main(argv):
@@ -31,7 +32,7 @@ def main(argv):
   common.setup()
   try:
     dataset = common.load_dataset("frey_face")
-    config = common.run_config(dataset="frey_face", likelihood="gaussian", binarize="none")
+    config = common.run_config(dataset="frey_face", binarize="none")
     common.train_all(config, dataset, common.workdir())
   except common.USER_ERRORS as e:
     common.fail(str(e))

@@ -46,7 +46,10 @@ OBJECTIVES = {"reparameterization": objectives.elbo,
 def _moments(model, objective, params, x, keys, *, num_samples):
   """Sum and sum of squares over keys of the flattened encoder gradient: 2 x [P]."""
   def grad(key):
-    g = jax.grad(lambda p: objective(model, p, x, key, num_samples=num_samples).mean())(params)
+    def mean_bound(p):
+      enc, dec, prior = model.parts(p)
+      return objective(enc, dec, x, key, prior=prior, num_samples=num_samples).mean()
+    g = jax.grad(mean_bound)(params)
     return jax.flatten_util.ravel_pytree(g["params"]["encoder"])[0]
   def body(acc, key):
     g = grad(key)

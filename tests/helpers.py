@@ -9,39 +9,18 @@ import numpy as np
 from scipy import stats
 
 import vae_jax
-from vae_jax import distributions
-
-
-class LinearGaussian(nn.Module):
-  """p(z) = N(0, I), p(x|z) = N(W z + b, noise_var I), q(z|x) = N(A x + c, diag(exp(logvar))).
-
-  p(x) = N(b, W W^T + noise_var I) and p(z|x) are known in closed form; with
-  W^T W diagonal the exact posterior is diagonal, so the encoder can equal it.
-  """
-  input_dim: int
-  latent_dim: int
-
-  def setup(self):
-    d, z = self.input_dim, self.latent_dim
-    self.W = self.param("W", nn.initializers.normal(), (d, z))
-    self.b = self.param("b", nn.initializers.normal(), (d,))
-    self.noise_logvar = self.param("noise_logvar", nn.initializers.zeros, ())
-    self.A = self.param("A", nn.initializers.normal(), (d, z))
-    self.c = self.param("c", nn.initializers.zeros, (z,))
-    self.logvar = self.param("logvar", nn.initializers.zeros, (z,))
-
-  def encode(self, x):
-    mean = x @ self.A + self.c
-    return mean, jnp.broadcast_to(self.logvar, mean.shape)
-
-  def log_likelihood(self, x, z):
-    return distributions.gaussian_log_prob(x, z @ self.W.T + self.b, self.noise_logvar)
+from vae_jax import models
 
 
 def linear_gaussian_problem(input_dim=6, latent_dim=3, n=200, seed=0):
-  """A LinearGaussian with orthogonal W columns, its exact-posterior params,
-  data drawn from it and the exact log p(x) (float64), as
-  (model, exact_params, x, log_px)."""
+  """The linear-Gaussian model p(z) = N(0, I), p(x|z) = N(W z + b, 0.3 I) built
+  from the public `vae_jax.VAE` (no hidden layers, unbounded mean, fixed
+  variance), with its encoder set to the exact posterior, data drawn from it
+  and the exact log p(x) (float64), as (model, exact_params, x, log_px).
+
+  p(x) = N(b, W W^T + 0.3 I); with orthogonal columns of W the exact
+  posterior N(A x + c, S) has a diagonal S, which the encoder can equal.
+  """
   rng = np.random.default_rng(seed)
   q, _ = np.linalg.qr(rng.normal(size=(input_dim, latent_dim)))
   W = q * np.array([2.0, 1.0, 0.5][:latent_dim] + [1.0] * max(0, latent_dim - 3))
@@ -53,21 +32,32 @@ def linear_gaussian_problem(input_dim=6, latent_dim=3, n=200, seed=0):
   z = rng.normal(size=(n, latent_dim))
   x = z @ W.T + b + np.sqrt(noise_var) * rng.normal(size=(n, input_dim))
   log_px = stats.multivariate_normal(b, W @ W.T + noise_var * np.eye(input_dim)).logpdf(x)
-  params = {"params": {
-      "W": W, "b": b, "noise_logvar": np.log(noise_var), "A": A, "c": -b @ A,
-      "logvar": np.log(np.diag(S))}}
+  model = vae_jax.VAE(input_dim=input_dim, latent_dim=latent_dim, hidden_sizes=(),
+                      likelihood=models.GaussianHead(learned_variance=False,
+                                                     fixed_logvar=float(np.log(noise_var))))
+  # Encoder: [mean | logvar] = x [A | 0] + [c | log diag S]; decoder: mean = z W^T + b.
+  enc_kernel = np.concatenate([A, np.zeros_like(A)], axis=1)
+  enc_bias = np.concatenate([-b @ A, np.log(np.diag(S))])
+  params = {"params": {"encoder": {"mlp": {"dense_0": {"kernel": enc_kernel, "bias": enc_bias}}},
+                       "decoder": {"mlp": {"dense_0": {"kernel": W.T, "bias": b}}}}}
   params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), params)
-  model = LinearGaussian(input_dim, latent_dim)
   return model, params, jnp.asarray(x, jnp.float32), log_px
 
 
 def worse_encoder(params, shift=0.5, logvar_shift=0.7):
-  """The same model with an encoder that is off the exact posterior."""
+  """The same model with an encoder that is off the exact posterior (means and log-variances moved)."""
   p = jax.tree_util.tree_map(lambda a: a, params)
-  p["params"] = dict(p["params"])
-  p["params"]["c"] = p["params"]["c"] + shift
-  p["params"]["logvar"] = p["params"]["logvar"] + logvar_shift
+  bias = p["params"]["encoder"]["mlp"]["dense_0"]["bias"]
+  z = bias.shape[0] // 2
+  p["params"]["encoder"]["mlp"]["dense_0"]["bias"] = jnp.concatenate(
+      [bias[:z] + shift, bias[z:] + logvar_shift])
   return p
+
+
+def bound(fn, model, params, x, key, **kwargs):
+  """fn(encoder, decoder, x, key, prior=prior, **kwargs) for a linen `model` with `params`."""
+  enc, dec, prior = model.parts(params)
+  return fn(enc, dec, x, key, prior=prior, **kwargs)
 
 
 def small_vae(input_dim, latent_dim, hidden, n):

@@ -91,3 +91,55 @@ def test_bernoulli_sample_frequency():
   freq = D.bernoulli_sample(jax.random.key(0), logits).mean()
   p = 1 / (1 + np.exp(-1.0))
   assert abs(freq - p) < 4 * np.sqrt(p * (1 - p) / 100_000)
+
+
+@pytest.mark.parametrize("lam", [1e-4, 0.3, 0.4999, 0.5, 0.5001, 0.9])
+def test_continuous_bernoulli_integrates_to_one(lam):
+  from scipy import integrate
+  logit = jnp.float32(np.log(lam) - np.log1p(-lam))
+  dist = D.ContinuousBernoulli(jnp.full((1,), logit), event_ndims=0)
+  density = jax.jit(lambda x: jnp.exp(dist.log_prob(x)))
+  total, _ = integrate.quad(lambda x: float(density(jnp.float32(x))[0]), 0.0, 1.0, limit=200)
+  assert total == pytest.approx(1.0, abs=2e-5)
+  # Its mean is the density's first moment.
+  first, _ = integrate.quad(lambda x: x * float(density(jnp.float32(x))[0]), 0.0, 1.0, limit=200)
+  assert float(dist.mean()[0]) == pytest.approx(first, abs=2e-5)
+
+
+def test_continuous_bernoulli_is_finite_at_one_half_and_matches_the_closed_form():
+  x = jnp.asarray([0.0, 0.2, 0.7, 1.0])
+  f = lambda l: D.ContinuousBernoulli(jnp.full(4, l)).log_prob(x)
+  assert np.isfinite(float(f(0.0))) and np.isfinite(float(jax.grad(f)(0.0)))
+  assert float(f(0.0)) == pytest.approx(4 * np.log(2.0) + np.sum(np.log(0.5) * np.ones(4)),
+                                        abs=1e-6)
+  # The gradient is continuous through 0 (the series meets the direct form).
+  assert float(jax.grad(f)(0.0)) == pytest.approx(
+      float((jax.grad(f)(1e-3) + jax.grad(f)(-1e-3)) / 2), abs=1e-4)
+  for lam in (0.05, 0.3, 0.8):
+    l = np.log(lam / (1 - lam))
+    c = 2 * np.arctanh(1 - 2 * lam) / (1 - 2 * lam)
+    ref = np.sum(np.log(c) + np.asarray(x) * np.log(lam) + (1 - np.asarray(x)) * np.log(1 - lam))
+    assert float(f(jnp.float32(l))) == pytest.approx(ref, rel=1e-5)
+  draws = D.ContinuousBernoulli(jnp.full((200_000,), 1.5)).sample(jax.random.key(0))
+  assert float(draws.min()) >= 0 and float(draws.max()) <= 1
+  assert float(draws.mean()) == pytest.approx(
+      float(D.ContinuousBernoulli(jnp.asarray([1.5])).mean()[0]), abs=3e-3)
+
+
+@pytest.mark.parametrize("loc,log_scale", [(0.5, -3.0), (-4.0, 0.0), (5.0, -1.0),
+                                           (0.3, -12.0), (0.5, 4.0), (0.0, -7.0)])
+def test_discretized_logistic_bins_sum_to_one(loc, log_scale):
+  bins = jnp.arange(256) / 255.0
+  dist = D.DiscretizedLogistic(jnp.full(256, loc), jnp.full(256, log_scale), event_ndims=0)
+  logp = dist.log_prob(bins)
+  assert bool(jnp.all(jnp.isfinite(logp)))
+  assert float(jnp.sum(jnp.exp(logp.astype(jnp.float64) if jax.config.x64_enabled else logp))) \
+      == pytest.approx(1.0, abs=1e-5)
+  # The exact mean is sum_k k/255 P(k).
+  mean = float(dist.mean()[0])
+  assert mean == pytest.approx(float(jnp.sum(bins * jnp.exp(logp))), abs=1e-5)
+
+
+def test_bits_per_dim():
+  # A uniform distribution over 256 levels is exactly 8 bits per dimension.
+  assert float(D.bits_per_dim(jnp.float32(-784 * np.log(256.0)), 784)) == pytest.approx(8.0)

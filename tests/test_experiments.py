@@ -75,7 +75,7 @@ def test_frey_face_and_figure2(data_root, tmp_path):
   assert (tmp_path / "figure2_frey_face.png").stat().st_size > 0
   assert (tmp_path / "latent_2" / "manifold.png").exists()
   config = (tmp_path / "latent_3" / "config.json").read_text()
-  assert '"likelihood": "gaussian"' in config and '"optimizer": "adagrad"' in config
+  assert '"likelihood": "gaussian_sigmoid_mean"' in config and '"optimizer": "adagrad"' in config
   out = run("experiments.frey_face", "--epochs=1", "--train_examples=300", "--hidden_sizes=16",
             f"--workdir={tmp_path / 'frey'}", data_root=data_root)
   assert out.returncode == 0, out.stderr[-3000:]

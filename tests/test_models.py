@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import vae_jax
+from vae_jax import models
 from vae_jax import distributions as D
 
 
@@ -41,26 +42,41 @@ def test_activation_is_applied_between_layers_only():
   p = params["params"]["encoder"]["mlp"]
   h = jnp.tanh(x @ p["dense_0"]["kernel"] + p["dense_0"]["bias"])
   out = h @ p["dense_1"]["kernel"] + p["dense_1"]["bias"]
-  mean, logvar = model.apply(params, x, method=model.encode)
-  np.testing.assert_allclose(jnp.concatenate([mean, logvar], -1), out, rtol=1e-5)
+  q = model.parts(params).encoder(x)
+  np.testing.assert_allclose(jnp.concatenate([q.mean, q.logvar], -1), out, rtol=1e-5)
 
 
-def test_log_likelihood_uses_the_decoder_outputs():
-  for likelihood in ("bernoulli", "gaussian"):
-    model = vae_jax.VAE(input_dim=6, latent_dim=2, hidden_sizes=(4,), likelihood=likelihood)
+def test_likelihood_heads_read_the_decoder_outputs():
+  x = jax.random.uniform(jax.random.key(1), (3, 6))
+  z = jax.random.normal(jax.random.key(2), (3, 2))
+  for name, head in vae_jax.LIKELIHOODS.items():
+    model = vae_jax.VAE(input_dim=6, latent_dim=2, hidden_sizes=(4,), likelihood=head)
     params = vae_jax.init_params(model, jax.random.key(0))
-    x = jax.random.uniform(jax.random.key(1), (3, 6))
-    z = jax.random.normal(jax.random.key(2), (3, 2))
-    out = model.apply(params, z, method=model.decode)
-    want = (D.bernoulli_log_prob(x, out) if likelihood == "bernoulli"
-            else D.gaussian_log_prob(x, *out))
-    np.testing.assert_allclose(model.apply(params, x, z, method=model.log_likelihood), want)
-    mean = model.apply(params, z, method=model.mean_output)
-    assert np.all((mean > 0) & (mean < 1))
+    p = params["params"]["decoder"]["mlp"]
+    h = jax.nn.relu(z @ p["dense_0"]["kernel"] + p["dense_0"]["bias"])
+    out = (h @ p["dense_1"]["kernel"] + p["dense_1"]["bias"]).reshape(3, 6, -1)
+    want = {"bernoulli": lambda: D.bernoulli_log_prob(x, out[..., 0]),
+            "continuous_bernoulli": lambda: D.ContinuousBernoulli(out[..., 0]).log_prob(x),
+            "gaussian": lambda: D.gaussian_log_prob(x, out[..., 0], out[..., 1]),
+            "gaussian_sigmoid_mean": lambda: D.gaussian_log_prob(
+                x, jax.nn.sigmoid(out[..., 0]), out[..., 1]),
+            "discretized_logistic": lambda: D.DiscretizedLogistic(
+                out[..., 0], jnp.maximum(out[..., 1], -7.0)).log_prob(x)}[name]()
+    np.testing.assert_allclose(model.parts(params).decoder(z).log_prob(x), want, rtol=1e-5,
+                               err_msg=name)
+
+
+def test_gaussian_mean_is_unbounded_unless_squashed():
+  z = 30 * jax.random.normal(jax.random.key(2), (50, 2))
+  for squash in (False, True):
+    model = vae_jax.VAE(input_dim=6, latent_dim=2, hidden_sizes=(4,),
+                        likelihood=models.GaussianHead(squash_mean=squash))
+    mean = model.parts(vae_jax.init_params(model, jax.random.key(0))).decoder(z).mean()
+    assert bool(jnp.all((mean >= 0) & (mean <= 1))) == squash
 
 
 def test_bad_model_arguments():
   with pytest.raises(ValueError, match="activation='sigmoidal'"):
     vae_jax.init_params(vae_jax.VAE(activation="sigmoidal"), jax.random.key(0))
   with pytest.raises(ValueError, match="likelihood='poisson'"):
-    vae_jax.init_params(vae_jax.VAE(likelihood="poisson"), jax.random.key(0))
+    models.likelihood_head("poisson")

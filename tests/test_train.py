@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import vae_jax
-from vae_jax import data, objectives, train
+from vae_jax import data, losses, objectives, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BATCH = 64
@@ -28,12 +28,16 @@ def _setup(lr=1e-3):
   model = vae_jax.VAE(latent_dim=8, hidden_sizes=(64,))
   opt = train.make_optimizer("adam", lr)
   root = jax.random.key(0)
-  return model, opt, root, train.init_state(model, opt, root)
+  return model, opt, root, train.init_state(vae_jax.init_params(model, train.init_key(root)), opt)
+
+
+def _loss(model, num_samples=1):
+  return losses.elbo_loss(model.parts, num_samples=num_samples)
 
 
 def _python_loop(model, opt, root, state, images, epochs):
   """The reference: one jitted train_step per batch, keys and order as documented."""
-  step = jax.jit(train.make_train_step(model, opt, num_samples=2))
+  step = jax.jit(train.make_train_step(_loss(model, 2), opt))
   n = images.shape[0]
   for epoch in range(epochs):
     perm = train.epoch_permutation(root, epoch, n)
@@ -47,8 +51,8 @@ def _python_loop(model, opt, root, state, images, epochs):
 def test_epoch_scan_equals_step_by_step_python_loop(images):
   model, opt, root, state = _setup()
   ref = _python_loop(model, opt, root, state, images, epochs=2)
-  epoch_fn = train.make_train_epoch(model, opt, batch_size=BATCH, binarize="dynamic",
-                                    num_samples=2)
+  epoch_fn = train.make_train_epoch(_loss(model, 2), opt, batch_size=BATCH,
+                                    binarize="dynamic")
   _, _, _, state = _setup()
   for e in range(2):
     state, metrics = epoch_fn(state, images, root, e)
@@ -63,12 +67,12 @@ def test_train_step_is_traced_once_across_steps_and_epochs(images, monkeypatch):
   real = objectives.elbo_terms
   monkeypatch.setattr(objectives, "elbo_terms", lambda *a, **k: traces.append(1) or real(*a, **k))
   model, opt, root, state = _setup()
-  epoch_fn = train.make_train_epoch(model, opt, batch_size=BATCH, binarize="dynamic")
+  epoch_fn = train.make_train_epoch(_loss(model), opt, batch_size=BATCH, binarize="dynamic")
   for e in range(3):
     state, _ = epoch_fn(state, images, root, e)
   assert len(traces) == 1
   assert epoch_fn._cache_size() == 1  # pylint: disable=protected-access
-  step = jax.jit(train.make_train_step(model, opt))
+  step = jax.jit(train.make_train_step(_loss(model), opt))
   traces.clear()
   for s in range(3):
     state, _ = step(state, images[:BATCH].astype(jnp.float32) / 255, jax.random.key(s))
@@ -77,7 +81,7 @@ def test_train_step_is_traced_once_across_steps_and_epochs(images, monkeypatch):
 
 def test_training_improves_the_bound(images):
   model, opt, root, state = _setup()
-  epoch_fn = train.make_train_epoch(model, opt, batch_size=BATCH, binarize="dynamic")
+  epoch_fn = train.make_train_epoch(_loss(model), opt, batch_size=BATCH, binarize="dynamic")
   bounds = []
   for e in range(4):
     state, m = epoch_fn(state, images, root, e)
@@ -88,7 +92,7 @@ def test_training_improves_the_bound(images):
 def test_nonfinite_steps_are_reported_or_skipped(images):
   for skip in (False, True):
     model, opt, root, state = _setup(lr=1e6)
-    epoch_fn = train.make_train_epoch(model, opt, batch_size=BATCH, binarize="dynamic",
+    epoch_fn = train.make_train_epoch(_loss(model), opt, batch_size=BATCH, binarize="dynamic",
                                       skip_nonfinite=skip)
     state, m = epoch_fn(state, images, root, 0)
     assert m["nonfinite_steps"] > 0 and m["first_nonfinite_step"] >= 0
@@ -100,15 +104,16 @@ _SHARDED = """
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
 import vae_jax
-from vae_jax import data, train
+from vae_jax import data, losses, train
 assert jax.device_count() == int(sys.argv[2]), jax.devices()
 images = jnp.asarray(data.load_mnist(sys.argv[1]).train[:1024])
 model = vae_jax.VAE(latent_dim=8, hidden_sizes=(64,))
 opt = train.make_optimizer("adam", 1e-3)
 root = jax.random.key(0)
 mesh = train.data_mesh()
-state = train.replicate(train.init_state(model, opt, root), mesh)
-epoch = train.make_train_epoch(model, opt, batch_size=64, binarize="dynamic", mesh=mesh)
+state = train.replicate(train.init_state(vae_jax.init_params(model, train.init_key(root)), opt), mesh)
+epoch = train.make_train_epoch(losses.elbo_loss(model.parts), opt, batch_size=64,
+                               binarize="dynamic", mesh=mesh)
 for e in range(2):
   state, m = epoch(state, train.replicate(images, mesh), root, e)
 leaves = [np.asarray(p).ravel().tolist() for p in jax.tree_util.tree_leaves(state.params)]

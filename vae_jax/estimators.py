@@ -12,10 +12,10 @@ import jax
 import jax.numpy as jnp
 
 from vae_jax import distributions
-from vae_jax.objectives import _check
+from vae_jax import objectives
 
 
-def score_function_surrogate(model, params, x, key, *, num_samples: int = 1,
+def score_function_surrogate(encoder, decoder, x, key, *, prior=None, num_samples: int = 1,
                              estimator: str = "analytic") -> jax.Array:
   """A per-example surrogate whose value is the ELBO estimate and whose
   `jax.grad` is the score-function estimator of the ELBO's gradient.
@@ -29,26 +29,24 @@ def score_function_surrogate(model, params, x, key, *, num_samples: int = 1,
   decoder's gradient is the same as the reparameterization one's.
 
   Args:
-    model, params, x, key, num_samples, estimator: as for `objectives.elbo`.
+    encoder, decoder, x, key, prior, num_samples, estimator: as for `objectives.elbo`.
 
   Returns:
     `[batch]`: equal in value to `elbo(...)` with the same arguments.
   """
-  _check(num_samples, estimator)
-  mean, logvar = model.apply(params, x, method=model.encode)
+  objectives.check(num_samples, estimator)
+  prior = distributions.StandardNormal() if prior is None else prior
+  posterior = encoder(x)
 
   def one(k):
-    z = jax.lax.stop_gradient(distributions.gaussian_sample(k, mean, logvar))
-    ll = model.apply(params, x, z, method=model.log_likelihood)
-    log_q = distributions.gaussian_log_prob(z, mean, logvar)
-    if estimator == "analytic":
-      f = ll
-    else:
-      f = ll + distributions.standard_normal_log_prob(z) - log_q
+    z = jax.lax.stop_gradient(posterior.sample(k))
+    ll = decoder(z).log_prob(x)
+    log_q = posterior.log_prob(z)
+    f = ll if estimator == "analytic" else ll + prior.log_prob(z) - log_q
     score_term = jax.lax.stop_gradient(f) * (log_q - jax.lax.stop_gradient(log_q))
     return f + score_term
 
   value = jnp.mean(jax.vmap(one)(jax.random.split(key, num_samples)), axis=0)
   if estimator == "analytic":
-    value = value - distributions.kl_standard_normal(mean, logvar)
+    value = value - distributions.kl_divergence(posterior, prior)
   return value

@@ -36,13 +36,15 @@ def _batched_means(per_example_fn, x, key, batch_size, offset=0):
   return jax.tree_util.tree_map(lambda s: jnp.sum(s) / n, sums)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "num_samples", "estimator", "batch_size"))
-def elbo_means(model, params, x, key, *, num_samples: int = 1, estimator: str = "analytic",
+@functools.partial(jax.jit, static_argnames=("parts_fn", "num_samples", "estimator",
+                                             "batch_size"))
+def elbo_means(parts_fn, params, x, key, *, num_samples: int = 1, estimator: str = "analytic",
                batch_size: int = 1000) -> dict:
   """The ELBO and its parts averaged over a data set.
 
   Args:
-    model, params: the VAE.
+    parts_fn: params -> `objectives.Parts` (e.g. `model.parts`), hashable (static).
+    params: its parameters.
     x: `[n, D]` float32 model inputs.
     key: a `jax.random` key; example j uses `fold_in(key, j)`.
     num_samples: L.
@@ -50,30 +52,33 @@ def elbo_means(model, params, x, key, *, num_samples: int = 1, estimator: str = 
     batch_size: rows evaluated at once (memory only; the values do not depend on it).
 
   Returns:
-    {"elbo", "log_likelihood", "kl"}: scalars, nats per example.
+    {"elbo", "reconstruction", "kl"}: scalars, nats per example.
   """
+  enc, dec, prior = parts_fn(params)
   def fn(xj, k):
-    return objectives.elbo_terms(model, params, xj, k, num_samples=num_samples,
+    return objectives.elbo_terms(enc, dec, xj, k, prior=prior, num_samples=num_samples,
                                  estimator=estimator)._asdict()
   return _batched_means(fn, x, key, batch_size)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "num_samples", "chunk_size", "batch_size"))
-def iwae_means(model, params, x, key, *, num_samples: int, chunk_size: int = 100,
+@functools.partial(jax.jit, static_argnames=("parts_fn", "num_samples", "chunk_size",
+                                             "batch_size"))
+def iwae_means(parts_fn, params, x, key, *, num_samples: int, chunk_size: int = 100,
                batch_size: int = 100, offset=0) -> dict:
   """Means over a data set of the k-sample IWAE bound, its square and its Monte Carlo variance.
 
-  Example j uses `fold_in(key, offset + j)`; see `log_likelihood`.
+  Example j uses `fold_in(key, offset + j)`; see `marginal_log_likelihood`.
   """
+  enc, dec, prior = parts_fn(params)
   def fn(xj, k):
-    bound, stderr = objectives.iwae_bound_and_stderr(model, params, xj, k,
+    bound, stderr = objectives.iwae_bound_and_stderr(enc, dec, xj, k, prior=prior,
                                                      num_samples=num_samples,
                                                      chunk_size=chunk_size)
     return {"log_px": bound, "sq": jnp.square(bound), "mc_var": jnp.square(stderr)}
   return _batched_means(fn, x, key, batch_size, offset)
 
 
-def log_likelihood(model, params, x, key, *, num_samples: int = 5000, chunk_size: int = 500,
+def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000, chunk_size: int = 500,
                    batch_size: int = 20, block_size: int = 1000, progress: bool = True) -> dict:
   """The importance-sampled estimate of log p(x) (the k-sample IWAE bound) over a data set.
 
@@ -83,7 +88,7 @@ def log_likelihood(model, params, x, key, *, num_samples: int = 5000, chunk_size
   the three sizes changes the result.
 
   Args:
-    model, params: the VAE.
+    parts_fn, params: the VAE (see `elbo_means`).
     x: `[n, D]` float32 model inputs.
     key: a `jax.random` key.
     num_samples: k (5000 in the papers).
@@ -100,7 +105,7 @@ def log_likelihood(model, params, x, key, *, num_samples: int = 5000, chunk_size
   t0 = time.perf_counter()
   for start in range(0, n, block_size):
     block = x[start:start + block_size]
-    means = jax.device_get(iwae_means(model, params, block, key, num_samples=num_samples,
+    means = jax.device_get(iwae_means(parts_fn, params, block, key, num_samples=num_samples,
                                       chunk_size=chunk_size, batch_size=batch_size,
                                       offset=start))
     for k in totals:
@@ -118,10 +123,10 @@ def log_likelihood(model, params, x, key, *, num_samples: int = 5000, chunk_size
           "seconds": time.perf_counter() - t0}
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def encoder_means(model, params, x) -> jax.Array:
-  """The encoder means of a data set: `[n, D]` -> `[n, Z]`."""
-  return model.apply(params, x, method=model.encode)[0]
+@functools.partial(jax.jit, static_argnames=("parts_fn",))
+def encoder_means(parts_fn, params, x) -> jax.Array:
+  """The posterior means of a data set: `[n, D]` -> `[n, Z]`."""
+  return parts_fn(params).encoder(x).mean
 
 
 def peak_memory_mb() -> float:

@@ -1,58 +1,41 @@
-"""Generation from the prior and reconstruction through the encoder."""
+"""Generation from the prior and reconstruction through the encoder, for any `Parts`."""
 
 import jax
 import jax.numpy as jnp
 
-from vae_jax import distributions
+from vae_jax.objectives import Parts
 
 
-def sample_prior(key: jax.Array, num: int, latent_dim: int) -> jax.Array:
-  """z ~ N(0, I): `[num, latent_dim]`."""
-  return jax.random.normal(key, (num, latent_dim))
-
-
-def generate(model, params, key, num: int, *, mean: bool = True) -> jax.Array:
-  """Decodes `num` draws z ~ N(0, I).
+def generate(parts: Parts, key, num: int, *, mean: bool = True) -> jax.Array:
+  """Decodes `num` draws z ~ p(z): `[num, ...]`.
 
   Args:
-    model, params: the VAE and its parameters.
+    parts: (encoder, decoder, prior); the prior must be able to sample
+      (e.g. `StandardNormal(dim)`).
     key: a `jax.random` key.
     num: how many.
     mean: return E[x|z] (pixel probabilities, or the Gaussian mean) if True,
       else a draw x ~ p(x|z).
-
-  Returns:
-    `[num, D]`.
   """
   z_key, x_key = jax.random.split(key)
-  z = sample_prior(z_key, num, model.latent_dim)
-  return decode(model, params, z, None if mean else x_key)
+  return decode(parts, parts.prior.sample(z_key, (num,)), None if mean else x_key)
 
 
-def decode(model, params, z, key=None) -> jax.Array:
+def decode(parts: Parts, z, key=None) -> jax.Array:
   """E[x|z] when `key` is None, else a draw x ~ p(x|z): `[..., Z]` -> `[..., D]`."""
-  if key is None:
-    return model.apply(params, z, method=model.mean_output)
-  return model.apply(params, z, key, method=model.sample_output)
+  likelihood = parts.decoder(z)
+  return likelihood.mean() if key is None else likelihood.sample(key)
 
 
-def reconstruct(model, params, x, key=None) -> jax.Array:
-  """E[x|z] with z the encoder mean (`key` None) or a draw z ~ q(z|x).
-
-  Args:
-    x: `[batch, D]`.
-    key: None for the encoder mean, else a `jax.random` key.
-
-  Returns:
-    `[batch, D]`.
-  """
-  mean, logvar = model.apply(params, x, method=model.encode)
-  z = mean if key is None else distributions.gaussian_sample(key, mean, logvar)
-  return model.apply(params, z, method=model.mean_output)
+def reconstruct(parts: Parts, x, key=None) -> jax.Array:
+  """E[x|z] with z the posterior mean (`key` None) or a draw z ~ q(z|x): `[batch, D]`."""
+  posterior = parts.encoder(x)
+  z = posterior.mean if key is None else posterior.sample(key)
+  return parts.decoder(z).mean()
 
 
-def interpolate(model, params, x_a, x_b, num: int) -> jax.Array:
-  """Decodes the straight line between the encoder means of x_a and x_b `[D]`: `[num, D]`."""
-  mean, _ = model.apply(params, jnp.stack([x_a, x_b]), method=model.encode)
+def interpolate(parts: Parts, x_a, x_b, num: int) -> jax.Array:
+  """Decodes the straight line between the posterior means of x_a and x_b: `[num, D]`."""
+  mean = parts.encoder(jnp.stack([x_a, x_b])).mean
   t = jnp.linspace(0.0, 1.0, num)[:, None]
-  return model.apply(params, (1 - t) * mean[0] + t * mean[1], method=model.mean_output)
+  return parts.decoder((1 - t) * mean[0] + t * mean[1]).mean()

@@ -1,16 +1,25 @@
-"""The evidence lower bound and the importance-weighted bound, per example.
+"""The evidence lower bound and the importance-weighted bound, over any encoder and decoder.
 
-Every objective here is a pure function of (model, params, x, key) that returns
-one value per example, `[batch]`, and leaves the reduction to the caller. The
-model is a `vae_jax.models.VAE` (or any linen module with the same `encode` and
-`log_likelihood` methods); it is hashable, so `jax.jit` takes it as a static
-argument:
+The core is plain callables, so any model fits: a linen or NNX module, a conv
+net, functions of a params dict.
 
-  bound = jax.jit(elbo, static_argnums=0, static_argnames="num_samples")
+  encoder(x) -> a posterior q(z|x)      (e.g. `DiagonalGaussian(mean, logvar)`)
+  decoder(z) -> a likelihood p(x|z)     (e.g. `Bernoulli(logits)`), with log_prob(x)
+  prior                                 (default `StandardNormal()`), with log_prob(z)
+
+Parameters are closed over by the caller, so `jax.grad`, `jax.jit`, `jax.vmap`
+and `nnx.grad` all compose:
+
+  loss = lambda p: -elbo(lambda x: enc(p, x), lambda z: dec(p, z), x, key).mean()
+
+Every objective returns one value per example, `[batch]`, and leaves the
+reduction to the caller. Sample l of z always comes from
+`jax.random.split(key, num_samples)[l]`, so `elbo`, `log_weights` and
+`iwae_bound` see the same z for the same key, and chunking changes nothing.
 """
 
 import math
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -20,104 +29,91 @@ from vae_jax import distributions
 ESTIMATORS = ("analytic", "monte_carlo")
 
 
-class ElboTerms(NamedTuple):
-  """The parts of an ELBO estimate, each `[batch]`, in nats.
+class Parts(NamedTuple):
+  """A VAE as its three callables/objects: what a model adapter hands the objectives."""
+  encoder: Callable[[jax.Array], Any]
+  decoder: Callable[[jax.Array], Any]
+  prior: Any = None
 
-  elbo = log_likelihood - kl, where log_likelihood is the Monte Carlo mean of
-  log p(x|z_l) and kl is KL(q(z|x) || p(z)): in closed form for the "analytic"
-  estimator, the Monte Carlo mean of log q(z_l|x) - log p(z_l) for
-  "monte_carlo".
+
+class ElboTerms(NamedTuple):
+  """An ELBO estimate and its parts, each `[batch]`, in nats: elbo = reconstruction - kl.
+
+  reconstruction: the Monte Carlo mean of log p(x|z_l).
+  kl: KL(q(z|x) || p(z)), in closed form ("analytic") or the Monte Carlo mean
+    of log q(z_l|x) - log p(z_l) ("monte_carlo").
   """
   elbo: jax.Array
-  log_likelihood: jax.Array
+  reconstruction: jax.Array
   kl: jax.Array
 
 
-def _check(num_samples: int, estimator: str) -> None:
+def check(num_samples: int, estimator: str = "analytic") -> None:
+  """Raises ValueError for a sample count below 1 or an unknown estimator."""
   if int(num_samples) < 1:
     raise ValueError(f"num_samples={num_samples}: need at least one sample of z")
   if estimator not in ESTIMATORS:
     raise ValueError(f"estimator={estimator!r}: expected one of {list(ESTIMATORS)}")
 
 
-def log_weights(model, params, x, key, *, num_samples: int) -> jax.Array:
-  """log p(x, z_i) - log q(z_i|x) for z_i ~ q(z|x), i = 1..num_samples.
+def _prior(prior):
+  return distributions.StandardNormal() if prior is None else prior
 
-  Sample i uses `jax.random.split(key, num_samples)[i]`, as `elbo` and
-  `iwae_bound` do, so all three see the same z for the same key.
 
-  Args:
-    model: the VAE module.
-    params: its parameters.
-    x: `[batch, D]`.
-    key: a `jax.random` key.
-    num_samples: k.
+def _per_sample(fn, keys):
+  """fn(key) for each of the L keys, stacked `[L, ...]`.
 
-  Returns:
-    `[num_samples, batch]`.
+  Written for one sample and vmapped, so the decoder runs as one
+  [L * batch]-row matmul per layer. One sample runs unbatched: the same
+  numbers, but a unit vmap axis costs XLA's CPU backend about 15% of a step.
   """
-  mean, logvar = model.apply(params, x, method=model.encode)
-  return _log_weights_from_keys(model, params, x, mean, logvar,
-                                jax.random.split(key, num_samples))
-
-
-def _sample_terms(model, params, x, mean, logvar, keys):
-  """For z_l ~ q(z|x) drawn with keys[l]: log p(x|z_l) and log q(z_l|x) - log p(z_l).
-
-  Written for one sample of z and vmapped over the L keys, so the decoder runs
-  as one [L * batch]-row matmul per layer. Returns two `[L, batch]` arrays.
-  """
-  def one(k):
-    z = distributions.gaussian_sample(k, mean, logvar)
-    ll = model.apply(params, x, z, method=model.log_likelihood)
-    return ll, (distributions.gaussian_log_prob(z, mean, logvar)
-                - distributions.standard_normal_log_prob(z))
   if keys.shape[0] == 1:
-    # The same numbers as the vmap; a unit sample axis costs XLA's CPU backend
-    # about 15% of a training step in copies, so one sample runs unbatched.
-    return jax.tree_util.tree_map(lambda a: a[None], one(keys[0]))
-  return jax.vmap(one)(keys)
+    return jax.tree_util.tree_map(lambda a: a[None], fn(keys[0]))
+  return jax.vmap(fn)(keys)
 
 
-def _log_weights_from_keys(model, params, x, mean, logvar, keys):
-  ll, log_q_over_p = _sample_terms(model, params, x, mean, logvar, keys)
-  return ll - log_q_over_p
+def _sample_terms(decoder, prior, x, posterior, keys):
+  """log p(x|z_l) and log q(z_l|x) - log p(z_l) for z_l drawn with keys[l]: `[L, batch]` each."""
+  def one(k):
+    z = posterior.sample(k)
+    return decoder(z).log_prob(x), posterior.log_prob(z) - prior.log_prob(z)
+  return _per_sample(one, keys)
 
 
-def elbo_terms(model, params, x, key, *, num_samples: int = 1,
+def elbo_terms(encoder, decoder, x, key, *, prior=None, num_samples: int = 1,
                estimator: str = "analytic") -> ElboTerms:
   """The ELBO estimate with its reconstruction and KL parts; see `elbo`."""
-  _check(num_samples, estimator)
-  mean, logvar = model.apply(params, x, method=model.encode)
-
+  check(num_samples, estimator)
+  prior = _prior(prior)
+  posterior = encoder(x)
   # Under jit the unused Monte Carlo KL of the analytic estimator is dead code.
-  ll, kl_mc = _sample_terms(model, params, x, mean, logvar,
-                            jax.random.split(key, num_samples))
-  ll = jnp.mean(ll, axis=0)
+  ll, kl_mc = _sample_terms(decoder, prior, x, posterior, jax.random.split(key, num_samples))
+  recon = jnp.mean(ll, axis=0)
   if estimator == "analytic":
-    kl = distributions.kl_standard_normal(mean, logvar)
+    kl = distributions.kl_divergence(posterior, prior)
   else:
     kl = jnp.mean(kl_mc, axis=0)
-  return ElboTerms(ll - kl, ll, kl)
+  return ElboTerms(recon - kl, recon, kl)
 
 
-def elbo(model, params, x, key, *, num_samples: int = 1,
+def elbo(encoder, decoder, x, key, *, prior=None, num_samples: int = 1,
          estimator: str = "analytic") -> jax.Array:
   """The evidence lower bound of each example, estimated with L samples of z.
 
   estimator="analytic" (B in Kingma & Welling, 2014, eq. 7; the default):
-    1/L sum_l log p(x|z_l) - KL(q(z|x) || p(z)), the KL in closed form.
+    1/L sum_l log p(x|z_l) - KL(q(z|x) || p(z)), the KL in closed form (the
+    pair must have one: see `distributions.kl_divergence`).
   estimator="monte_carlo" (A, eq. 6):
-    1/L sum_l [log p(x, z_l) - log q(z_l|x)].
-  Both are unbiased for the same bound; B has the lower variance. z_l = mean +
-  sigma * eps_l is reparameterized, so `jax.grad` of the mean gives the
-  reparameterization gradient.
+    1/L sum_l [log p(x, z_l) - log q(z_l|x)], for any posterior and prior.
+  Both are unbiased for the same bound; B has the lower variance. z_l is
+  reparameterized, so `jax.grad` of the mean is the reparameterization gradient.
 
   Args:
-    model: a `VAE` (hashable: a static argument under `jax.jit`).
-    params: its parameters.
-    x: `[batch, D]`.
+    encoder: x -> posterior q(z|x) (`sample(key)`, `log_prob(z)`).
+    decoder: z -> likelihood p(x|z) (`log_prob(x) -> [batch]`).
+    x: `[batch, ...]`, what the encoder and the likelihood take.
     key: a `jax.random` key; sample l uses `jax.random.split(key, L)[l]`.
+    prior: p(z), default `StandardNormal()`.
     num_samples: L >= 1 (static under `jit`).
     estimator: "analytic" or "monte_carlo" (static under `jit`).
 
@@ -125,58 +121,56 @@ def elbo(model, params, x, key, *, num_samples: int = 1,
     `[batch]`, in nats; average or sum it yourself.
 
   Example:
-    >>> model = vae_jax.pytorch_example()
-    >>> params = vae_jax.init_params(model, jax.random.key(0))
-    >>> loss = -vae_jax.elbo(model, params, x, key, num_samples=5).mean()
+    >>> vae = model.bind(params)
+    >>> loss = -elbo(vae.encode, vae.decode, x, key, num_samples=5).mean()
   """
-  return elbo_terms(model, params, x, key, num_samples=num_samples, estimator=estimator).elbo
+  return elbo_terms(encoder, decoder, x, key, prior=prior, num_samples=num_samples,
+                    estimator=estimator).elbo
 
 
-def iwae_bound(model, params, x, key, *, num_samples: int,
+def log_weights(encoder, decoder, x, key, *, prior=None, num_samples: int) -> jax.Array:
+  """log p(x, z_i) - log q(z_i|x) for z_i ~ q(z|x), i = 1..k: `[num_samples, batch]`."""
+  check(num_samples)
+  ll, log_q_over_p = _sample_terms(decoder, _prior(prior), x, encoder(x),
+                                   jax.random.split(key, num_samples))
+  return ll - log_q_over_p
+
+
+def iwae_bound(encoder, decoder, x, key, *, prior=None, num_samples: int,
                chunk_size: int | None = None) -> jax.Array:
-  """The importance-weighted bound log 1/k sum_i p(x, z_i) / q(z_i|x).
+  """The importance-weighted bound log 1/k sum_i p(x, z_i) / q(z_i|x), `[batch]`.
 
-  With k = num_samples it is a lower bound on log p(x) that rises with k (Burda
-  et al., 2016, Theorem 1); k = 1 is the ELBO (estimator A, same key, same
-  value); k = 5000 is the usual test log-likelihood estimate. The k samples are
-  evaluated in chunks of `chunk_size` under `lax.map` and combined with a
-  log-sum-exp, so memory is O(chunk_size * batch) and the value, up to float
-  rounding, does not depend on the chunk size: sample i always uses
-  `jax.random.split(key, k)[i]`.
+  A lower bound on log p(x) that rises with k (Burda et al., 2016, Theorem 1);
+  k = 1 is the ELBO (estimator A, same key, same value); k = 5000 is the usual
+  test log-likelihood estimate. The k samples run in chunks of `chunk_size`
+  under `lax.map`, combined by log-sum-exp: memory O(chunk_size * batch), and
+  the value, up to float rounding, does not depend on the chunk size.
 
   Args:
-    model: a `VAE`.
-    params: its parameters.
-    x: `[batch, D]`.
-    key: a `jax.random` key.
+    encoder, decoder, x, key, prior: as for `elbo`.
     num_samples: k >= 1 (static under `jit`).
     chunk_size: samples evaluated at once, default min(k, 100) (static).
-
-  Returns:
-    `[batch]`, in nats.
 
   References:
     Burda, Grosse & Salakhutdinov, Importance Weighted Autoencoders, ICLR 2016.
   """
-  return _iwae(model, params, x, key, num_samples, chunk_size)[0]
+  return _iwae(encoder, decoder, x, key, _prior(prior), num_samples, chunk_size)[0]
 
 
-def iwae_bound_and_stderr(model, params, x, key, *, num_samples: int,
+def iwae_bound_and_stderr(encoder, decoder, x, key, *, prior=None, num_samples: int,
                           chunk_size: int | None = None) -> tuple[jax.Array, jax.Array]:
-  """`iwae_bound` and the Monte Carlo standard error of each value, `[batch]` each.
+  """`iwae_bound` and the delta-method Monte Carlo standard error of each value.
 
-  The error is the delta-method one, sd(w) / (sqrt(k) mean(w)), for the
-  importance weights w_i = p(x, z_i) / q(z_i|x): how much the estimate of
-  log p(x) would move with another key. Like every estimate from the sample
-  variance of the weights, it is too small when q is far from the posterior
-  and the weights are heavy-tailed.
+  sd(w) / (sqrt(k) mean(w)) for the weights w_i = p(x, z_i) / q(z_i|x): like
+  every estimate from the sample variance of the weights, too small when the
+  weights are heavy-tailed.
   """
-  return _iwae(model, params, x, key, num_samples, chunk_size)
+  return _iwae(encoder, decoder, x, key, _prior(prior), num_samples, chunk_size)
 
 
-def _iwae(model, params, x, key, num_samples, chunk_size):
+def _iwae(encoder, decoder, x, key, prior, num_samples, chunk_size):
   k = int(num_samples)
-  _check(k, "analytic")
+  check(k)
   chunk = min(k, 100) if chunk_size is None else min(int(chunk_size), k)
   if chunk < 1:
     raise ValueError(f"chunk_size={chunk_size}: need at least 1")
@@ -187,20 +181,62 @@ def _iwae(model, params, x, key, num_samples, chunk_size):
     keys = jnp.concatenate([keys, keys[:pad]])
   keys = keys.reshape((n_chunks, chunk) + keys.shape[1:])
   valid = (jnp.arange(n_chunks * chunk) < k).reshape(n_chunks, chunk)
-  mean, logvar = model.apply(params, x, method=model.encode)
+  posterior = encoder(x)
 
   def chunk_stats(args):
     chunk_keys, chunk_valid = args
-    logw = _log_weights_from_keys(model, params, x, mean, logvar, chunk_keys)
-    logw = jnp.where(chunk_valid[:, None], logw, -jnp.inf)
+    ll, log_q_over_p = _sample_terms(decoder, prior, x, posterior, chunk_keys)
+    logw = jnp.where(chunk_valid[:, None], ll - log_q_over_p, -jnp.inf)
     # log sum w and log sum w^2 for this chunk: [batch] each.
-    return (jax.nn.logsumexp(logw, axis=0), jax.nn.logsumexp(2.0 * logw, axis=0))
+    return jax.nn.logsumexp(logw, axis=0), jax.nn.logsumexp(2.0 * logw, axis=0)
 
   lse, lse2 = jax.lax.map(chunk_stats, (keys, valid))
   log_sum_w = jax.nn.logsumexp(lse, axis=0)
   log_sum_w2 = jax.nn.logsumexp(lse2, axis=0)
   bound = log_sum_w - math.log(k)
-  # Var(w)/mean(w)^2 = k * sum w^2 / (sum w)^2 - 1, computed in log space.
+  # Var(w)/mean(w)^2 = k * sum w^2 / (sum w)^2 - 1, in log space.
   rel_var = jnp.maximum(k * jnp.exp(log_sum_w2 - 2.0 * log_sum_w) - 1.0, 0.0)
-  stderr = jnp.sqrt(rel_var / k)
-  return bound, stderr
+  return bound, jnp.sqrt(rel_var / k)
+
+
+def iwae_surrogate(encoder, decoder, x, key, *, prior=None, num_samples: int,
+                   gradient: str = "standard") -> jax.Array:
+  """The k-sample IWAE bound as a training objective, `[batch]`.
+
+  Its value is `iwae_bound` (same key, same value); its gradient is
+  gradient="standard": sum_i w~_i grad log w_i, the reparameterized gradient
+    of the bound (Burda et al., 2016), whose encoder part grows noisier
+    relative to its size as k grows;
+  gradient="dreg": the doubly reparameterized estimator (Tucker et al., 2019):
+    for the encoder sum_i w~_i^2 d log w_i / d z_i dz_i/dphi, with q's
+    parameters held fixed inside log q; for the decoder and the prior the
+    standard sum_i w~_i grad log p(x, z_i). Unbiased for the same gradient,
+    with a variance that does not blow up with k.
+  w~_i = w_i / sum_j w_j are the normalized importance weights.
+
+  The DReG parts are written without knowing which parameters belong to the
+  encoder: the decoder-side terms are evaluated at stop_gradient(z_i) and the
+  decoder's share of the reparameterized term is subtracted back out.
+  """
+  check(num_samples)
+  if gradient not in ("standard", "dreg"):
+    raise ValueError(f"gradient={gradient!r}: expected 'standard' or 'dreg'")
+  prior = _prior(prior)
+  posterior = encoder(x)
+  keys = jax.random.split(key, num_samples)
+  if gradient == "standard":
+    ll, log_q_over_p = _sample_terms(decoder, prior, x, posterior, keys)
+    return jax.nn.logsumexp(ll - log_q_over_p, axis=0) - math.log(num_samples)
+  fixed_q = jax.tree_util.tree_map(jax.lax.stop_gradient, posterior)
+
+  def one(k):
+    z = posterior.sample(k)
+    z_fixed = jax.lax.stop_gradient(z)
+    log_p_at_fixed = decoder(z_fixed).log_prob(x) + prior.log_prob(z_fixed)
+    logw = decoder(z).log_prob(x) + prior.log_prob(z) - fixed_q.log_prob(z)
+    return logw, log_p_at_fixed
+  logw, log_p_at_fixed = _per_sample(one, keys)
+  w = jax.lax.stop_gradient(jax.nn.softmax(logw, axis=0))  # normalized weights [k, batch]
+  value = jax.lax.stop_gradient(jax.nn.logsumexp(logw, axis=0) - math.log(num_samples))
+  surrogate = jnp.sum(jnp.square(w) * logw + (w - jnp.square(w)) * log_p_at_fixed, axis=0)
+  return value + surrogate - jax.lax.stop_gradient(surrogate)

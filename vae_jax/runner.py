@@ -22,7 +22,9 @@ import numpy as np
 from vae_jax import checkpoint as checkpoint_lib
 from vae_jax import data as data_lib
 from vae_jax import evaluate
+from vae_jax import distributions
 from vae_jax import generation
+from vae_jax import losses
 from vae_jax import models
 from vae_jax import plots
 from vae_jax import train
@@ -40,13 +42,19 @@ class RunConfig:
   hidden_sizes: tuple[int, ...] = (400,)
   activation: str = "relu"
   likelihood: str = "bernoulli"
+  objective: str = "elbo"
   num_samples: int = 1
   estimator: str = "analytic"
+  beta: float = 1.0
+  kl_warmup_epochs: int = 0
+  iwae_samples: int = 5
+  iwae_gradient: str = "standard"
   batch_size: int = 128
   epochs: int = 10
   optimizer: str = "adam"
   learning_rate: float = 1e-3
   lr_schedule: str = "constant"
+  warmup_epochs: int = 0
   binarize: str = "dynamic"
   seed: int = 0
   eval_batch_size: int = 1000
@@ -56,13 +64,36 @@ class RunConfig:
   def model(self, input_dim: int) -> models.VAE:
     return models.VAE(input_dim=input_dim, latent_dim=self.latent_dim,
                       hidden_sizes=tuple(self.hidden_sizes), activation=self.activation,
-                      likelihood=self.likelihood)
+                      likelihood=models.likelihood_head(self.likelihood))
+
+
+OBJECTIVES = ("elbo", "iwae")
 
 
 def make_optimizer(config: RunConfig, num_train: int):
   return train.make_optimizer(config.optimizer, config.learning_rate,
                               schedule=config.lr_schedule,
-                              steps_per_epoch=num_train // config.batch_size)
+                              steps_per_epoch=num_train // config.batch_size,
+                              epochs=config.epochs, warmup_epochs=config.warmup_epochs)
+
+
+def make_loss(config: RunConfig, model: models.VAE, num_train: int):
+  """The training loss of `config`: the (beta-weighted, warmed-up) ELBO or the IWAE bound."""
+  if config.objective == "iwae":
+    return losses.iwae_loss(model.parts, num_samples=config.iwae_samples,
+                            gradient=config.iwae_gradient)
+  if config.objective != "elbo":
+    raise ValueError(f"objective={config.objective!r}: expected one of {list(OBJECTIVES)}")
+  if not config.beta >= 0:
+    raise ValueError(f"beta={config.beta}: must be >= 0")
+  warmup = losses.kl_warmup(config.kl_warmup_epochs * (num_train // config.batch_size))
+  beta = lambda step: config.beta * warmup(step)
+  return losses.elbo_loss(model.parts, num_samples=config.num_samples,
+                          estimator=config.estimator, beta=beta)
+
+
+def initial_state(config: RunConfig, model: models.VAE, optimizer, root) -> train.TrainState:
+  return train.init_state(models.init_params(model, train.init_key(root)), optimizer)
 
 
 class NonFiniteError(RuntimeError):
@@ -148,14 +179,14 @@ def model_inputs(dataset: data_lib.Dataset, binarize: str):
 
 def _pictures(workdir, model, params, test_x, labels, image_shape, key, writer, step,
               write_png: bool) -> None:
-  recon = generation.reconstruct(model, params, test_x[:64])
+  parts = model.parts(params)
+  recon = generation.reconstruct(parts, test_x[:64])
   grid = plots.reconstruction_grid(np.asarray(test_x[:64]), np.asarray(recon), image_shape, 16)
-  samples = plots.tile(np.asarray(generation.generate(model, params, key, 64)), image_shape, 8)
+  samples = plots.tile(np.asarray(generation.generate(parts, key, 64)), image_shape, 8)
   grids = {"reconstructions": grid, "samples": samples}
   if model.latent_dim == 2:
     z = jnp.asarray(plots.manifold_latents(20))
-    grids["manifold"] = plots.tile(np.asarray(generation.decode(model, params, z)),
-                                   image_shape, 20)
+    grids["manifold"] = plots.tile(np.asarray(generation.decode(parts, z)), image_shape, 20)
   for name, g in grids.items():
     writer.add_image(name, g, step, dataformats="HW")
   if not write_png:
@@ -165,7 +196,7 @@ def _pictures(workdir, model, params, test_x, labels, image_shape, key, writer, 
   for name, g in grids.items():
     plots.save_grid(workdir / f"{name}.png", g, titles[name])
   if model.latent_dim == 2:
-    means = np.asarray(evaluate.encoder_means(model, params, test_x))
+    means = np.asarray(evaluate.encoder_means(model.parts, params, test_x))
     plots.save_latent_scatter(workdir / "latent_means.png", means, labels,
                               "test set: encoder means")
 
@@ -187,7 +218,7 @@ def load_run(workdir, epoch: int | None = None):
   try:
     if ckpt.latest_epoch() is None:
       raise ValueError(f"--workdir={workdir}: holds no checkpoint yet")
-    epoch, state = ckpt.restore(train.init_state(model, optimizer, root), root, epoch)
+    epoch, state = ckpt.restore(initial_state(config, model, optimizer, root), root, epoch)
   finally:
     ckpt.close()
   return config, model, state, epoch
@@ -221,14 +252,14 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
   optimizer = make_optimizer(config, n_train)
   train_images, test_x = model_inputs(dataset, config.binarize)
   _check_disk_space(workdir, jax.eval_shape(
-      lambda k: train.init_state(model, optimizer, k), jax.random.key(0)))
+      lambda k: initial_state(config, model, optimizer, k), jax.random.key(0)))
   _prepare_workdir(workdir, config, {"train_examples": n_train,
                                      "test_examples": int(dataset.test.shape[0]),
                                      "input_dim": int(dataset.train.shape[1])}, fresh)
 
   mesh = train.data_mesh()
   root = jax.random.key(config.seed)
-  state = train.init_state(model, optimizer, root)
+  state = initial_state(config, model, optimizer, root)
   ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
   start = 0
   if ckpt.latest_epoch() is not None:
@@ -242,9 +273,8 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
   state = train.replicate(state, mesh)
   images = train.replicate(jnp.asarray(train_images), mesh)
   epoch_fn = train.make_train_epoch(
-      model, optimizer, batch_size=config.batch_size, binarize=config.binarize,
-      num_samples=config.num_samples, estimator=config.estimator,
-      skip_nonfinite=config.skip_nonfinite, mesh=mesh)
+      make_loss(config, model, n_train), optimizer, batch_size=config.batch_size,
+      binarize=config.binarize, skip_nonfinite=config.skip_nonfinite, mesh=mesh)
   steps_per_epoch = n_train // config.batch_size
   writer = SummaryWriter(str(workdir / "tensorboard"), purge_step=start + 1 if start else None)
   record, times = {}, []
@@ -263,21 +293,23 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
               f"{ckpt.latest_epoch()} is the last good one. Lower --learning_rate, or pass "
               f"--skip_nonfinite to skip such steps")
         test = jax.device_get(evaluate.elbo_means(
-            model, state.params, test_x, train.eval_key(root), num_samples=config.num_samples,
+            model.parts, state.params, test_x, train.eval_key(root), num_samples=config.num_samples,
             estimator=config.estimator, batch_size=config.eval_batch_size))
         ckpt.save(epoch + 1, state, root)
         record = {"epoch": epoch + 1, "step": int(state.step),
-                  "train_elbo": float(m["elbo"]),
-                  "train_log_likelihood": float(m["log_likelihood"]),
-                  "train_kl": float(m["kl"]),
+                  **{f"train_{k}": float(v) for k, v in m.items()
+                     if k not in ("grad_norm", "nonfinite_steps", "first_nonfinite_step")},
                   "test_elbo": float(test["elbo"]),
-                  "test_log_likelihood": float(test["log_likelihood"]),
+                  "test_reconstruction": float(test["reconstruction"]),
                   "test_kl": float(test["kl"]),
                   "grad_norm": float(m["grad_norm"]),
                   "skipped_steps": int(m["nonfinite_steps"]),
                   "examples_per_s": steps_per_epoch * config.batch_size / seconds,
                   "epoch_s": seconds,
                   "examples_seen": int(state.step) * config.batch_size}
+        if config.likelihood == "discretized_logistic":  # 8-bit data: the papers' unit
+          record["test_bits_per_dim"] = float(distributions.bits_per_dim(
+              record["test_elbo"], int(np.prod(test_x.shape[1:]))))
         with open(metrics_path, "a") as f:
           f.write(json.dumps(record) + "\n")
         for k, v in record.items():
@@ -288,9 +320,10 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
                   write_png=epoch + 1 == config.epochs)
         # The first epoch of a process compiles: leave it out of the estimate.
         left = (config.epochs - epoch - 1) * float(np.median(times[1:])) if times[1:] else None
-        logging.info("epoch %d/%d  train ELBO %.2f  test ELBO %.2f (recon %.2f, KL %.2f) nats"
-                     "  %.2fs (%.0f ex/s)  %s", epoch + 1, config.epochs, record["train_elbo"],
-                     record["test_elbo"], record["test_log_likelihood"], record["test_kl"],
+        logging.info("epoch %d/%d  train %s %.2f  test ELBO %.2f (recon %.2f, KL %.2f) nats"
+                     "  %.2fs (%.0f ex/s)  %s", epoch + 1, config.epochs,
+                     "IWAE" if config.objective == "iwae" else "ELBO", record["train_objective"],
+                     record["test_elbo"], record["test_reconstruction"], record["test_kl"],
                      seconds, record["examples_per_s"], _duration(left))
         if stop.signal:
           logging.warning("%s: stopping after epoch %d; its checkpoint is saved. Run the same "

@@ -14,11 +14,9 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from vae_jax import data as data_lib
-from vae_jax import models
-from vae_jax import objectives
 
 OPTIMIZERS = ("adam", "adagrad", "sgd")
-SCHEDULES = ("constant", "burda")
+SCHEDULES = ("constant", "burda", "warmup_cosine")
 # Independent key streams derived from the root key.
 _INIT, _SHUFFLE, _STEP, _EVAL = range(4)
 
@@ -40,21 +38,32 @@ def burda_schedule(learning_rate: float, steps_per_epoch: int) -> optax.Schedule
 
 
 def make_optimizer(name: str, learning_rate: float, *, schedule: str = "constant",
-                   steps_per_epoch: int = 1) -> optax.GradientTransformation:
+                   steps_per_epoch: int = 1, epochs: int = 1,
+                   warmup_epochs: int = 0) -> optax.GradientTransformation:
   """Adam (the default), Adagrad (Kingma & Welling, 2014) or plain SGD.
 
   Args:
     name: "adam", "adagrad" or "sgd".
-    learning_rate: the (initial) step size, > 0.
-    schedule: "constant", or "burda" (`burda_schedule`, with Adam's epsilon
-      1e-4 as in Burda et al.).
+    learning_rate: the (peak) step size, > 0.
+    schedule: "constant"; "burda" (`burda_schedule`, with Adam's epsilon 1e-4
+      as in Burda et al.); or "warmup_cosine": linear warm-up over
+      `warmup_epochs`, then a cosine decay to 0 at `epochs`.
     steps_per_epoch: for schedules counted in epochs.
+    epochs, warmup_epochs: the length of the cosine schedule and its warm-up.
   """
   if not learning_rate > 0:
     raise ValueError(f"learning_rate={learning_rate}: must be > 0")
   if schedule not in SCHEDULES:
     raise ValueError(f"lr_schedule={schedule!r}: expected one of {list(SCHEDULES)}")
-  lr = burda_schedule(learning_rate, steps_per_epoch) if schedule == "burda" else learning_rate
+  if schedule == "burda":
+    lr = burda_schedule(learning_rate, steps_per_epoch)
+  elif schedule == "warmup_cosine":
+    total = max(1, epochs * steps_per_epoch)
+    lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate,
+                                            min(warmup_epochs * steps_per_epoch, total - 1),
+                                            total, end_value=0.0)
+  else:
+    lr = learning_rate
   if name == "adam":
     return optax.adam(lr, eps=1e-4 if schedule == "burda" else 1e-8)
   if name == "adagrad":
@@ -64,8 +73,13 @@ def make_optimizer(name: str, learning_rate: float, *, schedule: str = "constant
   raise ValueError(f"optimizer={name!r}: expected one of {list(OPTIMIZERS)}")
 
 
-def init_state(model: models.VAE, optimizer, root_key) -> TrainState:
-  params = models.init_params(model, jax.random.fold_in(root_key, _INIT))
+def init_key(root_key):
+  """The key of the initial parameters."""
+  return jax.random.fold_in(root_key, _INIT)
+
+
+def init_state(params, optimizer) -> TrainState:
+  """Step 0: `params` and a fresh optimizer state."""
   return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
 
 
@@ -84,35 +98,25 @@ def epoch_permutation(root_key, epoch, n: int) -> jax.Array:
   return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(root_key, _SHUFFLE), epoch), n)
 
 
-def make_train_step(model: models.VAE, optimizer, *, num_samples: int = 1,
-                    estimator: str = "analytic", skip_nonfinite: bool = False) -> Callable:
+def make_train_step(loss_fn, optimizer, *, skip_nonfinite: bool = False) -> Callable:
   """A pure `train_step(state, x, key) -> (state, metrics)`; jit it or scan it.
 
-  The loss is the batch mean of -ELBO (nats per example). Metrics, all scalars:
-  elbo, log_likelihood, kl (nats per example), grad_norm, and finite (whether
-  the loss and every gradient were finite). With `skip_nonfinite`, a step
-  whose loss or gradient is not finite leaves the parameters and optimizer
-  state unchanged (the step counter still advances).
-
   Args:
-    model: the VAE.
+    loss_fn: (params, x, key, step) -> (scalar loss, dict of scalar metrics),
+      e.g. `losses.elbo_loss(model.parts)`; `step` is the state's step counter
+      (for schedules such as a KL warm-up).
     optimizer: an optax transformation.
-    num_samples: L, samples of z per data point.
-    estimator: "analytic" or "monte_carlo".
-    skip_nonfinite: keep the old state on a non-finite step.
+    skip_nonfinite: a step whose loss or gradient is not finite leaves the
+      parameters and optimizer state unchanged (the step counter advances).
 
   Returns:
-    train_step(state, x `[batch, D]`, key) -> (TrainState, dict of scalars).
+    train_step(state, x, key) -> (TrainState, metrics): the loss's metrics and
+    "grad_norm" and "finite" (whether the loss and every gradient were finite).
   """
-  objectives._check(num_samples, estimator)  # pylint: disable=protected-access
-
-  def loss_fn(params, x, key):
-    terms = objectives.elbo_terms(model, params, x, key, num_samples=num_samples,
-                                  estimator=estimator)
-    return -jnp.mean(terms.elbo), terms
 
   def train_step(state: TrainState, x, key):
-    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, x, key)
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, x, key, state.step)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -121,32 +125,37 @@ def make_train_step(model: models.VAE, optimizer, *, num_samples: int = 1,
       params, opt_state = jax.tree_util.tree_map(
           lambda new, old: jnp.where(finite, new, old),
           (params, opt_state), (state.params, state.opt_state))
-    metrics = {"elbo": -loss, "log_likelihood": jnp.mean(terms.log_likelihood),
-               "kl": jnp.mean(terms.kl), "grad_norm": grad_norm, "finite": finite}
+    metrics = {**metrics, "grad_norm": grad_norm, "finite": finite}
     return TrainState(state.step + 1, params, opt_state), metrics
 
   return train_step
 
 
-def make_train_epoch(model: models.VAE, optimizer, *, batch_size: int, binarize: str,
-                     num_samples: int = 1, estimator: str = "analytic",
+def make_train_epoch(loss_fn, optimizer, *, batch_size: int, binarize: str,
                      skip_nonfinite: bool = False, mesh: Mesh | None = None) -> Callable:
   """One epoch as one compiled `lax.scan`, the data resident on the device.
 
   The shuffle comes from `epoch_permutation(root, epoch, n)`; the last partial
   batch is dropped (n // batch_size steps, a fresh order every epoch), so every
   step has the same shape and nothing compiles twice. Each step's key
-  `step_key(root, state.step)` splits into the binarization key and the key of
-  the ELBO's samples. With `mesh`, every batch is sharded over its "data" axis
-  (parameters and data replicated), and XLA inserts the gradient all-reduce.
+  `step_key(root, state.step)` splits into the binarization key and the loss's
+  key. With `mesh`, every batch is sharded over its "data" axis (parameters
+  and data replicated), and XLA inserts the gradient all-reduce.
+
+  Args:
+    loss_fn: as for `make_train_step`.
+    optimizer: an optax transformation.
+    batch_size: examples per step.
+    binarize: "dynamic", "fixed" or "none" (see `data.binarize`).
+    skip_nonfinite: as for `make_train_step`.
+    mesh: a mesh with a "data" axis, or None.
 
   Returns:
-    epoch(state, images `[n, D]`, root_key, epoch) -> (state, metrics): jitted,
+    epoch(state, images `[n, ...]`, root_key, epoch) -> (state, metrics): jitted,
     the state donated. Metrics: the means over the epoch's steps of the step
     metrics, `nonfinite_steps` (a count) and `first_nonfinite_step` (-1 if none).
   """
-  train_step = make_train_step(model, optimizer, num_samples=num_samples, estimator=estimator,
-                               skip_nonfinite=skip_nonfinite)
+  train_step = make_train_step(loss_fn, optimizer, skip_nonfinite=skip_nonfinite)
   batch_sharding = None if mesh is None else NamedSharding(mesh, P("data"))
 
   def epoch_fn(state: TrainState, images, root_key, epoch):
