@@ -55,6 +55,11 @@ LIKELIHOOD = flags.DEFINE_enum("likelihood", "bernoulli", sorted(models.LIKELIHO
                                "p(x|z): bernoulli (binary data), continuous_bernoulli (grey "
                                "levels, --binarize=none), gaussian, gaussian_sigmoid_mean, "
                                "discretized_logistic (8-bit data, --binarize=none).")
+ADAM_B2 = flags.DEFINE_float("adam_b2", 0.999, "Adam's second-moment decay.", lower_bound=0.0,
+                             upper_bound=0.999999)
+EVAL_EVERY = flags.DEFINE_integer("eval_every", 1, "Evaluate, checkpoint and log every N "
+                                  "epochs (and at the last one, or when stopped).",
+                                  lower_bound=1)
 WARMUP_EPOCHS = flags.DEFINE_integer("warmup_epochs", 0, "Linear learning-rate warm-up of "
                                      "--lr_schedule=warmup_cosine.", lower_bound=0)
 SEED = flags.DEFINE_integer("seed", 0, "Root of every key: init, shuffle, binarization, z.")
@@ -133,7 +138,8 @@ def run_config(**overrides) -> runner.RunConfig:
                 objective=OBJECTIVE.value, iwae_samples=K.value,
                 iwae_gradient=IWAE_GRADIENT.value, beta=BETA.value,
                 kl_warmup_epochs=KL_WARMUP_EPOCHS.value, likelihood=LIKELIHOOD.value,
-                warmup_epochs=WARMUP_EPOCHS.value,
+                warmup_epochs=WARMUP_EPOCHS.value, adam_b2=ADAM_B2.value,
+                eval_every=EVAL_EVERY.value,
                 batch_size=BATCH_SIZE.value, epochs=EPOCHS.value, optimizer=OPTIMIZER.value,
                 learning_rate=LEARNING_RATE.value, lr_schedule=LR_SCHEDULE.value,
                 seed=SEED.value,

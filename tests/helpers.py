@@ -73,7 +73,7 @@ def binary_data(key, n=16, dim=784, p=0.2):
   return (jax.random.uniform(key, (n, dim)) < p).astype(jnp.float32)
 
 
-TIMING = ("examples_per_s", "epoch_s")
+TIMING = ("examples_per_s", "epoch_s", "wall_s")
 
 
 def run_metrics(workdir):

@@ -31,7 +31,7 @@ from vae_jax import train
 
 # Settings that may change when a run resumes (train longer, lower the step size);
 # every other one must match.
-_RESUMABLE = ("epochs", "keep_checkpoints", "skip_nonfinite", "learning_rate")
+_RESUMABLE = ("epochs", "keep_checkpoints", "skip_nonfinite", "learning_rate", "eval_every")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +55,13 @@ class RunConfig:
   learning_rate: float = 1e-3
   lr_schedule: str = "constant"
   warmup_epochs: int = 0
+  adam_b2: float = 0.999
   binarize: str = "dynamic"
   seed: int = 0
   eval_batch_size: int = 1000
   keep_checkpoints: int = 3
   skip_nonfinite: bool = False
+  eval_every: int = 1
 
   def model(self, input_dim: int) -> models.VAE:
     return models.VAE(input_dim=input_dim, latent_dim=self.latent_dim,
@@ -74,7 +76,8 @@ def make_optimizer(config: RunConfig, num_train: int):
   return train.make_optimizer(config.optimizer, config.learning_rate,
                               schedule=config.lr_schedule,
                               steps_per_epoch=num_train // config.batch_size,
-                              epochs=config.epochs, warmup_epochs=config.warmup_epochs)
+                              epochs=config.epochs, warmup_epochs=config.warmup_epochs,
+                              b2=config.adam_b2)
 
 
 def make_loss(config: RunConfig, model: models.VAE, num_train: int):
@@ -278,6 +281,9 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
   steps_per_epoch = n_train // config.batch_size
   writer = SummaryWriter(str(workdir / "tensorboard"), purge_step=start + 1 if start else None)
   record, times = {}, []
+  kept = metrics_path.read_text().splitlines()
+  wall_before = json.loads(kept[-1]).get("wall_s", 0.0) if kept else 0.0
+  loop_start = time.perf_counter()
   try:
     with _StopRequest() as stop:
       for epoch in range(start, config.epochs):
@@ -292,6 +298,9 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
               f"{epoch + 1}); stopped without saving: the checkpoint of epoch "
               f"{ckpt.latest_epoch()} is the last good one. Lower --learning_rate, or pass "
               f"--skip_nonfinite to skip such steps")
+        last = epoch + 1 == config.epochs
+        if (epoch + 1) % config.eval_every and not last and not stop.signal:
+          continue  # evaluation, checkpoint and pictures every eval_every epochs
         test = jax.device_get(evaluate.elbo_means(
             model.parts, state.params, test_x, train.eval_key(root), num_samples=config.num_samples,
             estimator=config.estimator, batch_size=config.eval_batch_size))
@@ -306,7 +315,9 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
                   "skipped_steps": int(m["nonfinite_steps"]),
                   "examples_per_s": steps_per_epoch * config.batch_size / seconds,
                   "epoch_s": seconds,
-                  "examples_seen": int(state.step) * config.batch_size}
+                  "examples_seen": int(state.step) * config.batch_size,
+                  # Seconds of this run so far, resumed sittings added up.
+                  "wall_s": wall_before + time.perf_counter() - loop_start}
         if config.likelihood == "discretized_logistic":  # 8-bit data: the papers' unit
           record["test_bits_per_dim"] = float(distributions.bits_per_dim(
               record["test_elbo"], int(np.prod(test_x.shape[1:]))))
@@ -317,7 +328,7 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
             writer.add_scalar(k, v, epoch + 1)
         _pictures(workdir, model, state.params, test_x, dataset.test_labels,
                   dataset.image_shape, jax.random.key(0), writer, epoch + 1,
-                  write_png=epoch + 1 == config.epochs)
+                  write_png=last)
         # The first epoch of a process compiles: leave it out of the estimate.
         left = (config.epochs - epoch - 1) * float(np.median(times[1:])) if times[1:] else None
         logging.info("epoch %d/%d  train %s %.2f  test ELBO %.2f (recon %.2f, KL %.2f) nats"

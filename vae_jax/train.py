@@ -38,8 +38,8 @@ def burda_schedule(learning_rate: float, steps_per_epoch: int) -> optax.Schedule
 
 
 def make_optimizer(name: str, learning_rate: float, *, schedule: str = "constant",
-                   steps_per_epoch: int = 1, epochs: int = 1,
-                   warmup_epochs: int = 0) -> optax.GradientTransformation:
+                   steps_per_epoch: int = 1, epochs: int = 1, warmup_epochs: int = 0,
+                   b2: float = 0.999) -> optax.GradientTransformation:
   """Adam (the default), Adagrad (Kingma & Welling, 2014) or plain SGD.
 
   Args:
@@ -50,6 +50,8 @@ def make_optimizer(name: str, learning_rate: float, *, schedule: str = "constant
       `warmup_epochs`, then a cosine decay to 0 at `epochs`.
     steps_per_epoch: for schedules counted in epochs.
     epochs, warmup_epochs: the length of the cosine schedule and its warm-up.
+    b2: Adam's second-moment decay (0.999 by default; 0.95 trains Burda et
+      al.'s VAE to a given bound in fewer epochs, see the burda_2016_fast preset).
   """
   if not learning_rate > 0:
     raise ValueError(f"learning_rate={learning_rate}: must be > 0")
@@ -65,7 +67,7 @@ def make_optimizer(name: str, learning_rate: float, *, schedule: str = "constant
   else:
     lr = learning_rate
   if name == "adam":
-    return optax.adam(lr, eps=1e-4 if schedule == "burda" else 1e-8)
+    return optax.adam(lr, b2=b2, eps=1e-4 if schedule == "burda" else 1e-8)
   if name == "adagrad":
     return optax.adagrad(lr)
   if name == "sgd":
@@ -162,10 +164,11 @@ def make_train_epoch(loss_fn, optimizer, *, batch_size: int, binarize: str,
     n = images.shape[0]
     num_steps = n // batch_size
     perm = epoch_permutation(root_key, epoch, n)
+    stream = jax.random.fold_in(root_key, _STEP)  # step_key's first fold, out of the loop
 
     def body(state, i):
       idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
-      data_key, sample_key = jax.random.split(step_key(root_key, state.step))
+      data_key, sample_key = jax.random.split(jax.random.fold_in(stream, state.step))
       x = data_lib.binarize(data_key, images[idx], binarize)
       if batch_sharding is not None:
         x = jax.lax.with_sharding_constraint(x, batch_sharding)
