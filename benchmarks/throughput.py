@@ -45,10 +45,11 @@ def jax_epoch(images, batch_size, num_samples=1, repeats=3):
   opt = train.make_optimizer("adam", 1e-3)
   root = jax.random.key(0)
   epoch_fn = train.make_train_epoch(losses.elbo_loss(model.parts, num_samples=num_samples), opt,
-                                    batch_size=batch_size, binarize="dynamic")
+                                    binarize="dynamic")
   box = {"state": train.init_state(models.init_params(model, root), opt), "epoch": 0}
   def run():
-    box["state"], m = epoch_fn(box["state"], images, root, box["epoch"])
+    batches = train.epoch_batches(images, root, box["epoch"], batch_size)
+    box["state"], m = epoch_fn(box["state"], batches, root)
     box["epoch"] += 1
     return m
   first, t = common.median_time(run, repeats)

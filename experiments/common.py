@@ -7,8 +7,11 @@ with `flags.set_default` before `app.run`.
 import csv
 import dataclasses
 import logging as std_logging
+import os
 import pathlib
+import socket
 import sys
+import time
 
 from absl import flags
 from absl import logging
@@ -87,8 +90,20 @@ TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", 0, "Use only the first N
 TEST_EXAMPLES = flags.DEFINE_integer("test_examples", 0, "Use only the first N test examples "
                                      "(0: all).", lower_bound=0)
 
-DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() "
-                                 "first: run the same command on every host.")
+DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Join the other processes through jax.distributed.initialize() first: "
+    "run the same command on every host. Without the three flags below (or the environment "
+    "variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID), JAX detects the "
+    "cluster itself (TPU pods, SLURM, Open MPI).")
+COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0's "
+                                  "coordinator (--distributed).")
+NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "How many processes in all "
+                                     "(--distributed).", lower_bound=1)
+PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0 for the "
+                                  "coordinator (--distributed).", lower_bound=0)
+COORDINATOR_TIMEOUT = flags.DEFINE_integer("coordinator_timeout", 300, "Seconds to wait for "
+                                           "every process to join (--distributed).",
+                                           lower_bound=1)
 
 flags.register_validator("learning_rate", lambda v: v > 0,
                          "--learning_rate must be > 0 (e.g. 1e-3)")
@@ -166,7 +181,9 @@ def train_all(config: runner.RunConfig, dataset: data_lib.Dataset, workdir: path
 
 
 def write_summary(workdir: pathlib.Path, rows: list[dict]) -> None:
-  """summary.csv and summary.md: one row per latent size."""
+  """summary.csv and summary.md: one row per latent size (process 0 writes them)."""
+  if not is_primary():
+    return
   with open(workdir / "summary.csv", "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=list(rows[0]))
     w.writeheader()
@@ -189,8 +206,64 @@ def setup() -> None:
   """What every entry point does first: quiet orbax, join the other hosts if asked."""
   logging.get_absl_handler().addFilter(_QuietLibraries())
   if DISTRIBUTED.value:
-    import jax  # pylint: disable=g-import-not-at-top
-    jax.distributed.initialize()
+    join_processes()
+
+
+def _env_int(name: str):
+  value = os.environ.get(name)
+  return int(value) if value not in (None, "") else None
+
+
+def _wait_for_coordinator(address: str, pid: int, num: int, timeout: int, deadline: float):
+  """Returns once address accepts a TCP connection; exits with one line at the deadline."""
+  host, _, port = address.rpartition(":")
+  while True:
+    try:
+      with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+        return
+    except (OSError, ValueError) as e:
+      if time.monotonic() >= deadline:
+        fail(f"--distributed: process {pid} could not join {num} processes: nothing answered "
+             f"at the coordinator address {address} within --coordinator_timeout={timeout}s "
+             f"({e}); start process 0 first, check the address and port, or raise "
+             f"--coordinator_timeout")
+      time.sleep(0.5)
+
+
+def join_processes() -> None:
+  """jax.distributed.initialize from the flags, else the JAX_* variables, else JAX's own
+  cluster detection; CPU collectives through gloo. Exits with one line if the
+  coordinator does not answer in time."""
+  import jax  # pylint: disable=g-import-not-at-top
+  address = COORDINATOR.value or os.environ.get("JAX_COORDINATOR_ADDRESS")
+  num = NUM_PROCESSES.value if NUM_PROCESSES.value is not None else _env_int("JAX_NUM_PROCESSES")
+  pid = PROCESS_ID.value if PROCESS_ID.value is not None else _env_int("JAX_PROCESS_ID")
+  if address and (num is None or pid is None):
+    fail(f"--coordinator_address={address} needs --num_processes and --process_id (or "
+         f"JAX_NUM_PROCESSES and JAX_PROCESS_ID)")
+  if num is not None and pid is not None and not 0 <= pid < num:
+    fail(f"--process_id={pid}: must be between 0 and --num_processes - 1 = {num - 1}")
+  # CPU processes need a collectives implementation; accelerators ignore this.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  timeout = COORDINATOR_TIMEOUT.value
+  deadline = time.monotonic() + timeout
+  if address and pid:
+    # JAX's client aborts the process when the coordinator never answers: check first.
+    _wait_for_coordinator(address, pid, num, timeout, deadline)
+  logging.info("Joining %s processes through %s (up to %ds)", num or "the detected",
+               address or "the detected coordinator", timeout)
+  try:
+    jax.distributed.initialize(address, num, pid,
+                               initialization_timeout=max(1, int(deadline - time.monotonic())))
+  except Exception as e:  # pylint: disable=broad-except
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    fail(f"--distributed: process {pid} could not join {num} processes through the "
+         f"coordinator at {address or '(detected)'} within --coordinator_timeout={timeout}s "
+         f"({first[:200]}); start process 0 first, check the address and port, or raise "
+         f"--coordinator_timeout")
+  logging.info("Process %d of %d: %d local devices of %d (%s)", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count(),
+               jax.devices()[0].platform)
 
 
 # Errors reported as one line, without a stack trace: the user can act on each.
@@ -203,6 +276,12 @@ def apply_defaults(values: dict) -> None:
   for name, value in values.items():
     if not flags.FLAGS[name].present:
       flags.FLAGS[name].value = value
+
+
+def is_primary() -> bool:
+  """Whether this process writes the shared outputs (process 0 of several, or the only one)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.process_index() == 0
 
 
 def workdir() -> pathlib.Path:

@@ -57,7 +57,8 @@ def run(workdir: pathlib.Path) -> dict:
   logging.info("test log p(x) ~ %.3f nats (k=%d; Monte Carlo s.e. %.4f, over images %.3f), "
                "%.0fs, peak memory %.0f MB", ll["log_px"], K.value, ll["mc_stderr"],
                ll["data_stderr"], ll["seconds"], result["peak_memory_mb"])
-  (workdir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+  if common.is_primary():
+    (workdir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
   return result
 
 

@@ -21,7 +21,7 @@ BATCH = 64
 
 @pytest.fixture(scope="module")
 def images(mnist):
-  return jnp.asarray(mnist.train[:1000])  # 15 full batches and a dropped partial one
+  return mnist.train[:1000]  # 15 full batches and a dropped partial one
 
 
 def _setup(lr=1e-3):
@@ -43,7 +43,7 @@ def _python_loop(model, opt, root, state, images, epochs):
     perm = train.epoch_permutation(root, epoch, n)
     for i in range(n // BATCH):
       data_key, sample_key = jax.random.split(train.step_key(root, state.step))
-      x = data.binarize(data_key, images[perm[i * BATCH:(i + 1) * BATCH]], "dynamic")
+      x = data.binarize(data_key, jnp.asarray(images)[perm[i * BATCH:(i + 1) * BATCH]], "dynamic")
       state, _ = step(state, x, sample_key)
   return state
 
@@ -51,11 +51,10 @@ def _python_loop(model, opt, root, state, images, epochs):
 def test_epoch_scan_equals_step_by_step_python_loop(images):
   model, opt, root, state = _setup()
   ref = _python_loop(model, opt, root, state, images, epochs=2)
-  epoch_fn = train.make_train_epoch(_loss(model, 2), opt, batch_size=BATCH,
-                                    binarize="dynamic")
+  epoch_fn = train.make_train_epoch(_loss(model, 2), opt, binarize="dynamic")
   _, _, _, state = _setup()
   for e in range(2):
-    state, metrics = epoch_fn(state, images, root, e)
+    state, metrics = epoch_fn(state, train.epoch_batches(images, root, e, BATCH), root)
   assert int(state.step) == int(ref.step) == 2 * (1000 // BATCH)
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6),
                          state.params, ref.params)
@@ -67,24 +66,24 @@ def test_train_step_is_traced_once_across_steps_and_epochs(images, monkeypatch):
   real = objectives.elbo_terms
   monkeypatch.setattr(objectives, "elbo_terms", lambda *a, **k: traces.append(1) or real(*a, **k))
   model, opt, root, state = _setup()
-  epoch_fn = train.make_train_epoch(_loss(model), opt, batch_size=BATCH, binarize="dynamic")
+  epoch_fn = train.make_train_epoch(_loss(model), opt, binarize="dynamic")
   for e in range(3):
-    state, _ = epoch_fn(state, images, root, e)
+    state, _ = epoch_fn(state, train.epoch_batches(images, root, e, BATCH), root)
   assert len(traces) == 1
   assert epoch_fn._cache_size() == 1  # pylint: disable=protected-access
   step = jax.jit(train.make_train_step(_loss(model), opt))
   traces.clear()
   for s in range(3):
-    state, _ = step(state, images[:BATCH].astype(jnp.float32) / 255, jax.random.key(s))
+    state, _ = step(state, jnp.asarray(images[:BATCH], jnp.float32) / 255, jax.random.key(s))
   assert len(traces) == 1
 
 
 def test_training_improves_the_bound(images):
   model, opt, root, state = _setup()
-  epoch_fn = train.make_train_epoch(_loss(model), opt, batch_size=BATCH, binarize="dynamic")
+  epoch_fn = train.make_train_epoch(_loss(model), opt, binarize="dynamic")
   bounds = []
   for e in range(4):
-    state, m = epoch_fn(state, images, root, e)
+    state, m = epoch_fn(state, train.epoch_batches(images, root, e, BATCH), root)
     bounds.append(float(m["elbo"]))
   assert bounds[-1] > bounds[0] + 20, bounds
 
@@ -92,9 +91,9 @@ def test_training_improves_the_bound(images):
 def test_nonfinite_steps_are_reported_or_skipped(images):
   for skip in (False, True):
     model, opt, root, state = _setup(lr=1e6)
-    epoch_fn = train.make_train_epoch(_loss(model), opt, batch_size=BATCH, binarize="dynamic",
+    epoch_fn = train.make_train_epoch(_loss(model), opt, binarize="dynamic",
                                       skip_nonfinite=skip)
-    state, m = epoch_fn(state, images, root, 0)
+    state, m = epoch_fn(state, train.epoch_batches(images, root, 0, BATCH), root)
     assert m["nonfinite_steps"] > 0 and m["first_nonfinite_step"] >= 0
     finite = all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree_util.tree_leaves(state.params))
     assert finite == skip
@@ -106,16 +105,15 @@ import jax, jax.numpy as jnp, numpy as np
 import vae_jax
 from vae_jax import data, losses, train
 assert jax.device_count() == int(sys.argv[2]), jax.devices()
-images = jnp.asarray(data.load_mnist(sys.argv[1]).train[:1024])
+images = data.load_mnist(sys.argv[1]).train[:1024]
 model = vae_jax.VAE(latent_dim=8, hidden_sizes=(64,))
 opt = train.make_optimizer("adam", 1e-3)
 root = jax.random.key(0)
 mesh = train.data_mesh()
 state = train.replicate(train.init_state(vae_jax.init_params(model, train.init_key(root)), opt), mesh)
-epoch = train.make_train_epoch(losses.elbo_loss(model.parts), opt, batch_size=64,
-                               binarize="dynamic", mesh=mesh)
+epoch = train.make_train_epoch(losses.elbo_loss(model.parts), opt, binarize="dynamic", mesh=mesh)
 for e in range(2):
-  state, m = epoch(state, train.replicate(images, mesh), root, e)
+  state, m = epoch(state, train.epoch_batches(images, root, e, 64, mesh), root)
 leaves = [np.asarray(p).ravel().tolist() for p in jax.tree_util.tree_leaves(state.params)]
 print(json.dumps({"elbo": float(m["elbo"]), "params": leaves}))
 """

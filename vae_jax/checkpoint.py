@@ -46,8 +46,10 @@ class Checkpointer:
     """Starts writing in the background; the arrays are copied first, so the
     caller may donate `state` to the next epoch at once."""
     self.wait()  # raises here if the previous save failed
+    # Host numpy for the root key: a process-local jax.Array cannot be saved
+    # by several processes; the state's arrays are global (replicated).
     item = {"state": state._asdict(), "epoch": np.asarray(epoch, np.int32),
-            "root_key": jax.random.key_data(root_key)}
+            "root_key": np.asarray(jax.random.key_data(root_key))}
     self._guard(lambda: self._manager.save(epoch, args=ocp.args.StandardSave(item)))
 
   def restore(self, template: TrainState, root_key, epoch: int | None = None):
@@ -60,7 +62,7 @@ class Checkpointer:
     """
     epoch = self.latest_epoch() if epoch is None else epoch
     abstract = {"state": template._asdict(), "epoch": np.asarray(0, np.int32),
-                "root_key": jax.random.key_data(root_key)}
+                "root_key": np.asarray(jax.random.key_data(root_key))}
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract)
     item = self._manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
     if not np.array_equal(item["root_key"], jax.random.key_data(root_key)):

@@ -3,7 +3,9 @@
 Example j of the data set always uses the key `fold_in(key, j)`, whatever the
 batch or chunk sizes, so these only trade memory for speed and never change a
 number. The last batch is padded and its padding masked out of the sums, so the
-means are exact for any n and each function compiles once per shape.
+means are exact for any n and each function compiles once per shape. With
+several processes, each evaluates its own contiguous share of the examples
+(same keys) and the sums are added across processes: the same means as one.
 """
 
 import functools
@@ -13,12 +15,28 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vae_jax import objectives
 
 
-def _batched_means(per_example_fn, x, key, batch_size, offset=0):
-  """Means over the rows of x of per_example_fn(x_j [1, D], fold_in(key, offset + j)),
+def _process_share(n: int) -> tuple[int, int]:
+  """The contiguous rows [start, stop) of n that this process evaluates."""
+  p, count = jax.process_index(), jax.process_count()
+  return n * p // count, n * (p + 1) // count
+
+
+def _sum_over_processes(sums: dict) -> dict:
+  """Host floats: `sums` added up over every process (one process: as they are)."""
+  sums = {k: np.asarray(v, np.float64) for k, v in jax.device_get(sums).items()}
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    sums = {k: multihost_utils.process_allgather(v).sum(0) for k, v in sums.items()}
+  return {k: float(v) for k, v in sums.items()}
+
+
+def _batched_sums(per_example_fn, x, key, batch_size, offset=0):
+  """Sums over the rows of x of per_example_fn(x_j [1, D], fold_in(key, offset + j)),
   whose outputs are dicts of [1] arrays."""
   n = x.shape[0]
   num_batches = -(-n // batch_size)
@@ -33,14 +51,12 @@ def _batched_means(per_example_fn, x, key, batch_size, offset=0):
     return jax.tree_util.tree_map(lambda v: jnp.sum(jnp.where(idx < n, v[:, 0], 0.0)), out)
 
   sums = jax.lax.map(one, (xb, index))
-  return jax.tree_util.tree_map(lambda s: jnp.sum(s) / n, sums)
+  return jax.tree_util.tree_map(jnp.sum, sums)
 
 
-@functools.partial(jax.jit, static_argnames=("parts_fn", "num_samples", "estimator",
-                                             "batch_size"))
 def elbo_means(parts_fn, params, x, key, *, num_samples: int = 1, estimator: str = "analytic",
                batch_size: int = 1000) -> dict:
-  """The ELBO and its parts averaged over a data set.
+  """The ELBO and its parts averaged over a data set (shared out over processes).
 
   Args:
     parts_fn: params -> `objectives.Parts` (e.g. `model.parts`), hashable (static).
@@ -52,20 +68,33 @@ def elbo_means(parts_fn, params, x, key, *, num_samples: int = 1, estimator: str
     batch_size: rows evaluated at once (memory only; the values do not depend on it).
 
   Returns:
-    {"elbo", "reconstruction", "kl"}: scalars, nats per example.
+    {"elbo", "reconstruction", "kl"}: floats, nats per example.
   """
+  n = x.shape[0]
+  start, stop = _process_share(n)
+  sums = _elbo_sums(parts_fn, params, x[start:stop], key, jnp.int32(start),
+                    num_samples=num_samples, estimator=estimator,
+                    batch_size=max(1, min(batch_size, stop - start)))
+  return {k: v / n for k, v in _sum_over_processes(sums).items()}
+
+
+@functools.partial(jax.jit, static_argnames=("parts_fn", "num_samples", "estimator",
+                                             "batch_size"))
+def _elbo_sums(parts_fn, params, x, key, offset, *, num_samples, estimator, batch_size):
   enc, dec, prior = parts_fn(params)
   def fn(xj, k):
     return objectives.elbo_terms(enc, dec, xj, k, prior=prior, num_samples=num_samples,
                                  estimator=estimator)._asdict()
-  return _batched_means(fn, x, key, batch_size)
+  if x.shape[0] == 0:  # more processes than examples
+    return {k: jnp.zeros(()) for k in objectives.ElboTerms._fields}
+  return _batched_sums(fn, x, key, batch_size, offset)
 
 
 @functools.partial(jax.jit, static_argnames=("parts_fn", "num_samples", "chunk_size",
                                              "batch_size"))
-def iwae_means(parts_fn, params, x, key, *, num_samples: int, chunk_size: int = 100,
-               batch_size: int = 100, offset=0) -> dict:
-  """Means over a data set of the k-sample IWAE bound, its square and its Monte Carlo variance.
+def iwae_sums(parts_fn, params, x, key, *, num_samples: int, chunk_size: int = 100,
+              batch_size: int = 100, offset=0) -> dict:
+  """Sums over rows of the k-sample IWAE bound, its square and its Monte Carlo variance.
 
   Example j uses `fold_in(key, offset + j)`; see `marginal_log_likelihood`.
   """
@@ -75,7 +104,9 @@ def iwae_means(parts_fn, params, x, key, *, num_samples: int, chunk_size: int = 
                                                      num_samples=num_samples,
                                                      chunk_size=chunk_size)
     return {"log_px": bound, "sq": jnp.square(bound), "mc_var": jnp.square(stderr)}
-  return _batched_means(fn, x, key, batch_size, offset)
+  if x.shape[0] == 0:
+    return {k: jnp.zeros(()) for k in ("log_px", "sq", "mc_var")}
+  return _batched_sums(fn, x, key, batch_size, offset)
 
 
 def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000, chunk_size: int = 500,
@@ -104,13 +135,15 @@ def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000
   totals = {"log_px": 0.0, "sq": 0.0, "mc_var": 0.0}
   t0 = time.perf_counter()
   for start in range(0, n, block_size):
-    block = x[start:start + block_size]
-    means = jax.device_get(iwae_means(parts_fn, params, block, key, num_samples=num_samples,
-                                      chunk_size=chunk_size, batch_size=batch_size,
-                                      offset=start))
+    stop = min(n, start + block_size)
+    # Each process takes its own rows of the block.
+    lo, hi = (start + i for i in _process_share(stop - start))
+    sums = _sum_over_processes(iwae_sums(
+        parts_fn, params, x[lo:hi], key, num_samples=num_samples, chunk_size=chunk_size,
+        batch_size=max(1, min(batch_size, hi - lo)), offset=jnp.int32(lo)))
     for k in totals:
-      totals[k] += float(means[k]) * block.shape[0]
-    done = start + block.shape[0]
+      totals[k] += sums[k]
+    done = stop
     if progress:
       elapsed = time.perf_counter() - t0
       logging.info("log p(x), k=%d: %d/%d examples, running mean %.3f nats, %.0fs, ~%.0fs left",

@@ -134,17 +134,21 @@ def _write_atomic(path: pathlib.Path, text: str) -> None:
 
 def _prepare_workdir(workdir: pathlib.Path, config: RunConfig, data_sizes: dict,
                      fresh: bool) -> None:
+  """Checks the workdir against `config` (every process); process 0 alone deletes
+  (`fresh`) and writes config.json, and the others wait for it."""
   if workdir.exists() and not workdir.is_dir():
     raise ValueError(f"--workdir={workdir}: is a file, not a directory; pass a directory path")
-  workdir.mkdir(parents=True, exist_ok=True)
+  primary = jax.process_index() == 0
+  if primary:
+    workdir.mkdir(parents=True, exist_ok=True)
   config_path = workdir / "config.json"
-  if fresh:
+  if fresh and primary:
     for name in ("checkpoints", "tensorboard", "metrics.jsonl", "config.json"):
       p = workdir / name
       if p.exists():
         logging.warning("--fresh: removing %s", p)
         shutil.rmtree(p) if p.is_dir() else p.unlink()
-  elif config_path.exists():
+  elif not fresh and config_path.exists():
     old = json.loads(config_path.read_text())
     new = json.loads(json.dumps({**dataclasses.asdict(config), "data": data_sizes}))
     diff = [f"{k}: {old.get(k)!r} there, {new[k]!r} now" for k in new
@@ -152,8 +156,17 @@ def _prepare_workdir(workdir: pathlib.Path, config: RunConfig, data_sizes: dict,
     if diff:
       raise ValueError(f"--workdir={workdir} holds a run with other settings ({'; '.join(diff)}); "
                        f"use another --workdir, or --fresh to replace that run")
-  _write_atomic(config_path, json.dumps({**dataclasses.asdict(config), "data": data_sizes},
-                                        indent=2) + "\n")
+  if primary:
+    _write_atomic(config_path, json.dumps({**dataclasses.asdict(config), "data": data_sizes},
+                                          indent=2) + "\n")
+  _barrier("vae_jax: workdir prepared")
+
+
+def _barrier(name: str) -> None:
+  """Waits for every process (nothing to wait for with one)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
 
 
 def _check_disk_space(workdir: pathlib.Path, abstract_state) -> None:
@@ -241,7 +254,6 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
     NonFiniteError: a non-finite loss or gradient (unless `skip_nonfinite`); the
       last good checkpoint is kept.
   """
-  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
   workdir = pathlib.Path(workdir)
   devices = jax.device_count()
   n_train = dataset.train.shape[0]
@@ -262,33 +274,27 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
 
   mesh = train.data_mesh()
   root = jax.random.key(config.seed)
-  state = initial_state(config, model, optimizer, root)
+  state = train.replicate(initial_state(config, model, optimizer, root), mesh)
   ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
   start = 0
   if ckpt.latest_epoch() is not None:
     start, state = ckpt.restore(state, root)
     logging.info("Resuming from the checkpoint of epoch %d in %s", start, ckpt.directory)
-  metrics_path = workdir / "metrics.jsonl"
-  # Lines past the checkpoint belong to epochs that will run again.
-  old = metrics_path.read_text().splitlines() if metrics_path.exists() else []
-  _write_atomic(metrics_path, "".join(l + "\n" for l in old if json.loads(l)["epoch"] <= start))
-
-  state = train.replicate(state, mesh)
-  images = train.replicate(jnp.asarray(train_images), mesh)
+  out = _Outputs(workdir, start)
   epoch_fn = train.make_train_epoch(
-      make_loss(config, model, n_train), optimizer, batch_size=config.batch_size,
-      binarize=config.binarize, skip_nonfinite=config.skip_nonfinite, mesh=mesh)
+      make_loss(config, model, n_train), optimizer, binarize=config.binarize,
+      skip_nonfinite=config.skip_nonfinite, mesh=mesh)
   steps_per_epoch = n_train // config.batch_size
-  writer = SummaryWriter(str(workdir / "tensorboard"), purge_step=start + 1 if start else None)
   record, times = {}, []
-  kept = metrics_path.read_text().splitlines()
-  wall_before = json.loads(kept[-1]).get("wall_s", 0.0) if kept else 0.0
   loop_start = time.perf_counter()
   try:
     with _StopRequest() as stop:
+      batches = train.epoch_batches(train_images, root, start, config.batch_size, mesh)
       for epoch in range(start, config.epochs):
         t0 = time.perf_counter()
-        state, m = epoch_fn(state, images, root, epoch)
+        state, m = epoch_fn(state, batches, root)
+        if epoch + 1 < config.epochs:  # the host gathers the next epoch while this one runs
+          batches = train.epoch_batches(train_images, root, epoch + 1, config.batch_size, mesh)
         m = jax.device_get(m)  # the one host sync of the epoch
         seconds = time.perf_counter() - t0
         times.append(seconds)
@@ -299,36 +305,31 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
               f"{ckpt.latest_epoch()} is the last good one. Lower --learning_rate, or pass "
               f"--skip_nonfinite to skip such steps")
         last = epoch + 1 == config.epochs
-        if (epoch + 1) % config.eval_every and not last and not stop.signal:
+        stopping = _any_process(stop.signal is not None)
+        if (epoch + 1) % config.eval_every and not last and not stopping:
           continue  # evaluation, checkpoint and pictures every eval_every epochs
-        test = jax.device_get(evaluate.elbo_means(
-            model.parts, state.params, test_x, train.eval_key(root), num_samples=config.num_samples,
-            estimator=config.estimator, batch_size=config.eval_batch_size))
+        params = train.local_copy(state.params)
+        test = evaluate.elbo_means(
+            model.parts, params, test_x, train.eval_key(root), num_samples=config.num_samples,
+            estimator=config.estimator, batch_size=config.eval_batch_size)
         ckpt.save(epoch + 1, state, root)
-        record = {"epoch": epoch + 1, "step": int(state.step),
+        record = {"epoch": epoch + 1, "step": int(train.local_copy(state.step)),
                   **{f"train_{k}": float(v) for k, v in m.items()
                      if k not in ("grad_norm", "nonfinite_steps", "first_nonfinite_step")},
-                  "test_elbo": float(test["elbo"]),
-                  "test_reconstruction": float(test["reconstruction"]),
-                  "test_kl": float(test["kl"]),
+                  "test_elbo": test["elbo"], "test_reconstruction": test["reconstruction"],
+                  "test_kl": test["kl"],
                   "grad_norm": float(m["grad_norm"]),
                   "skipped_steps": int(m["nonfinite_steps"]),
                   "examples_per_s": steps_per_epoch * config.batch_size / seconds,
                   "epoch_s": seconds,
-                  "examples_seen": int(state.step) * config.batch_size,
+                  "examples_seen": (epoch + 1) * steps_per_epoch * config.batch_size,
                   # Seconds of this run so far, resumed sittings added up.
-                  "wall_s": wall_before + time.perf_counter() - loop_start}
+                  "wall_s": out.wall_before + time.perf_counter() - loop_start}
         if config.likelihood == "discretized_logistic":  # 8-bit data: the papers' unit
           record["test_bits_per_dim"] = float(distributions.bits_per_dim(
               record["test_elbo"], int(np.prod(test_x.shape[1:]))))
-        with open(metrics_path, "a") as f:
-          f.write(json.dumps(record) + "\n")
-        for k, v in record.items():
-          if k not in ("epoch", "step"):
-            writer.add_scalar(k, v, epoch + 1)
-        _pictures(workdir, model, state.params, test_x, dataset.test_labels,
-                  dataset.image_shape, jax.random.key(0), writer, epoch + 1,
-                  write_png=last)
+        out.record(record)
+        out.pictures(model, params, test_x, dataset, epoch + 1, write_png=last)
         # The first epoch of a process compiles: leave it out of the estimate.
         left = (config.epochs - epoch - 1) * float(np.median(times[1:])) if times[1:] else None
         logging.info("epoch %d/%d  train %s %.2f  test ELBO %.2f (recon %.2f, KL %.2f) nats"
@@ -336,25 +337,74 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
                      "IWAE" if config.objective == "iwae" else "ELBO", record["train_objective"],
                      record["test_elbo"], record["test_reconstruction"], record["test_kl"],
                      seconds, record["examples_per_s"], _duration(left))
-        if stop.signal:
+        if stopping:
           logging.warning("%s: stopping after epoch %d; its checkpoint is saved. Run the same "
-                          "command again to resume.", stop.signal, epoch + 1)
+                          "command again to resume.", stop.signal or "a signal to another "
+                          "process", epoch + 1)
           break
       if start >= config.epochs:
         logging.info("Nothing to train: the checkpoint in %s already has %d epochs", workdir, start)
-        _pictures(workdir, model, state.params, test_x, dataset.test_labels,
-                  dataset.image_shape, jax.random.key(0), writer, start, write_png=True)
-        lines = metrics_path.read_text().splitlines()
-        record = json.loads(lines[-1]) if lines else {}
+        out.pictures(model, train.local_copy(state.params), test_x, dataset, start,
+                     write_png=True)
+        record = out.last_record()
   finally:
     try:
       ckpt.close()
     finally:
+      out.close()
+  return record
+
+
+def _any_process(flag: bool) -> bool:
+  """Whether `flag` holds on any process: so that every process stops at the same epoch."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
+
+
+class _Outputs:
+  """metrics.jsonl, TensorBoard and pictures: written by process 0 only."""
+
+  def __init__(self, workdir: pathlib.Path, start: int):
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    self.workdir = workdir
+    self.metrics_path = workdir / "metrics.jsonl"
+    self.primary = jax.process_index() == 0
+    old = self.metrics_path.read_text().splitlines() if self.metrics_path.exists() else []
+    # Lines past the checkpoint belong to epochs that will run again.
+    kept = [l for l in old if json.loads(l)["epoch"] <= start]
+    self.wall_before = json.loads(kept[-1]).get("wall_s", 0.0) if kept else 0.0
+    self.writer = None
+    if self.primary:
+      _write_atomic(self.metrics_path, "".join(l + "\n" for l in kept))
+      self.writer = SummaryWriter(str(workdir / "tensorboard"),
+                                  purge_step=start + 1 if start else None)
+
+  def record(self, record: dict) -> None:
+    if not self.primary:
+      return
+    with open(self.metrics_path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    for k, v in record.items():
+      if k not in ("epoch", "step"):
+        self.writer.add_scalar(k, v, record["epoch"])
+
+  def pictures(self, model, params, test_x, dataset, step: int, write_png: bool) -> None:
+    if self.primary:
+      _pictures(self.workdir, model, params, test_x, dataset.test_labels, dataset.image_shape,
+                jax.random.key(0), self.writer, step, write_png)
+
+  def last_record(self) -> dict:
+    lines = self.metrics_path.read_text().splitlines() if self.metrics_path.exists() else []
+    return json.loads(lines[-1]) if lines else {}
+
+  def close(self) -> None:
+    if self.writer is not None:
       try:
-        writer.close()
+        self.writer.close()
       except OSError:  # a full disk: the error that stopped the run matters more
         pass
-  return record
 
 
 def _duration(seconds: float | None) -> str:

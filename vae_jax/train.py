@@ -10,6 +10,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -133,48 +134,46 @@ def make_train_step(loss_fn, optimizer, *, skip_nonfinite: bool = False) -> Call
   return train_step
 
 
-def make_train_epoch(loss_fn, optimizer, *, batch_size: int, binarize: str,
-                     skip_nonfinite: bool = False, mesh: Mesh | None = None) -> Callable:
-  """One epoch as one compiled `lax.scan`, the data resident on the device.
+def make_train_epoch(loss_fn, optimizer, *, binarize: str, skip_nonfinite: bool = False,
+                     mesh: Mesh | None = None) -> Callable:
+  """One epoch as one compiled `lax.scan` over its batches.
 
-  The shuffle comes from `epoch_permutation(root, epoch, n)`; the last partial
-  batch is dropped (n // batch_size steps, a fresh order every epoch), so every
-  step has the same shape and nothing compiles twice. Each step's key
-  `step_key(root, state.step)` splits into the binarization key and the loss's
-  key. With `mesh`, every batch is sharded over its "data" axis (parameters
-  and data replicated), and XLA inserts the gradient all-reduce.
+  The batches come in order, `[steps, batch, ...]` (see `epoch_batches`: the
+  shuffle of `epoch_permutation(root, epoch, n)`, the last partial batch
+  dropped), so every step has the same shape and nothing compiles twice.
+  Each step's key `step_key(root, state.step)` splits into the binarization
+  key and the loss's key. With `mesh`, every batch is sharded over its "data"
+  axis (parameters replicated), across processes too, and XLA inserts the
+  gradient all-reduce; the random draws do not depend on the sharding.
 
   Args:
     loss_fn: as for `make_train_step`.
     optimizer: an optax transformation.
-    batch_size: examples per step.
     binarize: "dynamic", "fixed" or "none" (see `data.binarize`).
     skip_nonfinite: as for `make_train_step`.
     mesh: a mesh with a "data" axis, or None.
 
   Returns:
-    epoch(state, images `[n, ...]`, root_key, epoch) -> (state, metrics): jitted,
-    the state donated. Metrics: the means over the epoch's steps of the step
-    metrics, `nonfinite_steps` (a count) and `first_nonfinite_step` (-1 if none).
+    epoch(state, batches `[steps, batch, ...]`, root_key) -> (state, metrics):
+    jitted, the state donated. Metrics: the means over the epoch's steps of
+    the step metrics, `nonfinite_steps` (a count) and `first_nonfinite_step`
+    (-1 if none).
   """
   train_step = make_train_step(loss_fn, optimizer, skip_nonfinite=skip_nonfinite)
   batch_sharding = None if mesh is None else NamedSharding(mesh, P("data"))
 
-  def epoch_fn(state: TrainState, images, root_key, epoch):
-    n = images.shape[0]
-    num_steps = n // batch_size
-    perm = epoch_permutation(root_key, epoch, n)
+  def epoch_fn(state: TrainState, batches, root_key):
+    num_steps = batches.shape[0]
     stream = jax.random.fold_in(root_key, _STEP)  # step_key's first fold, out of the loop
 
-    def body(state, i):
-      idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
+    def body(state, batch):
       data_key, sample_key = jax.random.split(jax.random.fold_in(stream, state.step))
-      x = data_lib.binarize(data_key, images[idx], binarize)
+      x = data_lib.binarize(data_key, batch, binarize)
       if batch_sharding is not None:
         x = jax.lax.with_sharding_constraint(x, batch_sharding)
       return train_step(state, x, sample_key)
 
-    state, metrics = jax.lax.scan(body, state, jnp.arange(num_steps))
+    state, metrics = jax.lax.scan(body, state, batches)
     finite = metrics.pop("finite")
     first_step = state.step - num_steps
     summary = {k: jnp.mean(v) for k, v in metrics.items()}
@@ -184,6 +183,45 @@ def make_train_epoch(loss_fn, optimizer, *, batch_size: int, binarize: str,
     return state, summary
 
   return jax.jit(epoch_fn, donate_argnums=0)
+
+
+def epoch_batches(images: np.ndarray, root_key, epoch: int, batch_size: int,
+                  mesh: Mesh | None = None) -> jax.Array:
+  """The batches of epoch `epoch` in order, `[n // batch_size, batch_size, ...]`.
+
+  The order is `epoch_permutation(root_key, epoch, n)` and the last partial
+  batch is dropped. Every process computes the same global order from the
+  same key, then gathers and places only its own share of every batch (its
+  columns of the "data" axis), so a host holds n / num_processes examples on
+  its devices and the numbers do not depend on the number of processes.
+
+  Args:
+    images: `[n, ...]` host array, the whole training set.
+    root_key, epoch: the run's root key and the epoch.
+    batch_size: the global batch size (a multiple of the mesh's devices).
+    mesh: a mesh with a "data" axis; None places everything on the default device.
+  """
+  n = images.shape[0]
+  steps = n // batch_size
+  order = np.asarray(epoch_permutation(root_key, epoch, n))[:steps * batch_size]
+  order = order.reshape(steps, batch_size)
+  shape = (steps, batch_size) + images.shape[1:]
+  if mesh is None:
+    return jnp.asarray(images[order])
+  sharding = NamedSharding(mesh, P(None, "data"))
+  per_process = batch_size // jax.process_count()
+  mine = order[:, jax.process_index() * per_process:(jax.process_index() + 1) * per_process]
+  return jax.make_array_from_process_local_data(sharding, images[mine], shape)
+
+
+def local_copy(tree):
+  """Each array of `tree` as this process's own replica: what host-side code
+  (pictures, one-process evaluation) can compute with. Needs replicated arrays."""
+  def one(a):
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+      return a.addressable_data(0)
+    return a
+  return jax.tree_util.tree_map(one, tree)
 
 
 def replicate(tree, mesh: Mesh | None):

@@ -1,0 +1,102 @@
+"""--distributed for real: two JAX processes on localhost (gloo CPU collectives),
+each with one CPU device, against one process with two CPU devices."""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from vae_jax import runner
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ARGS = ["--train_examples=1024", "--test_examples=300", "--batch_size=64", "--hidden_sizes=64",
+        "--latent_dim=8", "--eval_batch_size=128"]
+TIMEOUT = 240
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _env(devices: int, data_root) -> dict:
+  return dict(os.environ, JAX_PLATFORMS="cpu", VAE_JAX_DATA=str(data_root),
+              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+
+
+def _two_processes(workdir, data_root, *extra):
+  port = _free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "experiments.mnist", "--distributed",
+       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}",
+       "--coordinator_timeout=60", f"--workdir={workdir}", *ARGS, *extra],
+      cwd=ROOT, env=_env(1, data_root), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True) for i in range(2)]
+  outs = []
+  try:
+    for p in procs:
+      outs.append(p.communicate(timeout=TIMEOUT))
+  finally:
+    for p in procs:
+      p.kill()
+  return [(p.returncode, err) for p, (_, err) in zip(procs, outs)]
+
+
+def _records(workdir):
+  return [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _params(workdir):
+  return jax.tree_util.tree_leaves(runner.load_run(workdir)[2].params)
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_process_with_two_devices_and_resume(data_root, tmp_path):
+  two, one = tmp_path / "two", tmp_path / "one"
+  results = _two_processes(two, data_root, "--epochs=2")
+  for i, (code, err) in enumerate(results):
+    assert code == 0, f"process {i}:\n{err[-3000:]}"
+    assert f"Process {i} of 2: 1 local devices of 2" in err
+  single = subprocess.run([sys.executable, "-m", "experiments.mnist", f"--workdir={one}",
+                           "--epochs=2", *ARGS], cwd=ROOT, env=_env(2, data_root),
+                          capture_output=True, text=True, timeout=TIMEOUT)
+  assert single.returncode == 0, single.stderr[-3000:]
+  # One metrics file, one line per epoch, written by process 0 only.
+  rec_two, rec_one = _records(two), _records(one)
+  assert [r["epoch"] for r in rec_two] == [1, 2]
+  for a, b in zip(rec_two, rec_one):
+    for k in ("train_elbo", "test_elbo", "test_kl", "grad_norm"):
+      np.testing.assert_allclose(a[k], b[k], rtol=2e-5, err_msg=k)
+  for a, b in zip(_params(two), _params(one)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  # Resumed with the same two processes: continues from epoch 2's checkpoint.
+  results = _two_processes(two, data_root, "--epochs=3")
+  assert all(code == 0 for code, _ in results), results[0][1][-3000:]
+  assert "Resuming from the checkpoint of epoch 2" in results[0][1]
+  rec = _records(two)
+  assert [r["epoch"] for r in rec] == [1, 2, 3]
+  assert rec[:2] == rec_two
+  assert rec[2]["step"] == 3 * (1024 // 64)
+
+
+def test_unreachable_coordinator_fails_with_one_line_in_time(data_root, tmp_path):
+  start = time.monotonic()
+  out = subprocess.run(
+      [sys.executable, "-m", "experiments.mnist", "--distributed",
+       f"--coordinator_address=127.0.0.1:{_free_port()}", "--num_processes=2", "--process_id=1",
+       "--coordinator_timeout=5", f"--workdir={tmp_path}", *ARGS],
+      cwd=ROOT, env=_env(1, data_root), capture_output=True, text=True, timeout=TIMEOUT)
+  elapsed = time.monotonic() - start
+  assert out.returncode == 1
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: --distributed: process 1 could not join 2 processes"), last
+  assert "--coordinator_timeout=5s" in last
+  assert elapsed < 60, elapsed
