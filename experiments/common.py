@@ -22,6 +22,7 @@ from vae_jax import models
 from vae_jax import objectives
 from vae_jax import runner
 from vae_jax import train
+from vae_jax import workdir as workdir_lib
 
 L = flags.DEFINE_integer("L", 1, "Monte Carlo samples of z per data point.", lower_bound=1)
 LATENT_DIM = flags.DEFINE_integer("latent_dim", 20, "Size of z.", lower_bound=1)
@@ -268,7 +269,7 @@ def join_processes() -> None:
 
 # Errors reported as one line, without a stack trace: the user can act on each.
 USER_ERRORS = (ValueError, OSError, data_lib.DataError, runner.NonFiniteError,
-               checkpoint.CheckpointError)
+               checkpoint.CheckpointError, workdir_lib.WorkdirBusy)
 
 
 def apply_defaults(values: dict) -> None:

@@ -138,3 +138,26 @@ def test_binarization(mnist):
   fixed = data.fixed_binarization(images, stream=0)
   np.testing.assert_array_equal(fixed, data.fixed_binarization(images, stream=0))
   assert set(np.unique(fixed)) == {0, 255}
+
+
+@pytest.mark.parametrize("ff,words", [
+    (np.full((560, 300), 7, np.uint16), "pixels of type uint16"),
+    (np.full((560, 300), 1.5), "outside [0, 1]"),
+    (np.where(np.arange(560 * 300).reshape(560, 300) == 5, np.nan, 0.5), "1 NaN or infinite"),
+    (np.zeros((560, 5), np.uint8), "'ff' holds 5 frames, but 200 are held out"),
+])
+def test_frey_face_in_another_scale_or_type_is_refused_naming_the_file(ff, words, tmp_path):
+  from scipy import io as sio  # pylint: disable=g-import-not-at-top
+  sio.savemat(tmp_path / data.FREY_FILE, {"ff": ff})
+  with pytest.raises(data.DataError) as e:
+    data.load_frey_face(tmp_path)
+  assert str(e.value).startswith(str(tmp_path / data.FREY_FILE)) and words in str(e.value)
+
+
+def test_frey_face_floats_in_the_unit_interval_are_taken_as_they_are(tmp_path):
+  from scipy import io as sio  # pylint: disable=g-import-not-at-top
+  ff = np.linspace(0, 1, 560 * 300).reshape(560, 300)
+  sio.savemat(tmp_path / data.FREY_FILE, {"ff": ff})
+  loaded = data.load_frey_face(tmp_path, num_test=20)
+  assert loaded.train.max() <= 1.0 and float(np.concatenate([loaded.train, loaded.test]).max()) \
+      == pytest.approx(1.0)

@@ -99,3 +99,31 @@ def test_evaluate_and_gradient_variance(data_root, tmp_path):
   assert "log p(x), k=20: 100/100 examples" in out.stderr
   out = run("experiments.evaluate", f"--workdir={tmp_path / 'nothing'}", data_root=data_root)
   assert out.returncode == 1 and "no config.json there" in out.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("flags,key", [
+    (["--objective=iwae", "--k=5"], "train_iwae_bound"),
+    (["--objective=iwae", "--k=5", "--iwae_gradient=dreg"], "train_iwae_bound"),
+    (["--beta=0.5"], "train_beta"),
+    (["--kl_warmup_epochs=10"], "train_beta"),
+    (["--likelihood=continuous_bernoulli", "--binarize=none"], "train_elbo"),
+])
+def test_objectives_and_likelihoods_train_and_evaluate(flags, key, data_root, tmp_path):
+  out = run("experiments.mnist", *TINY, "--epochs=2", *flags, f"--workdir={tmp_path}",
+            data_root=data_root)
+  assert out.returncode == 0, out.stderr[-3000:]
+  records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert key in records[-1] and records[-1]["test_elbo"] > records[0]["test_elbo"] - 1.0
+  if "--beta=0.5" in flags:
+    assert records[-1]["train_beta"] == 0.5
+    assert records[-1]["train_objective"] == pytest.approx(
+        records[-1]["train_reconstruction"] - 0.5 * records[-1]["train_kl"], rel=1e-5)
+  if "--kl_warmup_epochs=10" in flags:
+    # Mean of beta over epoch 2's steps s = 8..15 of 80: (8 + ... + 15) / 8 / 80.
+    assert records[-1]["train_beta"] == pytest.approx(11.5 / 80, rel=1e-5)
+  ev = run("experiments.evaluate", f"--workdir={tmp_path}", "--k=20", "--large_L=3",
+           "--test_examples=200", data_root=data_root)
+  assert ev.returncode == 0, ev.stderr[-3000:]
+  result = json.loads((tmp_path / "evaluation.json").read_text())
+  # The k = 20 bound lies above the L = 1 ELBO (up to Monte Carlo noise).
+  assert result["log_px_k20"]["log_px"] > result["elbo_L1"]["elbo"] - 0.5

@@ -5,6 +5,7 @@ complete, so a run killed while saving leaves the previous checkpoints intact
 and `latest_epoch` never sees the half-written one.
 """
 
+import hashlib
 import logging
 import pathlib
 import shutil
@@ -13,11 +14,19 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from vae_jax.train import TrainState
 
 
 class CheckpointError(RuntimeError):
-  """A checkpoint could not be written; the earlier ones are intact."""
+  """A checkpoint could not be written, or none could be restored."""
+
+
+class _Damaged(Exception):
+  """One checkpoint failed to restore or to verify."""
+
+
+def _first_line(e: Exception) -> str:
+  text = str(e).strip()
+  return (text.splitlines()[0] if text else type(e).__name__)[:160]
 
 
 def state_bytes(state) -> int:
@@ -26,50 +35,113 @@ def state_bytes(state) -> int:
              for x in jax.tree_util.tree_leaves(state))
 
 
-class Checkpointer:
-  """Saves and restores (epoch, TrainState, root key) under `directory`.
+def checksum(tree) -> np.ndarray:
+  """sha256 of every array of `tree` (this process's replica), in tree order: uint8 `[32]`."""
+  h = hashlib.sha256()
+  for leaf in jax.tree_util.tree_leaves(tree):
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+      leaf = leaf.addressable_data(0)
+    a = np.ascontiguousarray(np.asarray(leaf))
+    h.update(f"{a.dtype}{a.shape}".encode())
+    h.update(a.tobytes())
+  return np.frombuffer(h.digest(), np.uint8).copy()
 
-  Checkpoints are indexed by the number of completed epochs.
+
+def _as_item(state):
+  # A NamedTuple (TrainState) is saved under its field names; any other pytree as it is.
+  return state._asdict() if hasattr(state, "_asdict") else state
+
+
+class Checkpointer:
+  """Saves and restores (epoch, state, root key) under `directory`, verified.
+
+  `state` is any pytree of arrays (e.g. a `TrainState`). Checkpoints are
+  indexed by the number of completed epochs, and each carries a sha256 of its
+  arrays: `restore` checks it and, when the newest checkpoint is damaged or
+  incomplete, says so in one line and falls back to the newest intact one
+  (nothing is deleted).
   """
 
   def __init__(self, directory, *, max_to_keep: int = 3):
     self.directory = pathlib.Path(directory).absolute()
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           enable_async_checkpointing=True)
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self._options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                                 enable_async_checkpointing=True)
+    self._manager = ocp.CheckpointManager(self.directory, options=self._options)
     self._failed = False
 
   def latest_epoch(self) -> int | None:
     return self._manager.latest_step()
 
-  def save(self, epoch: int, state: TrainState, root_key) -> None:
+  def save(self, epoch: int, state, root_key) -> None:
     """Starts writing in the background; the arrays are copied first, so the
     caller may donate `state` to the next epoch at once."""
     self.wait()  # raises here if the previous save failed
     # Host numpy for the root key: a process-local jax.Array cannot be saved
     # by several processes; the state's arrays are global (replicated).
-    item = {"state": state._asdict(), "epoch": np.asarray(epoch, np.int32),
-            "root_key": np.asarray(jax.random.key_data(root_key))}
+    item = {"state": _as_item(state), "epoch": np.asarray(epoch, np.int32),
+            "root_key": np.asarray(jax.random.key_data(root_key)),
+            "sha256": checksum(_as_item(state))}
     self._guard(lambda: self._manager.save(epoch, args=ocp.args.StandardSave(item)))
 
-  def restore(self, template: TrainState, root_key, epoch: int | None = None):
-    """The checkpoint of `epoch` (default: the latest) as (epoch, TrainState).
+  def restore(self, template, root_key, epoch: int | None = None):
+    """The newest intact checkpoint (or exactly `epoch`) as (epoch, state).
 
     Args:
-      template: a TrainState of the same structure (e.g. a fresh `init_state`).
+      template: a state of the same structure, shapes and shardings (e.g. a
+        fresh `init_state`).
       root_key: the run's root key, checked against the saved one.
-      epoch: which checkpoint; None for the latest.
+      epoch: which checkpoint; None for the newest intact one.
+
+    Raises:
+      CheckpointError: no intact checkpoint (or `epoch` is missing or damaged).
+      ValueError: the checkpoint was written with another seed.
     """
-    epoch = self.latest_epoch() if epoch is None else epoch
-    abstract = {"state": template._asdict(), "epoch": np.asarray(0, np.int32),
-                "root_key": np.asarray(jax.random.key_data(root_key))}
+    steps = sorted(self._manager.all_steps(), reverse=True)
+    if epoch is not None:
+      if epoch not in steps:
+        raise CheckpointError(f"{self.directory}: no checkpoint of epoch {epoch} (there: "
+                              f"{sorted(steps) or 'none'}); pick one of those")
+      steps = [epoch]
+    damaged, first_error = [], None
+    for step in steps:
+      try:
+        item = self._restore_verified(step, template, root_key)
+      except _Damaged as e:
+        damaged.append(step)
+        first_error = first_error or str(e)
+        logging.warning("Checkpoint %d in %s is damaged or incomplete (%s); %s", step,
+                        self.directory, e, "trying an older one" if epoch is None else
+                        "not restoring it")
+        continue
+      if not np.array_equal(item["root_key"], jax.random.key_data(root_key)):
+        raise ValueError(f"{self.directory}: the checkpoint was written with another --seed; "
+                         f"pass the same seed, or --fresh to start over")
+      logging.info("Restored epoch %d from %s", step, self.directory)
+      state = item["state"]
+      return int(item["epoch"]), (type(template)(**state) if hasattr(template, "_asdict")
+                                  else state)
+    raise CheckpointError(
+        f"{self.directory}: none of the checkpoints {damaged} could be restored into this model "
+        f"(newest: {first_error}); they are kept there. If that run had other settings, pass "
+        f"them again; else start over with --fresh or another --workdir")
+
+  def _restore_verified(self, step, template, root_key):
+    abstract = {"state": _as_item(template), "epoch": np.asarray(0, np.int32),
+                "root_key": np.asarray(jax.random.key_data(root_key)),
+                "sha256": np.zeros(32, np.uint8)}
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract)
-    item = self._manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
-    if not np.array_equal(item["root_key"], jax.random.key_data(root_key)):
-      raise ValueError(f"{self.directory}: the checkpoint was written with another --seed; "
-                       f"pass the same seed, or --fresh to start over")
-    logging.info("Restored epoch %d from %s", epoch, self.directory)
-    return int(item["epoch"]), TrainState(**item["state"])
+    if not (self.directory / str(step) / "default").is_dir():
+      raise _Damaged("its directory holds no checkpoint data")
+    try:
+      item = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except Exception as e:  # orbax raises many types for a truncated or missing file
+      # A failed restore can leave the manager confused about the next one: start afresh.
+      self._manager.close()
+      self._manager = ocp.CheckpointManager(self.directory, options=self._options)
+      raise _Damaged(_first_line(e)) from None
+    if not np.array_equal(np.asarray(item["sha256"]), checksum(item["state"])):
+      raise _Damaged("its arrays do not match the sha256 written with them")
+    return item
 
   def wait(self) -> None:
     """Blocks until every save has been written; raises CheckpointError if one failed."""

@@ -217,11 +217,36 @@ def load_frey_face(path, *, num_test: int = 200) -> Dataset:
   if ff.ndim != 2 or ff.shape[0] != np.prod(FREY_SHAPE):
     raise DataError(f"{path}: 'ff' has shape {ff.shape}, expected ({np.prod(FREY_SHAPE)}, n)")
   if not 0 < num_test < ff.shape[1]:
-    raise DataError(f"num_test={num_test}: must be between 1 and {ff.shape[1] - 1}")
-  images = (ff.T.astype(np.float32) / 255.0)  # one row per frame, row-major 28x20
+    raise DataError(f"{path}: 'ff' holds {ff.shape[1]} frames, but {num_test} are held out "
+                    f"for testing: need more than {num_test}; use the original {FREY_FILE}")
+  images = unit_interval_images(ff.T, path).reshape(-1, int(np.prod(FREY_SHAPE)))
   test = np.zeros(len(images), bool)
   test[np.asarray(jax.random.permutation(jax.random.key(FREY_SPLIT_SEED), len(images)))[:num_test]] = True
   return Dataset(images[~test], images[test], None, None, FREY_SHAPE)
+
+
+def unit_interval_images(images: np.ndarray, source) -> np.ndarray:
+  """uint8 grey levels to float32 in [0, 1]; floats already in [0, 1] as they are.
+
+  Raises:
+    DataError, naming `source`: another integer type, floats outside [0, 1],
+      NaN or infinite values.
+  """
+  images = np.asarray(images)
+  if images.dtype == np.uint8:
+    return images.astype(np.float32) / 255.0
+  if not np.issubdtype(images.dtype, np.floating):
+    raise DataError(f"{source}: pixels of type {images.dtype}; expected uint8 grey levels "
+                    f"(0..255) or floats in [0, 1]: convert the file")
+  bad = ~np.isfinite(images)
+  if bad.any():
+    raise DataError(f"{source}: {int(bad.sum())} NaN or infinite pixels (the first at index "
+                    f"{np.unravel_index(int(np.argmax(bad)), images.shape)}); repair the data")
+  lo, hi = float(images.min()), float(images.max())
+  if lo < 0.0 or hi > 1.0:
+    raise DataError(f"{source}: float pixels between {lo:g} and {hi:g}, outside [0, 1]; scale "
+                    f"them to [0, 1] (or store uint8 grey levels)")
+  return images.astype(np.float32)
 
 
 def subset(dataset: Dataset, num_train: int | None, num_test: int | None) -> Dataset:

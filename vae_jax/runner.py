@@ -5,6 +5,7 @@ The experiments in `experiments/` parse their flags into a `RunConfig` and call
 `train_and_evaluate`; nothing here reads flags.
 """
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -28,6 +29,7 @@ from vae_jax import losses
 from vae_jax import models
 from vae_jax import plots
 from vae_jax import train
+from vae_jax import workdir as workdir_lib
 
 # Settings that may change when a run resumes (train longer, lower the step size);
 # every other one must match.
@@ -135,7 +137,8 @@ def _write_atomic(path: pathlib.Path, text: str) -> None:
 def _prepare_workdir(workdir: pathlib.Path, config: RunConfig, data_sizes: dict,
                      fresh: bool) -> None:
   """Checks the workdir against `config` (every process); process 0 alone deletes
-  (`fresh`) and writes config.json, and the others wait for it."""
+  (`fresh`), and the others wait for it. config.json is written later, once a
+  resumed state has been accepted (`_write_config`)."""
   if workdir.exists() and not workdir.is_dir():
     raise ValueError(f"--workdir={workdir}: is a file, not a directory; pass a directory path")
   primary = jax.process_index() == 0
@@ -149,17 +152,30 @@ def _prepare_workdir(workdir: pathlib.Path, config: RunConfig, data_sizes: dict,
         logging.warning("--fresh: removing %s", p)
         shutil.rmtree(p) if p.is_dir() else p.unlink()
   elif not fresh and config_path.exists():
-    old = json.loads(config_path.read_text())
+    old = _read_json(config_path)
     new = json.loads(json.dumps({**dataclasses.asdict(config), "data": data_sizes}))
-    diff = [f"{k}: {old.get(k)!r} there, {new[k]!r} now" for k in new
-            if k not in _RESUMABLE and old.get(k) != new[k]]
+    # A setting added since that run was written has its default there.
+    defaults = json.loads(json.dumps(dataclasses.asdict(RunConfig())))
+    diff = [f"{k}: {old.get(k, defaults.get(k))!r} there, {new[k]!r} now" for k in new
+            if k not in _RESUMABLE and old.get(k, defaults.get(k)) != new[k]]
     if diff:
       raise ValueError(f"--workdir={workdir} holds a run with other settings ({'; '.join(diff)}); "
                        f"use another --workdir, or --fresh to replace that run")
-  if primary:
-    _write_atomic(config_path, json.dumps({**dataclasses.asdict(config), "data": data_sizes},
-                                          indent=2) + "\n")
   _barrier("vae_jax: workdir prepared")
+
+
+def _write_config(workdir: pathlib.Path, config: RunConfig, data_sizes: dict) -> None:
+  if jax.process_index() == 0:
+    _write_atomic(workdir / "config.json",
+                  json.dumps({**dataclasses.asdict(config), "data": data_sizes}, indent=2) + "\n")
+
+
+def _read_json(path: pathlib.Path):
+  try:
+    return json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f"{path}: not valid JSON ({e}); repair or delete it (deleting config.json "
+                     f"lets the same command resume from the checkpoints)") from None
 
 
 def _barrier(name: str) -> None:
@@ -223,7 +239,7 @@ def load_run(workdir, epoch: int | None = None):
   if not (workdir / "config.json").is_file():
     raise ValueError(f"--workdir={workdir}: no config.json there; pass the workdir of a "
                      f"training run")
-  saved = json.loads((workdir / "config.json").read_text())
+  saved = _read_json(workdir / "config.json")
   sizes = saved.pop("data")
   saved["hidden_sizes"] = tuple(saved["hidden_sizes"])
   config = RunConfig(**saved)
@@ -255,6 +271,8 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
       last good checkpoint is kept.
   """
   workdir = pathlib.Path(workdir)
+  if workdir.exists() and not workdir.is_dir():
+    raise ValueError(f"--workdir={workdir}: is a file, not a directory; pass a directory path")
   devices = jax.device_count()
   n_train = dataset.train.shape[0]
   if config.batch_size > n_train:
@@ -268,10 +286,19 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
   train_images, test_x = model_inputs(dataset, config.binarize)
   _check_disk_space(workdir, jax.eval_shape(
       lambda k: initial_state(config, model, optimizer, k), jax.random.key(0)))
-  _prepare_workdir(workdir, config, {"train_examples": n_train,
-                                     "test_examples": int(dataset.test.shape[0]),
-                                     "input_dim": int(dataset.train.shape[1])}, fresh)
+  # One run per workdir: process 0 holds the lock (on a shared file system the
+  # others reach the workdir through it).
+  with workdir_lib.Lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    sizes = {"train_examples": n_train, "test_examples": int(dataset.test.shape[0]),
+             "input_dim": int(dataset.train.shape[1])}
+    _prepare_workdir(workdir, config, sizes, fresh)
+    return _train(config, dataset, workdir, model, optimizer, train_images, test_x, sizes)
 
+
+def _train(config, dataset, workdir, model, optimizer, train_images, test_x,
+           sizes) -> dict[str, Any]:
+  """The epochs of `train_and_evaluate`, once the workdir is locked and checked."""
+  n_train = dataset.train.shape[0]
   mesh = train.data_mesh()
   root = jax.random.key(config.seed)
   state = train.replicate(initial_state(config, model, optimizer, root), mesh)
@@ -280,6 +307,8 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
   if ckpt.latest_epoch() is not None:
     start, state = ckpt.restore(state, root)
     logging.info("Resuming from the checkpoint of epoch %d in %s", start, ckpt.directory)
+  # Only now, with the state accepted, does the workdir take this run's settings.
+  _write_config(workdir, config, sizes)
   out = _Outputs(workdir, start)
   epoch_fn = train.make_train_epoch(
       make_loss(config, model, n_train), optimizer, binarize=config.binarize,
@@ -304,6 +333,14 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
               f"{epoch + 1}); stopped without saving: the checkpoint of epoch "
               f"{ckpt.latest_epoch()} is the last good one. Lower --learning_rate, or pass "
               f"--skip_nonfinite to skip such steps")
+        if m["nonfinite_steps"] == steps_per_epoch:
+          raise NonFiniteError(
+              f"every one of the {steps_per_epoch} steps of epoch {epoch + 1} had a non-finite "
+              f"loss or gradient and was skipped; stopped without saving: the checkpoint of "
+              f"epoch {ckpt.latest_epoch()} is the last good one. Lower --learning_rate")
+        if m["nonfinite_steps"]:
+          logging.warning("epoch %d: skipped %d of %d steps (non-finite loss or gradient)",
+                          epoch + 1, int(m["nonfinite_steps"]), steps_per_epoch)
         last = epoch + 1 == config.epochs
         stopping = _any_process(stop.signal is not None)
         if (epoch + 1) % config.eval_every and not last and not stopping:
@@ -355,6 +392,28 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
   return record
 
 
+def read_metrics(path: pathlib.Path) -> list[dict]:
+  """The records of a metrics.jsonl; a torn or blank last line (a kill while
+  appending) is dropped with a warning, damage elsewhere names the file and line."""
+  if not path.exists():
+    return []
+  lines = path.read_text(errors="replace").splitlines()
+  records = []
+  for i, line in enumerate(lines):
+    try:
+      record = json.loads(line)
+      if not isinstance(record, dict) or "epoch" not in record:
+        raise ValueError("not a metrics record")
+      records.append(record)
+    except ValueError as e:
+      if i == len(lines) - 1:
+        logging.warning("%s: dropping its last line, cut short (%s)", path, e)
+        break
+      raise ValueError(f"{path}: line {i + 1} is damaged ({e}); repair or delete that line "
+                       f"(the checkpoints are intact)") from None
+  return records
+
+
 def _any_process(flag: bool) -> bool:
   """Whether `flag` holds on any process: so that every process stops at the same epoch."""
   if jax.process_count() == 1:
@@ -371,13 +430,12 @@ class _Outputs:
     self.workdir = workdir
     self.metrics_path = workdir / "metrics.jsonl"
     self.primary = jax.process_index() == 0
-    old = self.metrics_path.read_text().splitlines() if self.metrics_path.exists() else []
     # Lines past the checkpoint belong to epochs that will run again.
-    kept = [l for l in old if json.loads(l)["epoch"] <= start]
-    self.wall_before = json.loads(kept[-1]).get("wall_s", 0.0) if kept else 0.0
+    kept = [r for r in read_metrics(self.metrics_path) if r["epoch"] <= start]
+    self.wall_before = kept[-1].get("wall_s", 0.0) if kept else 0.0
     self.writer = None
     if self.primary:
-      _write_atomic(self.metrics_path, "".join(l + "\n" for l in kept))
+      _write_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
       self.writer = SummaryWriter(str(workdir / "tensorboard"),
                                   purge_step=start + 1 if start else None)
 
@@ -396,8 +454,8 @@ class _Outputs:
                 jax.random.key(0), self.writer, step, write_png)
 
   def last_record(self) -> dict:
-    lines = self.metrics_path.read_text().splitlines() if self.metrics_path.exists() else []
-    return json.loads(lines[-1]) if lines else {}
+    records = read_metrics(self.metrics_path)
+    return records[-1] if records else {}
 
   def close(self) -> None:
     if self.writer is not None:
