@@ -32,12 +32,12 @@ def _env(devices: int, data_root) -> dict:
               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
 
 
-def _two_processes(workdir, data_root, *extra):
+def _two_processes(workdir, data_root, *extra, module="experiments.mnist", args=ARGS):
   port = _free_port()
   procs = [subprocess.Popen(
-      [sys.executable, "-m", "experiments.mnist", "--distributed",
+      [sys.executable, "-m", module, "--distributed",
        f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}",
-       "--coordinator_timeout=60", f"--workdir={workdir}", *ARGS, *extra],
+       "--coordinator_timeout=60", f"--workdir={workdir}", *args, *extra],
       cwd=ROOT, env=_env(1, data_root), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       text=True) for i in range(2)]
   outs = []
@@ -77,6 +77,21 @@ def test_two_processes_train_like_one_process_with_two_devices_and_resume(data_r
       np.testing.assert_allclose(a[k], b[k], rtol=2e-5, err_msg=k)
   for a, b in zip(_params(two), _params(one)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  # The k-sample evaluation shared out over the two processes: the mean of one process.
+  eval_args = ["--k=20", "--large_L=2", "--test_examples=300"]
+  results = _two_processes(two, data_root, module="experiments.evaluate", args=eval_args)
+  assert all(code == 0 for code, _ in results), results[0][1][-3000:]
+  shared = json.loads((two / "evaluation.json").read_text())
+  single = subprocess.run([sys.executable, "-m", "experiments.evaluate", f"--workdir={two}",
+                           *eval_args], cwd=ROOT,
+                          env=_env(1, data_root), capture_output=True, text=True,
+                          timeout=TIMEOUT)
+  assert single.returncode == 0, single.stderr[-3000:]
+  alone = json.loads((two / "evaluation.json").read_text())
+  for k in ("elbo_L1", "elbo_L2"):
+    np.testing.assert_allclose(shared[k]["elbo"], alone[k]["elbo"], rtol=1e-5)
+  np.testing.assert_allclose(shared["log_px_k20"]["log_px"], alone["log_px_k20"]["log_px"],
+                             rtol=1e-5)
   # Resumed with the same two processes: continues from epoch 2's checkpoint.
   results = _two_processes(two, data_root, "--epochs=3")
   assert all(code == 0 for code, _ in results), results[0][1][-3000:]

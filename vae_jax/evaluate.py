@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import objectives
+from vae_jax import train
 
 
 def _process_share(n: int) -> tuple[int, int]:
@@ -72,6 +73,7 @@ def elbo_means(parts_fn, params, x, key, *, num_samples: int = 1, estimator: str
   """
   n = x.shape[0]
   start, stop = _process_share(n)
+  params = train.local_copy(params)
   sums = _elbo_sums(parts_fn, params, x[start:stop], key, jnp.int32(start),
                     num_samples=num_samples, estimator=estimator,
                     batch_size=max(1, min(batch_size, stop - start)))
@@ -132,6 +134,7 @@ def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000
     the choice of examples, "num_samples", "n", "seconds"}.
   """
   n = x.shape[0]
+  params = train.local_copy(params)
   totals = {"log_px": 0.0, "sq": 0.0, "mc_var": 0.0}
   t0 = time.perf_counter()
   for start in range(0, n, block_size):

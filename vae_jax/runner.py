@@ -250,7 +250,10 @@ def load_run(workdir, epoch: int | None = None):
   try:
     if ckpt.latest_epoch() is None:
       raise ValueError(f"--workdir={workdir}: holds no checkpoint yet")
-    epoch, state = ckpt.restore(initial_state(config, model, optimizer, root), root, epoch)
+    template = initial_state(config, model, optimizer, root)
+    if jax.process_count() > 1:  # several processes restore global arrays together
+      template = train.replicate(template, train.data_mesh())
+    epoch, state = ckpt.restore(template, root, epoch)
   finally:
     ckpt.close()
   return config, model, state, epoch
