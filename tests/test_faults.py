@@ -1,6 +1,6 @@
 """Faults and bad input: what the user sees, and that no work is lost.
 
-Bad inputs and faults tried here and in the tests they point to (41 in all):
+Bad inputs and faults tried here and in the tests they point to (42 in all):
   flags (test_experiments.py, 9): --L=0, --latent_dim=0, --estimator=exact,
     --binarize=sometimes, --learning_rate=-1, --latent_dims=2,five,
     --hidden_sizes=0, --batch_size larger than the data, --workdir a file;
@@ -8,7 +8,7 @@ Bad inputs and faults tried here and in the tests they point to (41 in all):
     gzip, wrong magic, wrong item count, wrong size, checksum mismatch, a
     corrupt download, a Frey Face file without `ff` (and a non-MATLAB one);
   workdir (test_runner.py, 1): another run's settings in the workdir;
-  here (17): NaN/inf from a huge learning rate (stop; skip with
+  here (18): NaN/inf from a huge learning rate (stop; skip with
     --skip_nonfinite; stop when an epoch skips every step), SIGKILL in the
     middle of an epoch, a half-written checkpoint left by a kill, SIGTERM,
     SIGINT, a disk too small to start on, a disk that fills up mid-run, the
@@ -16,7 +16,8 @@ Bad inputs and faults tried here and in the tests they point to (41 in all):
     (and a killed holder that must not block), the latest checkpoint with a
     flipped bit, truncated, or emptied (fall back to the newest intact one),
     config.json deleted then a resume with other settings (nothing rewritten),
-    a torn last line and a damaged line in metrics.jsonl, a broken config.json;
+    a torn last line and a damaged line in metrics.jsonl, a broken config.json,
+    a checkpoint written before checksums (restored unverified, with a warning);
   data, second pass (test_data.py, 4): Frey Face as uint16, as floats outside
     [0, 1], with a NaN pixel, with 5 frames;
   multi-host (test_multihost.py, 1): a coordinator that never answers.
@@ -274,3 +275,22 @@ def test_an_epoch_whose_every_step_was_skipped_stops(small, tmp_path):
                                "epochs": 3})
   with pytest.raises(runner.NonFiniteError, match=r"every one of the 16 steps of epoch \d"):
     runner.train_and_evaluate(config, small, tmp_path)
+
+
+def test_a_checkpoint_without_checksum_from_an_older_version_restores_unverified(
+    small, tmp_path, caplog):
+  runner.train_and_evaluate(CONFIG, small, tmp_path)
+  ckpt = checkpoint.Checkpointer(tmp_path / "checkpoints")
+  epoch, state = ckpt.restore(_restore(tmp_path)[1], jax.random.key(CONFIG.seed))
+  # What the previous version wrote: the same item without "sha256".
+  item = {"state": state._asdict(), "epoch": np.asarray(3, np.int32),
+          "root_key": np.asarray(jax.random.key_data(jax.random.key(CONFIG.seed)))}
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  ckpt._manager.save(3, args=ocp.args.StandardSave(item))  # pylint: disable=protected-access
+  ckpt.close()
+  with caplog.at_level("WARNING"):
+    got_epoch, got = checkpoint.Checkpointer(tmp_path / "checkpoints").restore(
+        state, jax.random.key(CONFIG.seed))
+  assert got_epoch == 3
+  assert any("has no checksum" in r.getMessage() for r in caplog.records)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, got, state)

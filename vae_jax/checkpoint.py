@@ -129,19 +129,32 @@ class Checkpointer:
     abstract = {"state": _as_item(template), "epoch": np.asarray(0, np.int32),
                 "root_key": np.asarray(jax.random.key_data(root_key)),
                 "sha256": np.zeros(32, np.uint8)}
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract)
     if not (self.directory / str(step) / "default").is_dir():
       raise _Damaged("its directory holds no checkpoint data")
     try:
-      item = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      item = self._restore(step, abstract)
+    except _Damaged as e:
+      if "sha256" not in str(e):
+        raise
+      # Written before checkpoints carried a checksum: restored unverified.
+      del abstract["sha256"]
+      item = self._restore(step, abstract)
+      logging.warning("Checkpoint %d in %s has no checksum (an older version wrote it); "
+                      "restored unverified", step, self.directory)
+      return item
+    if not np.array_equal(np.asarray(item["sha256"]), checksum(item["state"])):
+      raise _Damaged("its arrays do not match the sha256 written with them")
+    return item
+
+  def _restore(self, step, abstract):
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract)
+    try:
+      return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
     except Exception as e:  # orbax raises many types for a truncated or missing file
       # A failed restore can leave the manager confused about the next one: start afresh.
       self._manager.close()
       self._manager = ocp.CheckpointManager(self.directory, options=self._options)
       raise _Damaged(_first_line(e)) from None
-    if not np.array_equal(np.asarray(item["sha256"]), checksum(item["state"])):
-      raise _Damaged("its arrays do not match the sha256 written with them")
-    return item
 
   def wait(self) -> None:
     """Blocks until every save has been written; raises CheckpointError if one failed."""
