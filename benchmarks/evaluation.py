@@ -37,12 +37,12 @@ def main(argv):
     params = models.init_params(model, jax.random.key(0))
   test = data.load_mnist(data.default_data_root() / "mnist").test[:NUM.value]
   x = data.to_unit_interval(jnp.asarray(data.fixed_binarization(test, stream=1)))
+  x = x.reshape((len(x),) + tuple(model.event_shape))  # images, or flat for a flat model
   before = evaluate.peak_memory_mb()
   result = evaluate.marginal_log_likelihood(model.parts, params, x, jax.random.key(0), num_samples=K.value,
                                    chunk_size=CHUNK.value, batch_size=BATCH.value)
   result.update(peak_memory_mb=evaluate.peak_memory_mb(), memory_before_mb=before,
-                model=f"{model.input_dim}-{'-'.join(map(str, model.hidden_sizes))}-"
-                      f"{model.latent_dim}", chunk_size=CHUNK.value, batch_size=BATCH.value)
+                model=type(model).__name__, chunk_size=CHUNK.value, batch_size=BATCH.value)
   print(common.table(["images", "k", "seconds", "peak memory (MB)", "before (MB)", "log p(x)"],
                      [[result["n"], K.value, result["seconds"], result["peak_memory_mb"],
                        before, result["log_px"]]]))

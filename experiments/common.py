@@ -16,8 +16,10 @@ import time
 from absl import flags
 from absl import logging
 
+from experiments import presets
 from vae_jax import checkpoint
 from vae_jax import data as data_lib
+from vae_jax import datasets
 from vae_jax import models
 from vae_jax import objectives
 from vae_jax import runner
@@ -85,6 +87,31 @@ LR_SCHEDULE = flags.DEFINE_enum("lr_schedule", "constant", list(train.SCHEDULES)
 DATA_SOURCE = flags.DEFINE_enum("data_source", "idx", ["idx", "tfds"],
                                 "MNIST from idx: the four official files in --data_dir; tfds: "
                                 "tfds.load('mnist') (needs tensorflow).")
+DATASET = flags.DEFINE_enum("dataset", "mnist", list(datasets.SOURCES),
+                            "mnist, frey_face, npz (--data_path=FILE.npz with 'train' and "
+                            "'test' arrays), folder (--data_path=DIR of PNG/JPEG images), tfds "
+                            "(--tfds_name=NAME).")
+DATA_PATH = flags.DEFINE_string("data_path", None, "The .npz file (--dataset=npz) or image "
+                                "directory (--dataset=folder).")
+TFDS_NAME = flags.DEFINE_string("tfds_name", None, "A TFDS image data set with train and test "
+                                "splits (--dataset=tfds), e.g. fashion_mnist.")
+TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "Where TFDS keeps prepared data "
+                                    "(default: its own, ~/tensorflow_datasets). --data_dir is "
+                                    "its manual_dir.")
+IMAGE_SIZE = flags.DEFINE_integer("image_size", 0, "Resize --dataset=folder images to this "
+                                  "many pixels square (0: keep their size).", lower_bound=0)
+MODEL = flags.DEFINE_enum("model", "mlp", list(runner.MODELS),
+                          "mlp (--hidden_sizes each side), conv (strided convs down, transposed "
+                          "convs up), two_layer (Burda et al.'s two stochastic layers: z2 of "
+                          "--latent_dim over z1 of twice that; needs --estimator=monte_carlo).")
+BINARIZE = flags.DEFINE_enum(
+    "binarize", "dynamic", list(data_lib.BINARIZATIONS),
+    "dynamic: a fresh Bernoulli draw of each pixel every time an image is used; fixed: one "
+    "draw made once with a constant seed; none: grey levels (the PyTorch example's inputs, "
+    "for which the Bernoulli bound is not a likelihood; colour data takes none).")
+PRESET = flags.DEFINE_enum("preset", None, sorted(presets.PRESETS),
+                           "Set the flags of a named configuration (experiments/presets.py "
+                           "lists each with its command and result); explicit flags still win.")
 DOWNLOAD = flags.DEFINE_bool("download", True, "Download missing MNIST files (sha256 checked).")
 TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", 0, "Use only the first N training "
                                       "examples (0: all); for quick trials.", lower_bound=0)
@@ -128,28 +155,31 @@ flags.register_validator("workdir", lambda v: v is None or not pathlib.Path(v).i
                          "--workdir names a file; pass a directory")
 
 
-DATASETS = ("mnist", "frey_face")
-
-
-def load_dataset(name: str) -> data_lib.Dataset:
-  """The data set `name` from --data_dir (default: $VAE_JAX_DATA/<mnist|frey>), cut to
-  --train_examples and --test_examples."""
-  if name == "mnist":
-    data_dir = pathlib.Path(DATA_DIR.value or data_lib.default_data_root() / "mnist")
-    if DATA_SOURCE.value == "tfds":
-      dataset = data_lib.load_mnist_tfds(data_dir)
-    else:
-      dataset = data_lib.load_mnist(data_dir, download=DOWNLOAD.value)
-  elif name == "frey_face":
-    dataset = data_lib.load_frey_face(DATA_DIR.value or data_lib.default_data_root() / "frey")
-  else:
-    raise ValueError(f"dataset={name!r}: expected one of {list(DATASETS)}")
+def load_dataset(name: str, *, data_path=None, tfds_name=None, image_size=None
+                 ) -> data_lib.Dataset:
+  """The data set `name` through `vae_jax.datasets`, from the flags (the keyword
+  arguments, where given, instead: a saved run's settings), cut to --train_examples
+  and --test_examples."""
+  options = datasets.Options(
+      data_dir=DATA_DIR.value, data_path=data_path or DATA_PATH.value,
+      tfds_name=tfds_name or TFDS_NAME.value, tfds_data_dir=TFDS_DATA_DIR.value,
+      image_size=IMAGE_SIZE.value if image_size is None else image_size,
+      download=DOWNLOAD.value, mnist_source=DATA_SOURCE.value)
+  if name == "npz" and not options.data_path:
+    raise ValueError("--dataset=npz needs --data_path=FILE.npz holding 'train' and 'test' arrays")
+  if name == "folder" and not options.data_path:
+    raise ValueError("--dataset=folder needs --data_path=DIR holding PNG or JPEG images")
+  if name == "tfds" and not options.tfds_name:
+    raise ValueError("--dataset=tfds needs --tfds_name, e.g. --tfds_name=fashion_mnist")
+  dataset = datasets.load(name, options)
   return data_lib.subset(dataset, TRAIN_EXAMPLES.value or None, TEST_EXAMPLES.value or None)
 
 
 def run_config(**overrides) -> runner.RunConfig:
   """The flags as a frozen RunConfig."""
-  values = dict(latent_dim=LATENT_DIM.value, hidden_sizes=tuple(int(h) for h in HIDDEN_SIZES.value),
+  values = dict(dataset=DATASET.value, data_path=str(DATA_PATH.value or ""),
+                tfds_name=TFDS_NAME.value or "", image_size=IMAGE_SIZE.value,
+                model=MODEL.value, binarize=BINARIZE.value, latent_dim=LATENT_DIM.value, hidden_sizes=tuple(int(h) for h in HIDDEN_SIZES.value),
                 activation=ACTIVATION.value, num_samples=L.value, estimator=ESTIMATOR.value,
                 objective=OBJECTIVE.value, iwae_samples=K.value,
                 iwae_gradient=IWAE_GRADIENT.value, beta=BETA.value,
@@ -163,6 +193,20 @@ def run_config(**overrides) -> runner.RunConfig:
                 skip_nonfinite=SKIP_NONFINITE.value)
   values.update(overrides)
   return runner.RunConfig(**values)
+
+
+def train_main(default_workdir: str | None = None) -> None:
+  """The training entry points' body: preset, data set, one run or a sweep; user errors
+  as one line. Flags override the preset."""
+  setup()
+  try:
+    apply_defaults(presets.get(PRESET.value))
+    if WORKDIR.value is None:
+      WORKDIR.value = default_workdir or f"runs/{DATASET.value}"
+    dataset = load_dataset(DATASET.value)
+    train_all(run_config(), dataset, workdir())
+  except USER_ERRORS as e:
+    fail(str(e))
 
 
 def train_all(config: runner.RunConfig, dataset: data_lib.Dataset, workdir: pathlib.Path):
@@ -286,7 +330,11 @@ def is_primary() -> bool:
 
 
 def workdir() -> pathlib.Path:
-  return pathlib.Path(WORKDIR.value)
+  """--workdir with ~ expanded; an empty one refused (it would write into the current
+  directory)."""
+  if not (WORKDIR.value or "").strip():
+    raise ValueError("--workdir is empty; pass a directory, e.g. --workdir=runs/mnist")
+  return pathlib.Path(WORKDIR.value).expanduser()
 
 
 def fail(message: str) -> None:

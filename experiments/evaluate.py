@@ -37,7 +37,8 @@ flags.mark_flag_as_required("workdir")
 
 def run(workdir: pathlib.Path) -> dict:
   config, model, state, epoch = runner.load_run(workdir, EPOCH.value)
-  dataset = common.load_dataset(config.dataset)
+  dataset = common.load_dataset(config.dataset, data_path=config.data_path,
+                                tfds_name=config.tfds_name, image_size=config.image_size)
   _, test_x = runner.model_inputs(dataset, config.binarize)
   key = jax.random.key(EVAL_SEED.value)
   logging.info("Evaluating %s (epoch %d) on %d test images", workdir, epoch, test_x.shape[0])

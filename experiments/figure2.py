@@ -21,7 +21,7 @@ from vae_jax import plots
 
 flags.adopt_module_key_flags(common)
 
-DATASET = flags.DEFINE_enum("dataset", "mnist", list(common.DATASETS), "Which data set.")
+DATASET = common.DATASET
 BUDGET = flags.DEFINE_enum("budget", "short", ["short", "paper"],
                            "short: --epochs as given (default 10 MNIST, 200 Frey Face); "
                            "paper: the paper's 10^8 (MNIST) or 10^7 (Frey Face) samples.")
@@ -40,6 +40,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   common.setup()
   name = DATASET.value
+  if name not in SETTINGS:
+    common.fail(f"--dataset={name}: Figure 2 has {' and '.join(SETTINGS)}")
   common.apply_defaults({**SETTINGS[name], "activation": "tanh", "optimizer": "adagrad",
                          "learning_rate": 0.02, "batch_size": 100})
   try:

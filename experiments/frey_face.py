@@ -24,18 +24,14 @@ flags.set_default(common.BATCH_SIZE, 100)
 flags.set_default(common.EPOCHS, 300)
 flags.set_default(common.EVAL_BATCH_SIZE, 200)
 flags.set_default(common.LIKELIHOOD, "gaussian_sigmoid_mean")
+flags.set_default(common.DATASET, "frey_face")
+flags.set_default(common.BINARIZE, "none")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  common.setup()
-  try:
-    dataset = common.load_dataset("frey_face")
-    config = common.run_config(dataset="frey_face", binarize="none")
-    common.train_all(config, dataset, common.workdir())
-  except common.USER_ERRORS as e:
-    common.fail(str(e))
+  common.train_main()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from vae_jax import data
 
 
 def test_mnist_is_the_official_data(mnist):
-  assert mnist.train.shape == (60000, 784) and mnist.test.shape == (10000, 784)
+  assert mnist.train.shape == (60000, 28, 28, 1) and mnist.test.shape == (10000, 28, 28, 1)
   assert mnist.train.dtype == np.uint8
   np.testing.assert_allclose(mnist.train.mean() / 255, 0.1307, atol=1e-4)
   np.testing.assert_allclose((mnist.train / 255).std(), 0.3081, atol=1e-4)
@@ -89,7 +89,7 @@ def test_download_fills_missing_files_and_checks_them(mnist_copy, tmp_path, monk
   target = tmp_path / "fresh"
   monkeypatch.setattr(data, "MNIST_URL", mnist_copy.as_uri() + "/")
   loaded = data.load_mnist(target, download=True)
-  assert loaded.train.shape == (60000, 784)
+  assert loaded.train.shape == (60000, 28, 28, 1)
   assert sorted(p.name for p in target.iterdir()) == sorted(
       n for n, _, _ in data.MNIST_FILES.values())
   # A corrupt download is refused and leaves nothing behind.
@@ -107,13 +107,13 @@ def test_download_fills_missing_files_and_checks_them(mnist_copy, tmp_path, monk
 
 def test_frey_face(data_root, tmp_path):
   frey = data.load_frey_face(data_root / "frey")
-  assert frey.train.shape == (1765, 560) and frey.test.shape == (200, 560)
+  assert frey.train.shape == (1765, 28, 20, 1) and frey.test.shape == (200, 28, 20, 1)
   assert frey.train.dtype == np.float32 and 0 <= frey.train.min() and frey.train.max() <= 1
-  assert frey.image_shape == (28, 20)
+  assert frey.image_shape == (28, 20, 1)
   ff = sio.loadmat(data_root / "frey" / data.FREY_FILE)["ff"]
   # Every frame lands in exactly one split, upright as 28x20.
   all_frames = np.concatenate([frey.train, frey.test]) * 255
-  np.testing.assert_allclose(np.sort(all_frames.sum(1)), np.sort(ff.sum(0).astype(np.float32)),
+  np.testing.assert_allclose(np.sort(all_frames.sum((1, 2, 3))), np.sort(ff.sum(0).astype(np.float32)),
                              rtol=1e-5)
   assert np.array_equal(frey.test, data.load_frey_face(data_root / "frey").test)
   with pytest.raises(data.DataError, match="Frey Face not found"):

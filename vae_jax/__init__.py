@@ -2,11 +2,12 @@
 
 from vae_jax.distributions import (Bernoulli, ContinuousBernoulli, DiagonalGaussian,
                                    DiscretizedLogistic, Gaussian, MixtureOfGaussians,
-                                   StandardNormal, bits_per_dim, kl_divergence)
+                                   StandardNormal, TwoLevelGaussian, bits_per_dim, kl_divergence)
 from vae_jax.estimators import score_function_surrogate
 from vae_jax.generation import decode, generate, interpolate, reconstruct
 from vae_jax.losses import elbo_loss, iwae_loss, kl_warmup
-from vae_jax.models import (LIKELIHOODS, PRESETS, VAE, init_params, burda_2016,
+from vae_jax.models import (LIKELIHOODS, PRESETS, VAE, ConvVAE, TwoLayerVAE, init_params,
+                            burda_2016, burda_2016_two_layer, conv_32x32x3, conv_mnist,
                             kingma_welling_frey, kingma_welling_mnist, pytorch_example)
 from vae_jax.objectives import (ESTIMATORS, ElboTerms, Parts, elbo, elbo_terms, iwae_bound,
                                 iwae_bound_and_stderr, iwae_surrogate, log_weights)

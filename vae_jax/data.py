@@ -47,11 +47,11 @@ class DataError(RuntimeError):
 
 
 class Dataset(NamedTuple):
-  """Flattened images and labels on the host.
+  """Images and labels on the host.
 
-  train, test: `[n, D]` uint8 grey levels 0..255 (MNIST) or float32 in [0, 1].
+  train, test: `[n, H, W, C]` uint8 levels 0..255 (MNIST) or float32 in [0, 1].
   train_labels, test_labels: `[n]` int32, or None where the data has none.
-  image_shape: (rows, cols) of one image.
+  image_shape: (H, W, C) of one image.
   """
   train: np.ndarray
   test: np.ndarray
@@ -131,7 +131,8 @@ def load_mnist(data_dir, *, download: bool = False, timeout: float = 30.0) -> Da
     timeout: seconds for each download.
 
   Returns:
-    A `Dataset` of uint8 images `[60000, 784]` and `[10000, 784]` and int32 labels.
+    A `Dataset` of uint8 images `[60000, 28, 28, 1]` and `[10000, 28, 28, 1]` and
+    int32 labels.
   """
   data_dir = pathlib.Path(data_dir).expanduser()
   missing = [name for name, _, _ in MNIST_FILES.values() if not (data_dir / name).is_file()]
@@ -160,28 +161,9 @@ def load_mnist(data_dir, *, download: bool = False, timeout: float = 30.0) -> Da
     if path.stat().st_size != size or _sha256(path) != sha:
       raise DataError(f"{path}: checksum mismatch (sha256 {_sha256(path)[:16]}..., expected "
                       f"{sha[:16]}...): not the official file; replace it with the official one")
-  return Dataset(arrays["train_images"].reshape(-1, 784), arrays["test_images"].reshape(-1, 784),
+  return Dataset(arrays["train_images"][..., None], arrays["test_images"][..., None],
                  arrays["train_labels"].astype(np.int32), arrays["test_labels"].astype(np.int32),
-                 (28, 28))
-
-
-def load_mnist_tfds(data_dir=None) -> Dataset:
-  """MNIST through `tfds.load("mnist")` (needs tensorflow: `pip install 'vae-jax[tfds]'`).
-
-  With `data_dir` holding the official files, TFDS reads them from there as its
-  `manual_dir` instead of downloading.
-  """
-  try:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise DataError(f"--data_source=tfds needs tensorflow-datasets and tensorflow ({e}); "
-                    f"pip install 'vae-jax[tfds]'") from None
-  config = tfds.download.DownloadConfig(manual_dir=str(data_dir)) if data_dir else None
-  splits = tfds.as_numpy(tfds.load("mnist", split=["train", "test"], batch_size=-1,
-                                   download_and_prepare_kwargs={"download_config": config}))
-  (train, test) = splits
-  return Dataset(train["image"].reshape(-1, 784), test["image"].reshape(-1, 784),
-                 train["label"].astype(np.int32), test["label"].astype(np.int32), (28, 28))
+                 (28, 28, 1))
 
 
 def load_frey_face(path, *, num_test: int = 200) -> Dataset:
@@ -195,7 +177,8 @@ def load_frey_face(path, *, num_test: int = 200) -> Dataset:
     num_test: frames held out for testing.
 
   Returns:
-    A `Dataset` of float32 images `[1965 - num_test, 560]` and `[num_test, 560]`, no labels.
+    A `Dataset` of float32 images `[1965 - num_test, 28, 20, 1]` and
+    `[num_test, 28, 20, 1]`, no labels.
   """
   from scipy import io as sio  # pylint: disable=g-import-not-at-top
   path = pathlib.Path(path).expanduser()
@@ -219,10 +202,10 @@ def load_frey_face(path, *, num_test: int = 200) -> Dataset:
   if not 0 < num_test < ff.shape[1]:
     raise DataError(f"{path}: 'ff' holds {ff.shape[1]} frames, but {num_test} are held out "
                     f"for testing: need more than {num_test}; use the original {FREY_FILE}")
-  images = unit_interval_images(ff.T, path).reshape(-1, int(np.prod(FREY_SHAPE)))
+  images = unit_interval_images(ff.T, path).reshape((-1,) + FREY_SHAPE + (1,))
   test = np.zeros(len(images), bool)
   test[np.asarray(jax.random.permutation(jax.random.key(FREY_SPLIT_SEED), len(images)))[:num_test]] = True
-  return Dataset(images[~test], images[test], None, None, FREY_SHAPE)
+  return Dataset(images[~test], images[test], None, None, FREY_SHAPE + (1,))
 
 
 def unit_interval_images(images: np.ndarray, source) -> np.ndarray:
@@ -262,13 +245,13 @@ def binarize(key: jax.Array, images: jax.Array, method: str) -> jax.Array:
 
   Args:
     key: a `jax.random` key (used by "dynamic" only).
-    images: `[..., D]`, uint8 grey levels or floats in [0, 1].
+    images: uint8 grey levels or floats in [0, 1], any shape.
     method: "dynamic": a fresh Bernoulli draw of every pixel with its grey
       level as probability; "fixed" or "none": the images as floats in [0, 1]
       ("fixed" data is drawn once beforehand by `fixed_binarization`).
 
   Returns:
-    `[..., D]` float32.
+    float32, the same shape.
   """
   x = to_unit_interval(images)
   if method == "dynamic":

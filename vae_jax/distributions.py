@@ -18,6 +18,7 @@ form, while `estimator="monte_carlo"` works with any pair.
 """
 
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -148,6 +149,56 @@ class MixtureOfGaussians:
     k_comp, k_z = jax.random.split(key)
     comp = jax.random.categorical(k_comp, self.logits, shape=tuple(sample_shape))
     return gaussian_sample(k_z, self.means[comp], self.logvars[comp])
+
+
+@struct.dataclass
+class TwoLevelGaussian:
+  """p(a) p(b | a) over z = concat([a, b]) (or [b, a]): two stochastic layers as one z.
+
+  Burda et al.'s (2016) two-layer model uses it twice: the posterior
+  q(z1|x) q(z2|z1) (a = z1, stored first) and the prior p(z2) p(z1|z2)
+  (a = z2, stored last, so both lay z out as [z1, z2]). The conditional is a
+  network: `conditional.apply(params, a)` gives a `DiagonalGaussian` over b.
+  Its parameters are a leaf of this pytree, so `stop_gradient` over the object
+  holds all of q fixed (what the DReG estimator needs).
+
+  Attributes:
+    first: the distribution of a (`DiagonalGaussian` or `StandardNormal`), `[..., dim_a]`.
+    params: the conditional's parameters (a pytree).
+    conditional: a linen module (static): `apply(params, a) -> DiagonalGaussian` over b.
+    first_dim: dim_a (static).
+    first_last: a sits at the end of z (static).
+  """
+  first: Any
+  params: Any
+  conditional: Any = struct.field(pytree_node=False)
+  first_dim: int = struct.field(pytree_node=False)
+  first_last: bool = struct.field(pytree_node=False, default=False)
+
+  def _split(self, z):
+    if self.first_last:
+      return z[..., -self.first_dim:], z[..., :-self.first_dim]
+    return z[..., :self.first_dim], z[..., self.first_dim:]
+
+  def _join(self, a, b):
+    return jnp.concatenate([b, a] if self.first_last else [a, b], axis=-1)
+
+  def sample(self, key: jax.Array, sample_shape: tuple[int, ...] = ()) -> jax.Array:
+    """a ~ first, b ~ p(b|a), both reparameterized: `sample_shape + [..., dim_a + dim_b]`."""
+    k_a, k_b = jax.random.split(key)
+    a = self.first.sample(k_a, sample_shape)
+    return self._join(a, self.conditional.apply(self.params, a).sample(k_b))
+
+  def log_prob(self, z: jax.Array) -> jax.Array:
+    """log p(a) + log p(b|a): `[..., dim_a + dim_b]` -> `[...]`."""
+    a, b = self._split(z)
+    return self.first.log_prob(a) + self.conditional.apply(self.params, a).log_prob(b)
+
+  @property
+  def mean(self) -> jax.Array:
+    """The mean of a and the mean of b given that mean (not E[b]: a summary for pictures)."""
+    a = self.first.mean if isinstance(self.first, DiagonalGaussian) else jnp.zeros(self.first_dim)
+    return self._join(a, self.conditional.apply(self.params, a).mean)
 
 
 def kl_divergence(q, p) -> jax.Array:

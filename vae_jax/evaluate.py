@@ -37,12 +37,13 @@ def _sum_over_processes(sums: dict) -> dict:
 
 
 def _batched_sums(per_example_fn, x, key, batch_size, offset=0):
-  """Sums over the rows of x of per_example_fn(x_j [1, D], fold_in(key, offset + j)),
+  """Sums over the rows of x of per_example_fn(x_j [1, ...], fold_in(key, offset + j)),
   whose outputs are dicts of [1] arrays."""
   n = x.shape[0]
   num_batches = -(-n // batch_size)
   pad = num_batches * batch_size - n
-  xb = jnp.pad(x, ((0, pad), (0, 0))).reshape(num_batches, batch_size, 1, x.shape[1])
+  xb = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
+  xb = xb.reshape((num_batches, batch_size, 1) + x.shape[1:])
   index = jnp.arange(num_batches * batch_size).reshape(num_batches, batch_size)
 
   def one(args):
@@ -62,7 +63,7 @@ def elbo_means(parts_fn, params, x, key, *, num_samples: int = 1, estimator: str
   Args:
     parts_fn: params -> `objectives.Parts` (e.g. `model.parts`), hashable (static).
     params: its parameters.
-    x: `[n, D]` float32 model inputs.
+    x: `[n, ...]` float32 model inputs (`[n, H, W, C]` images or `[n, D]` vectors).
     key: a `jax.random` key; example j uses `fold_in(key, j)`.
     num_samples: L.
     estimator: "analytic" or "monte_carlo".
@@ -122,7 +123,7 @@ def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000
 
   Args:
     parts_fn, params: the VAE (see `elbo_means`).
-    x: `[n, D]` float32 model inputs.
+    x: `[n, ...]` float32 model inputs (`[n, H, W, C]` images or `[n, D]` vectors).
     key: a `jax.random` key.
     num_samples: k (5000 in the papers).
     chunk_size, batch_size, block_size: memory and progress granularity.
@@ -161,7 +162,7 @@ def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000
 
 @functools.partial(jax.jit, static_argnames=("parts_fn",))
 def encoder_means(parts_fn, params, x) -> jax.Array:
-  """The posterior means of a data set: `[n, D]` -> `[n, Z]`."""
+  """The posterior means of a data set: `[n, ...]` -> `[n, Z]`."""
   return parts_fn(params).encoder(x).mean
 
 

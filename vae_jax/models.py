@@ -11,6 +11,7 @@ callables to `elbo` directly.
 """
 
 import dataclasses
+import math
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -25,7 +26,7 @@ ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh, "softplus": nn.softplus,
 
 
 # Likelihood heads: how many outputs per data entry the decoder gives, and the
-# distribution they parameterize. Frozen dataclasses: hashable, so a model
+# distribution they parameterize over an event of `event_ndims` axes. Frozen dataclasses: hashable, so a model
 # holding one stays a static argument.
 
 @dataclasses.dataclass(frozen=True)
@@ -33,8 +34,8 @@ class BernoulliHead:
   """Bernoulli from logits: binary data (or dynamically binarized grey levels)."""
   params_per_entry = 1
 
-  def __call__(self, out: jax.Array) -> distributions.Bernoulli:
-    return distributions.Bernoulli(out[..., 0])
+  def __call__(self, out: jax.Array, event_ndims: int = 1) -> distributions.Bernoulli:
+    return distributions.Bernoulli(out[..., 0], event_ndims)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,10 +50,10 @@ class GaussianHead:
   def params_per_entry(self) -> int:
     return 2 if self.learned_variance else 1
 
-  def __call__(self, out: jax.Array) -> distributions.Gaussian:
+  def __call__(self, out: jax.Array, event_ndims: int = 1) -> distributions.Gaussian:
     mean = nn.sigmoid(out[..., 0]) if self.squash_mean else out[..., 0]
     logvar = out[..., 1] if self.learned_variance else jnp.asarray(self.fixed_logvar, out.dtype)
-    return distributions.Gaussian(mean, logvar)
+    return distributions.Gaussian(mean, logvar, event_ndims)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +61,8 @@ class ContinuousBernoulliHead:
   """The continuous Bernoulli from logits: grey levels in [0, 1]."""
   params_per_entry = 1
 
-  def __call__(self, out: jax.Array) -> distributions.ContinuousBernoulli:
-    return distributions.ContinuousBernoulli(out[..., 0])
+  def __call__(self, out: jax.Array, event_ndims: int = 1) -> distributions.ContinuousBernoulli:
+    return distributions.ContinuousBernoulli(out[..., 0], event_ndims)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,8 +70,9 @@ class DiscretizedLogisticHead:
   """A discretized logistic per entry: 8-bit data; log scale floored at -7 (Salimans et al.)."""
   params_per_entry = 2
 
-  def __call__(self, out: jax.Array) -> distributions.DiscretizedLogistic:
-    return distributions.DiscretizedLogistic(out[..., 0], jnp.maximum(out[..., 1], -7.0))
+  def __call__(self, out: jax.Array, event_ndims: int = 1) -> distributions.DiscretizedLogistic:
+    return distributions.DiscretizedLogistic(out[..., 0], jnp.maximum(out[..., 1], -7.0),
+                                             event_ndims)
 
 
 LIKELIHOODS = {
@@ -119,8 +121,8 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-  """p(x|z): `[..., latent_dim]` -> the likelihood `head` over `[..., output_dim]`."""
-  output_dim: int
+  """p(x|z): `[..., latent_dim]` -> the likelihood `head` over `[..., *event_shape]`."""
+  event_shape: Sequence[int]
   hidden_sizes: Sequence[int] = (400,)
   activation: str = "relu"
   head: Any = BernoulliHead()
@@ -128,9 +130,17 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, z: jax.Array):
     p = self.head.params_per_entry
-    out = MLP(tuple(self.hidden_sizes) + (self.output_dim * p,), self.activation, name="mlp")(z)
+    size = math.prod(self.event_shape)
+    out = MLP(tuple(self.hidden_sizes) + (size * p,), self.activation, name="mlp")(z)
     # Entry-major: the p parameters of one pixel sit together.
-    return self.head(out.reshape(out.shape[:-1] + (self.output_dim, p)))
+    out = out.reshape(out.shape[:-1] + tuple(self.event_shape) + (p,))
+    return self.head(out, len(self.event_shape))
+
+
+def flatten_event(x: jax.Array, event_shape: Sequence[int]) -> jax.Array:
+  """`[..., *event_shape]` -> `[..., prod(event_shape)]`: images into an MLP."""
+  n = len(event_shape)
+  return x.reshape(x.shape[:x.ndim - n] + (math.prod(event_shape),))
 
 
 class VAE(nn.Module):
@@ -138,12 +148,16 @@ class VAE(nn.Module):
   mirrored) and the prior N(0, I).
 
   Attributes:
-    input_dim: D, the size of a flattened data point.
+    input_dim: D, the size of a flattened data point (used when `image_shape`
+      is None: data `[batch, D]`).
     latent_dim: Z.
     hidden_sizes: the encoder's hidden widths; the decoder uses them reversed.
     activation: a key of `ACTIVATIONS` ("relu" as in the PyTorch example,
       "tanh" as in Kingma & Welling).
     likelihood: a likelihood head (`LIKELIHOODS`), default Bernoulli logits.
+    image_shape: (H, W, C) to take images `[batch, H, W, C]`: flattened inside
+      the encoder, the likelihood over `[batch, H, W, C]`. Same parameters as
+      `input_dim = H * W * C`.
 
   Example:
     >>> params = init_params(model, key)
@@ -155,12 +169,17 @@ class VAE(nn.Module):
   hidden_sizes: Sequence[int] = (400,)
   activation: str = "relu"
   likelihood: Any = BernoulliHead()
+  image_shape: Sequence[int] | None = None
+
+  @property
+  def event_shape(self) -> tuple[int, ...]:
+    """The shape of one data point."""
+    return tuple(self.image_shape) if self.image_shape else (self.input_dim,)
 
   def setup(self):
-    if self.activation not in ACTIVATIONS:
-      raise ValueError(f"activation={self.activation!r}: expected one of {sorted(ACTIVATIONS)}")
+    _check_activation(self.activation)
     self.encoder = Encoder(self.latent_dim, tuple(self.hidden_sizes), self.activation)
-    self.decoder = Decoder(self.input_dim, tuple(self.hidden_sizes)[::-1], self.activation,
+    self.decoder = Decoder(self.event_shape, tuple(self.hidden_sizes)[::-1], self.activation,
                            self.likelihood)
 
   def __call__(self, x: jax.Array):
@@ -168,11 +187,11 @@ class VAE(nn.Module):
     return self.decode(self.encode(x).mean).mean()
 
   def encode(self, x: jax.Array) -> distributions.DiagonalGaussian:
-    """`[..., D]` -> q(z|x) over `[..., Z]`."""
-    return self.encoder(x)
+    """`[..., *event_shape]` -> q(z|x) over `[..., Z]`."""
+    return self.encoder(flatten_event(x, self.event_shape))
 
   def decode(self, z: jax.Array):
-    """`[..., Z]` -> p(x|z) over `[..., D]`."""
+    """`[..., Z]` -> p(x|z) over `[..., *event_shape]`."""
     return self.decoder(z)
 
   @nn.nowrap
@@ -189,9 +208,189 @@ class VAE(nn.Module):
     return Parts(bound.encode, bound.decode, self.prior())
 
 
-def init_params(model: VAE, key: jax.Array):
-  """Initial parameters of `model`, a pytree of float32 arrays."""
-  return model.init(key, jnp.zeros((1, model.input_dim), jnp.float32))
+def _check_activation(name: str) -> None:
+  if name not in ACTIVATIONS:
+    raise ValueError(f"activation={name!r}: expected one of {sorted(ACTIVATIONS)}")
+
+
+def _leading(x: jax.Array, event_ndims: int):
+  """`[..., *event]` -> (`[n, *event]`, the leading shape): convs take one batch axis."""
+  lead = x.shape[:x.ndim - event_ndims]
+  return x.reshape((-1,) + x.shape[x.ndim - event_ndims:]), lead
+
+
+class ConvEncoder(nn.Module):
+  """q(z|x) from images: strided 4x4 convs (each halves H and W), a dense layer,
+  then the mean and log-variance. `[..., H, W, C]` -> DiagonalGaussian `[..., Z]`."""
+  latent_dim: int
+  channels: Sequence[int] = (32, 64)
+  hidden: int = 256
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> distributions.DiagonalGaussian:
+    h, lead = _leading(x, 3)
+    for i, c in enumerate(self.channels):
+      h = nn.relu(nn.Conv(c, (4, 4), strides=(2, 2), padding="SAME", name=f"conv_{i}")(h))
+    h = nn.relu(nn.Dense(self.hidden, name="dense")(h.reshape(h.shape[0], -1)))
+    out = nn.Dense(2 * self.latent_dim, name="out")(h).reshape(lead + (2 * self.latent_dim,))
+    mean, logvar = jnp.split(out, 2, axis=-1)
+    return distributions.DiagonalGaussian(mean, logvar)
+
+
+class ConvDecoder(nn.Module):
+  """p(x|z) as images: dense layers to a `[H / 2^n, W / 2^n, channels[-1]]` map, then
+  stride-2 transposed convs back up; the last gives the head's parameters.
+  `[..., Z]` -> the likelihood over `[..., H, W, C]`."""
+  image_shape: Sequence[int]
+  channels: Sequence[int] = (32, 64)
+  hidden: int = 256
+  head: Any = BernoulliHead()
+
+  @nn.compact
+  def __call__(self, z: jax.Array):
+    height, width, c_out = self.image_shape
+    f = 2 ** len(self.channels)
+    h, lead = _leading(z, 1)
+    h = nn.relu(nn.Dense(self.hidden, name="dense")(h))
+    h = nn.relu(nn.Dense(height // f * width // f * self.channels[-1], name="project")(h))
+    h = h.reshape(-1, height // f, width // f, self.channels[-1])
+    for i, c in enumerate(tuple(self.channels[:-1])[::-1]):
+      h = nn.relu(nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME",
+                                   name=f"deconv_{i}")(h))
+    p = self.head.params_per_entry
+    h = nn.ConvTranspose(c_out * p, (4, 4), strides=(2, 2), padding="SAME", name="out")(h)
+    return self.head(h.reshape(lead + (height, width, c_out, p)), 3)
+
+
+class ConvVAE(nn.Module):
+  """A convolutional VAE for `[batch, H, W, C]` images, H and W divisible by
+  2^len(channels); prior N(0, I).
+
+  Attributes:
+    image_shape: (H, W, C), e.g. (28, 28, 1) or (32, 32, 3).
+    latent_dim: Z.
+    channels: conv widths going down (reversed going up); each layer halves H and W.
+    hidden: the dense layer between the convs and z, each side.
+    likelihood: a likelihood head.
+  """
+  image_shape: Sequence[int] = (28, 28, 1)
+  latent_dim: int = 20
+  channels: Sequence[int] = (32, 64)
+  hidden: int = 256
+  likelihood: Any = BernoulliHead()
+
+  @property
+  def event_shape(self) -> tuple[int, ...]:
+    return tuple(self.image_shape)
+
+  def setup(self):
+    f = 2 ** len(self.channels)
+    if len(self.image_shape) != 3 or self.image_shape[0] % f or self.image_shape[1] % f:
+      raise ValueError(f"image_shape={tuple(self.image_shape)}: the conv model needs "
+                       f"(H, W, C) with H and W divisible by {f}; resize the images "
+                       f"(e.g. image_size=32) or use the MLP model")
+    self.encoder = ConvEncoder(self.latent_dim, tuple(self.channels), self.hidden)
+    self.decoder = ConvDecoder(tuple(self.image_shape), tuple(self.channels), self.hidden,
+                               self.likelihood)
+
+  def __call__(self, x: jax.Array):
+    return self.decode(self.encode(x).mean).mean()
+
+  def encode(self, x: jax.Array) -> distributions.DiagonalGaussian:
+    """`[..., H, W, C]` -> q(z|x) over `[..., Z]`."""
+    return self.encoder(x)
+
+  def decode(self, z: jax.Array):
+    """`[..., Z]` -> p(x|z) over `[..., H, W, C]`."""
+    return self.decoder(z)
+
+  @nn.nowrap
+  def prior(self) -> distributions.StandardNormal:
+    return distributions.StandardNormal(self.latent_dim)
+
+  @nn.nowrap
+  def parts(self, params) -> Parts:
+    bound = self.bind(params)
+    return Parts(bound.encode, bound.decode, self.prior())
+
+
+class TwoLayerVAE(nn.Module):
+  """Two stochastic layers (Burda et al., 2016, section 5): z = [z1, z2].
+
+  Inference: x -> MLP(hidden_sizes[0]) -> q(z1|x); z1 -> MLP(hidden_sizes[1]) -> q(z2|z1).
+  Generation, mirrored: p(z2) = N(0, I); z2 -> MLP(hidden_sizes[1] reversed) -> p(z1|z2);
+  z1 -> MLP(hidden_sizes[0] reversed) -> p(x|z1). Every conditional a diagonal Gaussian
+  (the likelihood excepted). The posterior and prior are `TwoLevelGaussian`s over the
+  joint z, so the ELBO (estimator "monte_carlo": there is no closed-form KL) and the
+  IWAE bound treat (z1, z2) jointly, and generation draws from the top.
+
+  Attributes:
+    input_dim, image_shape, likelihood, activation: as for `VAE`.
+    latent_dims: (dim z1, dim z2); Burda et al.: (100, 50).
+    hidden_sizes: (widths between x and z1, widths between z1 and z2); Burda et
+      al.: ((200, 200), (100, 100)), tanh.
+  """
+  input_dim: int = 784
+  latent_dims: Sequence[int] = (100, 50)
+  hidden_sizes: Sequence[Sequence[int]] = ((200, 200), (100, 100))
+  activation: str = "tanh"
+  likelihood: Any = BernoulliHead()
+  image_shape: Sequence[int] | None = None
+
+  @property
+  def event_shape(self) -> tuple[int, ...]:
+    return tuple(self.image_shape) if self.image_shape else (self.input_dim,)
+
+  @property
+  def latent_dim(self) -> int:
+    """The size of the joint z = [z1, z2]."""
+    return sum(self.latent_dims)
+
+  @nn.nowrap
+  def _conditionals(self, **parent):
+    """q(z1|x), q(z2|z1), p(z1|z2); with parent=None, unbound copies to `apply`."""
+    (d1, d2), (h1, h2) = self.latent_dims, self.hidden_sizes
+    act = self.activation
+    return (Encoder(d1, tuple(h1), act, **parent), Encoder(d2, tuple(h2), act, **parent),
+            Encoder(d1, tuple(h2)[::-1], act, **parent))
+
+  def setup(self):
+    _check_activation(self.activation)
+    self.q_z1, self.q_z2, self.p_z1 = self._conditionals()
+    self.decoder = Decoder(self.event_shape, tuple(self.hidden_sizes[0])[::-1],
+                           self.activation, self.likelihood)
+
+  def __call__(self, x: jax.Array):
+    """Runs every network once: used by `init` to create every parameter."""
+    z1 = self.q_z1(flatten_event(x, self.event_shape)).mean
+    z2 = self.q_z2(z1).mean
+    return self.decoder(self.p_z1(z2).mean).mean()
+
+  def encode(self, x: jax.Array) -> distributions.TwoLevelGaussian:
+    """`[..., *event_shape]` -> q(z1|x) q(z2|z1) over `[..., d1 + d2]`."""
+    return distributions.TwoLevelGaussian(
+        self.q_z1(flatten_event(x, self.event_shape)), self.q_z2.variables,
+        self._conditionals(parent=None)[1], self.latent_dims[0])
+
+  def decode(self, z: jax.Array):
+    """`[..., d1 + d2]` (or `[..., d1]`) -> p(x|z1) over `[..., *event_shape]`."""
+    return self.decoder(z[..., :self.latent_dims[0]])
+
+  def prior(self) -> distributions.TwoLevelGaussian:
+    """p(z2) p(z1|z2) over z = [z1, z2]."""
+    return distributions.TwoLevelGaussian(
+        distributions.StandardNormal(self.latent_dims[1]), self.p_z1.variables,
+        self._conditionals(parent=None)[2], self.latent_dims[1], first_last=True)
+
+  @nn.nowrap
+  def parts(self, params) -> Parts:
+    bound = self.bind(params)
+    return Parts(bound.encode, bound.decode, bound.prior())
+
+
+def init_params(model, key: jax.Array):
+  """Initial parameters of `model` (any of this module's VAEs), a pytree of float32 arrays."""
+  return model.init(key, jnp.zeros((1,) + tuple(model.event_shape), jnp.float32))
 
 
 # Presets. Each docstring says where the architecture comes from.
@@ -218,5 +417,26 @@ def burda_2016(latent_dim: int = 50) -> VAE:
   return VAE(input_dim=784, latent_dim=latent_dim, hidden_sizes=(200, 200), activation="tanh")
 
 
+def burda_2016_two_layer() -> TwoLayerVAE:
+  """Burda et al. (2016), Table 1, two stochastic layers: 784-200-200-100(z1)-100-100-50(z2),
+  tanh, generative path mirrored."""
+  return TwoLayerVAE(input_dim=784, latent_dims=(100, 50), hidden_sizes=((200, 200), (100, 100)),
+                     activation="tanh")
+
+
+def conv_mnist(latent_dim: int = 20) -> ConvVAE:
+  """A conv VAE for 28x28x1 images: 32 and 64 channels, 256 dense units, Bernoulli."""
+  return ConvVAE(image_shape=(28, 28, 1), latent_dim=latent_dim)
+
+
+def conv_32x32x3(latent_dim: int = 64) -> ConvVAE:
+  """A conv VAE for 32x32 colour images (CIFAR-10, SVHN): 64 and 128 channels, 512 dense
+  units, a discretized logistic likelihood (report bits per dimension)."""
+  return ConvVAE(image_shape=(32, 32, 3), latent_dim=latent_dim, channels=(64, 128), hidden=512,
+                 likelihood=LIKELIHOODS["discretized_logistic"])
+
+
 PRESETS = {"pytorch_example": pytorch_example, "kingma_welling_mnist": kingma_welling_mnist,
-           "kingma_welling_frey": kingma_welling_frey, "burda_2016": burda_2016}
+           "kingma_welling_frey": kingma_welling_frey, "burda_2016": burda_2016,
+           "burda_2016_two_layer": burda_2016_two_layer, "conv_mnist": conv_mnist,
+           "conv_32x32x3": conv_32x32x3}

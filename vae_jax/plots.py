@@ -15,22 +15,29 @@ from scipy import stats
 
 
 def tile(images: np.ndarray, image_shape, cols: int) -> np.ndarray:
-  """`[n, D]` images -> one `[rows * h, cols * w]` array with 1-pixel gaps."""
-  h, w = image_shape
+  """n images (any layout of `image_shape` = (h, w) or (h, w, c) values each) -> one
+  `[rows * h, cols * w]` grey array (c = 1) or `[rows * h, cols * w, 3]` colour array,
+  with 1-pixel gaps."""
+  h, w = image_shape[:2]
+  c = image_shape[2] if len(image_shape) > 2 else 1
   n = len(images)
   rows = -(-n // cols)
-  grid = np.ones((rows * (h + 1) + 1, cols * (w + 1) + 1), np.float32)
-  for i, img in enumerate(np.asarray(images, np.float32).reshape(n, h, w)):
-    r, c = divmod(i, cols)
-    grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = img
-  return grid
+  grid = np.ones((rows * (h + 1) + 1, cols * (w + 1) + 1, c), np.float32)
+  for i, img in enumerate(np.asarray(images, np.float32).reshape(n, h, w, c)):
+    r, k = divmod(i, cols)
+    grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + k * (w + 1):1 + k * (w + 1) + w] = img
+  return grid[..., 0] if c == 1 else grid
 
 
 def save_grid(path, grid: np.ndarray, title: str | None = None, scale: float = 0.025) -> None:
-  """Writes a tiled grid of images in [0, 1] as a grey-scale PNG, 2.5 screen pixels per image pixel."""
+  """Writes a tiled grid of images in [0, 1] (grey `[H, W]` or colour `[H, W, 3]`) as a PNG,
+  2.5 screen pixels per image pixel."""
   fig = plt.figure(figsize=(max(2.0, grid.shape[1] * scale), max(2.0, grid.shape[0] * scale)))
   ax = fig.add_axes((0, 0, 1, 0.93 if title else 1))
-  ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+  if grid.ndim == 2:
+    ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+  else:
+    ax.imshow(np.clip(grid, 0.0, 1.0), interpolation="nearest")
   ax.axis("off")
   if title:
     fig.suptitle(title, fontsize=9)
@@ -40,6 +47,7 @@ def save_grid(path, grid: np.ndarray, title: str | None = None, scale: float = 0
 
 def reconstruction_grid(originals, reconstructions, image_shape, cols: int = 16) -> np.ndarray:
   """Rows of originals, each followed by a row of their reconstructions."""
+  cols = min(cols, len(originals))  # a test set smaller than one row
   n = (len(originals) // cols) * cols
   pairs = []
   for r in range(0, n, cols):

@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import pathlib
 import shutil
@@ -33,13 +34,21 @@ from vae_jax import workdir as workdir_lib
 
 # Settings that may change when a run resumes (train longer, lower the step size);
 # every other one must match.
-_RESUMABLE = ("epochs", "keep_checkpoints", "skip_nonfinite", "learning_rate", "eval_every")
+_RESUMABLE = ("epochs", "keep_checkpoints", "skip_nonfinite", "learning_rate", "eval_every",
+              "data_path")
+MODELS = ("mlp", "conv", "two_layer")
+# Runs written before images were [H, W, C] recorded only the flattened size.
+_LEGACY_IMAGE_SHAPES = {784: (28, 28, 1), 560: (28, 20, 1)}
 
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
   """The settings of one training run (the experiments' flags, parsed)."""
   dataset: str = "mnist"
+  data_path: str = ""
+  tfds_name: str = ""
+  image_size: int = 0
+  model: str = "mlp"
   latent_dim: int = 20
   hidden_sizes: tuple[int, ...] = (400,)
   activation: str = "relu"
@@ -65,10 +74,28 @@ class RunConfig:
   skip_nonfinite: bool = False
   eval_every: int = 1
 
-  def model(self, input_dim: int) -> models.VAE:
-    return models.VAE(input_dim=input_dim, latent_dim=self.latent_dim,
-                      hidden_sizes=tuple(self.hidden_sizes), activation=self.activation,
-                      likelihood=models.likelihood_head(self.likelihood))
+  def build_model(self, image_shape: tuple[int, ...]):
+    """The model of these settings for images of `image_shape` (H, W, C).
+
+    mlp: `hidden_sizes` each side. conv: `models.ConvVAE`. two_layer: Burda et
+    al.'s two stochastic layers, z2 of `latent_dim` on top of z1 of twice that,
+    `hidden_sizes` between x and z1 and two layers of 2 * latent_dim between z1 and z2.
+    """
+    head = models.likelihood_head(self.likelihood)
+    image_shape = tuple(image_shape)
+    if self.model == "mlp":
+      return models.VAE(input_dim=math.prod(image_shape), latent_dim=self.latent_dim,
+                        hidden_sizes=tuple(self.hidden_sizes), activation=self.activation,
+                        likelihood=head, image_shape=image_shape)
+    if self.model == "conv":
+      return models.ConvVAE(image_shape=image_shape, latent_dim=self.latent_dim, likelihood=head)
+    if self.model == "two_layer":
+      d = self.latent_dim
+      return models.TwoLayerVAE(input_dim=math.prod(image_shape), latent_dims=(2 * d, d),
+                                hidden_sizes=(tuple(self.hidden_sizes), (2 * d, 2 * d)),
+                                activation=self.activation, likelihood=head,
+                                image_shape=image_shape)
+    raise ValueError(f"model={self.model!r}: expected one of {list(MODELS)}")
 
 
 OBJECTIVES = ("elbo", "iwae")
@@ -156,6 +183,8 @@ def _prepare_workdir(workdir: pathlib.Path, config: RunConfig, data_sizes: dict,
     new = json.loads(json.dumps({**dataclasses.asdict(config), "data": data_sizes}))
     # A setting added since that run was written has its default there.
     defaults = json.loads(json.dumps(dataclasses.asdict(RunConfig())))
+    # Data sizes recorded by older versions lack some keys: compare those present.
+    old["data"] = {**new["data"], **old.get("data", {})}
     diff = [f"{k}: {old.get(k, defaults.get(k))!r} there, {new[k]!r} now" for k in new
             if k not in _RESUMABLE and old.get(k, defaults.get(k)) != new[k]]
     if diff:
@@ -216,18 +245,18 @@ def _pictures(workdir, model, params, test_x, labels, image_shape, key, writer, 
   grid = plots.reconstruction_grid(np.asarray(test_x[:64]), np.asarray(recon), image_shape, 16)
   samples = plots.tile(np.asarray(generation.generate(parts, key, 64)), image_shape, 8)
   grids = {"reconstructions": grid, "samples": samples}
-  if model.latent_dim == 2:
+  if isinstance(parts.prior, distributions.StandardNormal) and parts.prior.dim == 2:
     z = jnp.asarray(plots.manifold_latents(20))
     grids["manifold"] = plots.tile(np.asarray(generation.decode(parts, z)), image_shape, 20)
   for name, g in grids.items():
-    writer.add_image(name, g, step, dataformats="HW")
+    writer.add_image(name, g, step, dataformats="HW" if g.ndim == 2 else "HWC")
   if not write_png:
     return
   titles = {"reconstructions": "test images (odd rows) and reconstructions (even rows)",
             "samples": "decoded z ~ N(0, I)", "manifold": "decoded grid of z (inverse normal CDF)"}
   for name, g in grids.items():
     plots.save_grid(workdir / f"{name}.png", g, titles[name])
-  if model.latent_dim == 2:
+  if "manifold" in grids:
     means = np.asarray(evaluate.encoder_means(model.parts, params, test_x))
     plots.save_latent_scatter(workdir / "latent_means.png", means, labels,
                               "test set: encoder means")
@@ -243,7 +272,8 @@ def load_run(workdir, epoch: int | None = None):
   sizes = saved.pop("data")
   saved["hidden_sizes"] = tuple(saved["hidden_sizes"])
   config = RunConfig(**saved)
-  model = config.model(sizes.get("input_dim", 784))
+  image_shape = sizes.get("image_shape") or _LEGACY_IMAGE_SHAPES[sizes.get("input_dim", 784)]
+  model = config.build_model(tuple(image_shape))
   optimizer = make_optimizer(config, sizes["train_examples"])
   root = jax.random.key(config.seed)
   ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints")
@@ -284,7 +314,14 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
   if config.batch_size % devices:
     raise ValueError(f"--batch_size={config.batch_size}: must be a multiple of the "
                      f"{devices} devices to shard over")
-  model = config.model(dataset.train.shape[1])
+  if dataset.image_shape[-1] != 1 and config.binarize != "none":
+    raise ValueError(f"--binarize={config.binarize}: the images have {dataset.image_shape[-1]} "
+                     f"channels and only grey levels are binarized; use --binarize=none with "
+                     f"--likelihood=discretized_logistic or continuous_bernoulli")
+  if config.model == "two_layer" and config.estimator == "analytic":
+    raise ValueError("--estimator=analytic: the two-layer model's KL has no closed form; use "
+                     "--estimator=monte_carlo")
+  model = config.build_model(dataset.image_shape)
   optimizer = make_optimizer(config, n_train)
   train_images, test_x = model_inputs(dataset, config.binarize)
   _check_disk_space(workdir, jax.eval_shape(
@@ -293,7 +330,8 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
   # others reach the workdir through it).
   with workdir_lib.Lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
     sizes = {"train_examples": n_train, "test_examples": int(dataset.test.shape[0]),
-             "input_dim": int(dataset.train.shape[1])}
+             "input_dim": int(math.prod(dataset.image_shape)),
+             "image_shape": list(dataset.image_shape)}
     _prepare_workdir(workdir, config, sizes, fresh)
     return _train(config, dataset, workdir, model, optimizer, train_images, test_x, sizes)
 

@@ -1,0 +1,30 @@
+r"""Trains a VAE on any data set: MNIST, Frey Face, your own arrays, a folder of images, TFDS.
+
+  python -m experiments.train --dataset=npz --data_path=my_images.npz --model=conv
+  python -m experiments.train --dataset=folder --data_path=faces/ --image_size=32 \
+      --model=conv --binarize=none --likelihood=discretized_logistic
+  python -m experiments.train --dataset=tfds --tfds_name=fashion_mnist --model=conv
+  python -m experiments.train --dataset=mnist --model=two_layer --estimator=monte_carlo
+
+Images flow as [batch, H, W, C]; --model=mlp flattens them inside the model.
+Grey-level data takes any --binarize; colour data --binarize=none with the
+discretized logistic or continuous Bernoulli likelihood. The workdir defaults to
+runs/<dataset>. Same flags as `experiments.mnist`.
+"""
+
+from absl import app
+from absl import flags
+
+from experiments import common
+
+flags.adopt_module_key_flags(common)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  common.train_main()
+
+
+if __name__ == "__main__":
+  app.run(main)
