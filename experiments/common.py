@@ -20,6 +20,7 @@ from experiments import presets
 from vae_jax import checkpoint
 from vae_jax import data as data_lib
 from vae_jax import datasets
+from vae_jax import evaluate
 from vae_jax import models
 from vae_jax import objectives
 from vae_jax import runner
@@ -68,7 +69,8 @@ EVAL_EVERY = flags.DEFINE_integer("eval_every", 1, "Evaluate, checkpoint and log
                                   lower_bound=1)
 WARMUP_EPOCHS = flags.DEFINE_integer("warmup_epochs", 0, "Linear learning-rate warm-up of "
                                      "--lr_schedule=warmup_cosine.", lower_bound=0)
-SEED = flags.DEFINE_integer("seed", 0, "Root of every key: init, shuffle, binarization, z.")
+SEED = flags.DEFINE_integer("seed", 0, "Root of every key: init, shuffle, binarization, z.",
+                            lower_bound=0, upper_bound=2 ** 63 - 1)
 WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and pictures go.")
 DATA_DIR = flags.DEFINE_string("data_dir", None, "Directory of the data files "
                                f"(default: ${data_lib.DATA_ENV}/<data set>).")
@@ -148,6 +150,8 @@ def _positive_ints(values):
 flags.register_validator("latent_dims", _positive_ints,
                          "--latent_dims must be a comma-separated list of integers >= 1, "
                          "e.g. 2,5,10,20,200")
+flags.register_validator("latent_dims", lambda v: len({int(x) for x in v}) == len(v),
+                         "--latent_dims lists a size twice; give each size once")
 flags.register_validator("hidden_sizes", lambda v: bool(v) and _positive_ints(v),
                          "--hidden_sizes must be a comma-separated list of integers >= 1, "
                          "e.g. 400 or 200,200")
@@ -196,17 +200,45 @@ def run_config(**overrides) -> runner.RunConfig:
 
 
 def train_main(default_workdir: str | None = None) -> None:
-  """The training entry points' body: preset, data set, one run or a sweep; user errors
-  as one line. Flags override the preset."""
-  setup()
-  try:
+  """The training entry points' body: preset, data set, one run or a sweep. Flags
+  override the preset."""
+  def body():
     apply_defaults(presets.get(PRESET.value))
     if WORKDIR.value is None:
       WORKDIR.value = default_workdir or f"runs/{DATASET.value}"
+    logging.info("Loading the data set %s", DATASET.value)
     dataset = load_dataset(DATASET.value)
     train_all(run_config(), dataset, workdir())
+  main_wrapper(body)
+
+
+def _out_of_memory(e: Exception) -> bool:
+  text = str(e)
+  return any(s in text for s in ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory",
+                                 "Unable to allocate", "Failed to allocate"))
+
+
+def main_wrapper(body) -> None:
+  """Runs an entry point's body under the error policy: the user's errors, running out
+  of memory and Ctrl-C before training is under way each end with one line and a
+  non-zero exit; anything else is a bug and keeps its traceback."""
+  setup()
+  try:
+    body()
   except USER_ERRORS as e:
     fail(str(e))
+  except MemoryError:
+    fail("out of host memory; lower --batch_size, --L, --k or --eval_batch_size (or use "
+         "fewer --train_examples)")
+  except Exception as e:  # pylint: disable=broad-except
+    if type(e).__name__ in ("XlaRuntimeError", "JaxRuntimeError") and _out_of_memory(e):
+      first = str(e).strip().splitlines()[0][:200]
+      fail(f"out of memory ({first}); lower --batch_size, --L, --k, --chunk_size or "
+           f"--eval_batch_size")
+    raise
+  except KeyboardInterrupt:
+    fail("interrupted (Ctrl-C); a run resumes from its last checkpoint with the same command",
+         code=130)
 
 
 def train_all(config: runner.RunConfig, dataset: data_lib.Dataset, workdir: pathlib.Path):
@@ -313,7 +345,12 @@ def join_processes() -> None:
 
 # Errors reported as one line, without a stack trace: the user can act on each.
 USER_ERRORS = (ValueError, OSError, data_lib.DataError, runner.NonFiniteError,
-               checkpoint.CheckpointError, workdir_lib.WorkdirBusy)
+               checkpoint.CheckpointError, workdir_lib.WorkdirBusy, evaluate.EvaluationStopped)
+
+
+def any_process(flag: bool) -> bool:
+  """Whether `flag` holds on any process (so that all stop together)."""
+  return runner.any_process(flag)
 
 
 def apply_defaults(values: dict) -> None:
@@ -337,7 +374,16 @@ def workdir() -> pathlib.Path:
   return pathlib.Path(WORKDIR.value).expanduser()
 
 
-def fail(message: str) -> None:
-  """Exits with one line on stderr and no stack trace: for the user's errors."""
+def fail(message: str, code: int = 1) -> None:
+  """Exits with one line on stderr and no stack trace: for the user's errors.
+
+  Exits at once (os._exit): whatever failed may have left background threads
+  (orbax, XLA) whose teardown would print warnings after this line or hold the
+  process; nothing is left to save (checkpoints are atomic, the lock is the
+  kernel's).
+  """
+  sys.stdout.flush()
   sys.stderr.write(f"error: {message}\n")
-  sys.exit(1)
+  sys.stderr.flush()
+  logging.flush()
+  os._exit(code)

@@ -18,6 +18,7 @@ from absl import logging
 from experiments import common
 from vae_jax import evaluate
 from vae_jax import runner
+from vae_jax import workdir as workdir_lib
 
 flags.adopt_module_key_flags(common)
 
@@ -30,13 +31,18 @@ CHUNK = flags.DEFINE_integer("chunk_size", 500, "Importance samples evaluated at
 IWAE_BATCH = flags.DEFINE_integer("iwae_batch_size", 20, "Images evaluated at once for "
                                   "log p(x); memory grows with this times --chunk_size.",
                                   lower_bound=1)
-EVAL_SEED = flags.DEFINE_integer("eval_seed", 0, "Key of the evaluation's samples.")
+BLOCK = flags.DEFINE_integer("block_size", 1000, "Images per compiled block: one progress "
+                             "line each, and where Ctrl-C stops.", lower_bound=1)
+EVAL_SEED = flags.DEFINE_integer("eval_seed", 0, "Key of the evaluation's samples.",
+                                 lower_bound=0, upper_bound=2 ** 63 - 1)
 EPOCH = flags.DEFINE_integer("epoch", None, "Which checkpoint (default: the latest).")
 flags.mark_flag_as_required("workdir")
 
 
 def run(workdir: pathlib.Path) -> dict:
   config, model, state, epoch = runner.load_run(workdir, EPOCH.value)
+  if common.is_primary():  # before the work, not after it
+    workdir_lib.check_writable(workdir)
   dataset = common.load_dataset(config.dataset, data_path=config.data_path,
                                 tfds_name=config.tfds_name, image_size=config.image_size)
   _, test_x = runner.model_inputs(dataset, config.binarize)
@@ -50,27 +56,26 @@ def run(workdir: pathlib.Path) -> dict:
                                                batch_size=batch))
     result[name] = {k: float(v) for k, v in means.items()}
     logging.info("test ELBO, L=%d: %.3f nats", L, result[name]["elbo"])
-  ll = evaluate.marginal_log_likelihood(model.parts, state.params, test_x, key, num_samples=K.value,
-                               chunk_size=min(CHUNK.value, K.value),
-                               batch_size=IWAE_BATCH.value)
+  with workdir_lib.StopRequest() as stop:
+    ll = evaluate.marginal_log_likelihood(
+        model.parts, state.params, test_x, key, num_samples=K.value,
+        chunk_size=min(CHUNK.value, K.value), batch_size=IWAE_BATCH.value,
+        block_size=BLOCK.value,
+        stop=lambda: common.any_process(stop.signal is not None))
   result[f"log_px_k{K.value}"] = ll
   result["peak_memory_mb"] = evaluate.peak_memory_mb()
   logging.info("test log p(x) ~ %.3f nats (k=%d; Monte Carlo s.e. %.4f, over images %.3f), "
                "%.0fs, peak memory %.0f MB", ll["log_px"], K.value, ll["mc_stderr"],
                ll["data_stderr"], ll["seconds"], result["peak_memory_mb"])
   if common.is_primary():
-    (workdir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+    workdir_lib.write_atomic(workdir / "evaluation.json", json.dumps(result, indent=2) + "\n")
   return result
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  common.setup()
-  try:
-    run(common.workdir())
-  except common.USER_ERRORS as e:
-    common.fail(str(e))
+  common.main_wrapper(lambda: run(common.workdir()))
 
 
 if __name__ == "__main__":

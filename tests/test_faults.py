@@ -1,6 +1,6 @@
 """Faults and bad input: what the user sees, and that no work is lost.
 
-Bad inputs and faults tried here and in the tests they point to (42 in all):
+Bad inputs and faults tried here and in the tests they point to (72 in all):
   flags (test_experiments.py, 9): --L=0, --latent_dim=0, --estimator=exact,
     --binarize=sometimes, --learning_rate=-1, --latent_dims=2,five,
     --hidden_sizes=0, --batch_size larger than the data, --workdir a file;
@@ -20,7 +20,21 @@ Bad inputs and faults tried here and in the tests they point to (42 in all):
     a checkpoint written before checksums (restored unverified, with a warning);
   data, second pass (test_data.py, 4): Frey Face as uint16, as floats outside
     [0, 1], with a NaN pixel, with 5 frames;
-  multi-host (test_multihost.py, 1): a coordinator that never answers.
+  multi-host (test_multihost.py, 1): a coordinator that never answers;
+  third pass, here (13): --L too large for memory (refused before the first step
+    by XLA's count), then the corrected command on that workdir (not blocked:
+    nothing was saved), --seed=2**63, --seed=-1, --latent_dims=2,2,
+    --workdir=~/run (expanded), Ctrl-C before the first epoch, a restore into
+    other shapes (one line, no teardown noise), the k-sample evaluation's memory
+    for k = 1e8 (bounded) and a chunk too large (refused up front), a workdir
+    that cannot be written (checked before the work), SIGINT during evaluation;
+  data sources (test_datasets.py, 13): an .npz missing, without 'test', of rank 1,
+    of int64, of floats outside [0, 1], with NaN, with splits unlike each other,
+    empty, not an .npz; an image folder missing, empty, with a corrupt PNG, with
+    images of another size;
+  entry point (test_experiments.py, 4): --dataset=npz without --data_path,
+    --dataset=tfds without --tfds_name, --model=two_layer with the analytic KL,
+    --workdir=''.
 """
 
 import json
@@ -36,7 +50,9 @@ import numpy as np
 import pytest
 
 from tests import helpers
-from vae_jax import checkpoint, data, runner
+import vae_jax
+from vae_jax import checkpoint, data, evaluate, runner
+from vae_jax import workdir as workdir_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Enough epochs and data that a run lasts a few seconds, so a signal lands mid-run.
@@ -294,3 +310,117 @@ def test_a_checkpoint_without_checksum_from_an_older_version_restores_unverified
   assert got_epoch == 3
   assert any("has no checksum" in r.getMessage() for r in caplog.records)
   jax.tree_util.tree_map(np.testing.assert_array_equal, got, state)
+
+
+def test_a_run_that_saved_no_checkpoint_does_not_block_the_corrected_command(small, tmp_path):
+  # A setting too large for memory is refused before the first step (XLA's own count).
+  too_big = runner.RunConfig(**{**CONFIG.__dict__, "num_samples": 100_000, "batch_size": 512})
+  with pytest.raises(ValueError, match=r"a training step needs about .* GiB \(--L=100000, "
+                                       r"--batch_size=512\).*lower --L or --batch_size"):
+    runner.train_and_evaluate(too_big, small, tmp_path)
+  assert json.loads((tmp_path / "config.json").read_text())["num_samples"] == 100_000
+  # It saved nothing, so the corrected command starts there (no --fresh needed).
+  runner.train_and_evaluate(CONFIG, small, tmp_path)
+  assert json.loads((tmp_path / "config.json").read_text())["num_samples"] == 1
+
+
+def _cli(data_root, *args, env=None, module="experiments.mnist", timeout=300):
+  env = dict(os.environ, VAE_JAX_DATA=str(data_root), **(env or {}))
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--seed=9223372036854775808", "--seed"), ("--seed=-1", "--seed"),
+    ("--latent_dims=2,2", "lists a size twice"),
+])
+def test_flags_the_library_cannot_take_get_one_line(flag, message, data_root, tmp_path):
+  out = _cli(data_root, *CLI, "--epochs=1", flag, f"--workdir={tmp_path}")
+  lines = out.stderr.strip().splitlines()
+  assert out.returncode == 1 and any(message in l for l in lines), out.stderr[-1500:]
+  assert len(lines) <= 2 and "Traceback" not in out.stderr  # absl's line and its hint
+
+
+def test_workdir_with_a_tilde_goes_to_the_home_directory(data_root, tmp_path):
+  out = _cli(data_root, "--train_examples=256", "--test_examples=64", "--hidden_sizes=8",
+             "--batch_size=64", "--epochs=1", "--workdir=~/run", env={"HOME": str(tmp_path)})
+  assert out.returncode == 0, out.stderr[-1500:]
+  assert (tmp_path / "run" / "metrics.jsonl").is_file() and not (ROOT / "~").exists()
+
+
+def test_ctrl_c_before_the_first_epoch_is_one_line(data_root, tmp_path):
+  env = dict(os.environ, VAE_JAX_DATA=str(data_root))
+  proc = subprocess.Popen([sys.executable, "-m", "experiments.mnist", *CLI, "--epochs=3",
+                           f"--workdir={tmp_path}"], cwd=ROOT, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  t0 = time.time()
+  # Wait for the data set to start loading, then interrupt.
+  lines = []
+  for line in proc.stderr:
+    lines.append(line)
+    if "Loading the data set" in line or time.time() - t0 > 120:
+      break
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=120)
+  err = "".join(lines) + err
+  assert proc.returncode == 130, err[-2000:]
+  assert err.strip().splitlines()[-1].startswith("error: interrupted")
+  assert "Traceback" not in err
+
+
+def test_restoring_into_other_shapes_is_one_clear_line(data_root, tmp_path):
+  out = _cli(data_root, *CLI, "--train_examples=1024", "--epochs=1", f"--workdir={tmp_path}")
+  assert out.returncode == 0, out.stderr[-1500:]
+  (tmp_path / "config.json").unlink()
+  out = _cli(data_root, *CLI, "--train_examples=1024", "--epochs=2", "--latent_dim=5",
+             f"--workdir={tmp_path}")
+  assert out.returncode == 1
+  assert "could be restored into this model" in out.stderr.strip().splitlines()[-1]
+  assert "Traceback" not in out.stderr and out.stderr.count("Event loop is closed") == 0
+
+
+def _evaluation_problem():
+  model = vae_jax.VAE(input_dim=784, latent_dim=8, hidden_sizes=(64,))
+  params = vae_jax.init_params(model, jax.random.key(0))
+  return model, params, helpers.binary_data(jax.random.key(1), n=40, dim=784)
+
+
+def test_evaluation_memory_is_bounded_for_any_k_and_checked_before_the_work():
+  model, params, x = _evaluation_problem()
+  size = lambda k: evaluate.iwae_block_bytes(model.parts, params, x, jax.random.key(0),
+                                             num_samples=k, chunk_size=100, batch_size=20)
+  small, huge = size(1_000), size(100_000_000)
+  assert huge < 1.1 * small, (small, huge)  # O(chunk x batch), not O(k)
+  with pytest.raises(ValueError, match=r"needs about .* GiB per block \(chunk_size=1000000 "
+                                       r"samples x batch_size=40 examples\).*lower"):
+    evaluate.marginal_log_likelihood(model.parts, params, x, jax.random.key(0),
+                                     num_samples=10_000_000, chunk_size=1_000_000,
+                                     batch_size=40, progress=False)
+
+
+def test_evaluation_checks_its_workdir_is_writable_first(tmp_path):
+  with pytest.raises(OSError, match="cannot write there"):
+    workdir_lib.check_writable(pathlib.Path("/proc"))  # read-only even for root
+  workdir_lib.check_writable(tmp_path)
+
+
+def test_evaluation_stops_cleanly_on_sigint(data_root, tmp_path):
+  out = _cli(data_root, *CLI, "--train_examples=1024", "--epochs=1", f"--workdir={tmp_path}")
+  assert out.returncode == 0, out.stderr[-1500:]
+  env = dict(os.environ, VAE_JAX_DATA=str(data_root))
+  proc = subprocess.Popen([sys.executable, "-m", "experiments.evaluate", f"--workdir={tmp_path}",
+                           "--k=3000", "--block_size=20", "--test_examples=500", "--large_L=2"],
+                          cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE)
+  lines = []
+  for line in proc.stderr:
+    lines.append(line)
+    if "examples, running mean" in line:
+      break
+  proc.send_signal(signal.SIGINT)
+  t0 = time.time()
+  _, err = proc.communicate(timeout=120)
+  assert time.time() - t0 < 60
+  last = err.strip().splitlines()[-1]
+  assert proc.returncode == 1 and "stopped after" in last and "nothing written" in last, err[-1500:]
+  assert not (tmp_path / "evaluation.json").exists()

@@ -13,6 +13,7 @@ import shutil
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
 
 
 
@@ -64,8 +65,10 @@ class Checkpointer:
 
   def __init__(self, directory, *, max_to_keep: int = 3):
     self.directory = pathlib.Path(directory).absolute()
-    self._options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                                 enable_async_checkpointing=True)
+    # The newest max_to_keep, by orbax's preservation policy (max_to_keep itself is deprecated).
+    self._options = ocp.CheckpointManagerOptions(
+        preservation_policy=checkpoint_managers.LatestN(max_to_keep), create=True,
+        enable_async_checkpointing=True)
     self._manager = ocp.CheckpointManager(self.directory, options=self._options)
     self._failed = False
 

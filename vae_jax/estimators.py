@@ -20,7 +20,7 @@ def score_function_surrogate(encoder, decoder, x, key, *, prior=None, num_sample
   """A per-example surrogate whose value is the ELBO estimate and whose
   `jax.grad` is the score-function estimator of the ELBO's gradient.
 
-  For each z_l ~ q(z|x), drawn with `jax.random.split(key, L)[l]` as in
+  For each z_l ~ q(z|x), drawn with `fold_in(key, l)` as in
   `elbo`, and f the integrand (log p(x|z) for "analytic", log p(x, z) -
   log q(z|x) for "monte_carlo"), the surrogate adds
   stop_gradient(f(z_l)) * (log q(z_l|x) - stop_gradient(log q(z_l|x))),
@@ -46,7 +46,7 @@ def score_function_surrogate(encoder, decoder, x, key, *, prior=None, num_sample
     score_term = jax.lax.stop_gradient(f) * (log_q - jax.lax.stop_gradient(log_q))
     return f + score_term
 
-  value = jnp.mean(jax.vmap(one)(jax.random.split(key, num_samples)), axis=0)
+  value = jnp.mean(jax.vmap(one)(objectives.sample_keys(key, 0, num_samples)), axis=0)
   if estimator == "analytic":
     value = value - distributions.kl_divergence(posterior, prior)
   return value

@@ -112,14 +112,58 @@ def iwae_sums(parts_fn, params, x, key, *, num_samples: int, chunk_size: int = 1
   return _batched_sums(fn, x, key, batch_size, offset)
 
 
-def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000, chunk_size: int = 500,
-                   batch_size: int = 20, block_size: int = 1000, progress: bool = True) -> dict:
+def _timed(fn) -> float:
+  t = time.perf_counter()
+  fn()
+  return time.perf_counter() - t
+
+
+class EvaluationStopped(RuntimeError):
+  """The evaluation was asked to stop (a signal) before it finished; nothing was written."""
+
+
+def available_memory_bytes() -> int | None:
+  """Memory free for this process's arrays: the accelerator's free bytes, else the
+  host's MemAvailable (Linux); None when unknown."""
+  device = jax.local_devices()[0]
+  if device.platform != "cpu":
+    stats = device.memory_stats() or {}
+    if "bytes_limit" in stats:
+      return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return None
+
+
+def iwae_block_bytes(parts_fn, params, x, key, *, num_samples, chunk_size, batch_size) -> int:
+  """XLA's own count of the memory one `iwae_sums` call on `x` needs (temporaries,
+  arguments, outputs): what a block of the evaluation costs, for any k."""
+  compiled = iwae_sums.lower(parts_fn, params, x, key, num_samples=num_samples,
+                             chunk_size=chunk_size, batch_size=batch_size,
+                             offset=jnp.int32(0)).compile()
+  stats = compiled.memory_analysis()
+  if stats is None:
+    return 0
+  return int(stats.temp_size_in_bytes + stats.argument_size_in_bytes
+             + stats.output_size_in_bytes)
+
+
+def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000,
+                            chunk_size: int = 500, batch_size: int = 20, block_size: int = 1000,
+                            progress: bool = True, stop=None) -> dict:
   """The importance-sampled estimate of log p(x) (the k-sample IWAE bound) over a data set.
 
   Compiled in blocks of `block_size` examples (one progress line each), each a
   `lax.map` over batches of `batch_size`, each a `lax.map` over chunks of
-  `chunk_size` samples: memory is O(batch_size * chunk_size * D), and none of
-  the three sizes changes the result.
+  `chunk_size` samples: memory is O(batch_size * chunk_size * D) for any k, and
+  none of the three sizes changes the result. Before the work starts, XLA's count
+  of a block's memory is checked against the free memory, and (with `progress`)
+  the memory and the time a first batch took, scaled to the whole, are logged.
 
   Args:
     parts_fn, params: the VAE (see `elbo_means`).
@@ -127,32 +171,70 @@ def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000
     key: a `jax.random` key.
     num_samples: k (5000 in the papers).
     chunk_size, batch_size, block_size: memory and progress granularity.
-    progress: log a line per block with the time left.
+    progress: log the estimate and a line per block with the time left.
+    stop: a callable polled after each block; when it returns True the evaluation
+      raises `EvaluationStopped` (e.g. on SIGINT).
 
   Returns:
     {"log_px": mean over examples of the bound (nats), "mc_stderr": its Monte
-    Carlo standard error (another key), "data_stderr": its standard error over
-    the choice of examples, "num_samples", "n", "seconds"}.
+    Carlo standard error (batch means: see `objectives.iwae_bound_and_stderr`),
+    "data_stderr": its standard error over the choice of examples, "num_samples",
+    "n", "seconds"}.
+
+  Raises:
+    ValueError: a block would need more memory than is free (lower chunk_size or
+      batch_size).
   """
   n = x.shape[0]
   params = train.local_copy(params)
+  chunk_size = min(chunk_size, num_samples)
+  block_size = max(1, min(block_size, n))
+  first = x[:max(1, min(batch_size, block_size))]
+  free = available_memory_bytes()
+  try:
+    need = iwae_block_bytes(parts_fn, params, x[:block_size], key, num_samples=num_samples,
+                            chunk_size=chunk_size, batch_size=max(1, min(batch_size, block_size)))
+  except jax.errors.JaxRuntimeError as e:
+    if not any(s in str(e) for s in ("RESOURCE_EXHAUSTED", "YNNPACK", "allocat")):
+      raise
+    need = float("inf")  # XLA could not even plan it
+  # Matmul libraries' buffers are outside XLA's count: at least the decoder's
+  # outputs for one chunk of one batch, one value per data entry.
+  rows = chunk_size * max(1, min(batch_size, block_size))
+  need = max(need, 2 * 4 * rows * math.prod(x.shape[1:]))
+  if free is not None and need > 0.8 * free:
+    raise ValueError(f"the log p(x) estimate needs about {need / 2**30:.2f} GiB per block "
+                     f"(chunk_size={chunk_size} samples x batch_size={batch_size} examples), "
+                     f"but {free / 2**30:.2f} GiB are free; lower chunk_size or batch_size")
+  if progress:
+    run_first = lambda: jax.block_until_ready(iwae_sums(
+        parts_fn, params, first, key, num_samples=num_samples, chunk_size=chunk_size,
+        batch_size=first.shape[0]))
+    seconds = _timed(run_first)
+    if seconds < 10.0:  # that one compiled: time it again
+      seconds = _timed(run_first)
+    logging.info("log p(x), k=%d on %d examples: about %.0f MB per block (%.0f MB free), "
+                 "about %.0fs in all (timed on %d examples)", num_samples, n, need / 2**20,
+                 (free or 0) / 2**20, seconds * n / first.shape[0], first.shape[0])
   totals = {"log_px": 0.0, "sq": 0.0, "mc_var": 0.0}
   t0 = time.perf_counter()
   for start in range(0, n, block_size):
-    stop = min(n, start + block_size)
+    stop_at = min(n, start + block_size)
     # Each process takes its own rows of the block.
-    lo, hi = (start + i for i in _process_share(stop - start))
+    lo, hi = (start + i for i in _process_share(stop_at - start))
     sums = _sum_over_processes(iwae_sums(
         parts_fn, params, x[lo:hi], key, num_samples=num_samples, chunk_size=chunk_size,
         batch_size=max(1, min(batch_size, hi - lo)), offset=jnp.int32(lo)))
     for k in totals:
       totals[k] += sums[k]
-    done = stop
     if progress:
       elapsed = time.perf_counter() - t0
       logging.info("log p(x), k=%d: %d/%d examples, running mean %.3f nats, %.0fs, ~%.0fs left",
-                   num_samples, done, n, totals["log_px"] / done, elapsed,
-                   elapsed / done * (n - done))
+                   num_samples, stop_at, n, totals["log_px"] / stop_at, elapsed,
+                   elapsed / stop_at * (n - stop_at))
+    if stop is not None and stop_at < n and stop():
+      raise EvaluationStopped(f"stopped after {stop_at} of {n} examples (a signal); nothing "
+                              f"written. Run the same command again to evaluate")
   mean = totals["log_px"] / n
   var = max(totals["sq"] / n - mean ** 2, 0.0)
   return {"log_px": mean, "mc_stderr": math.sqrt(totals["mc_var"]) / n,

@@ -13,9 +13,10 @@ and `nnx.grad` all compose:
   loss = lambda p: -elbo(lambda x: enc(p, x), lambda z: dec(p, z), x, key).mean()
 
 Every objective returns one value per example, `[batch]`, and leaves the
-reduction to the caller. Sample l of z always comes from
-`jax.random.split(key, num_samples)[l]`, so `elbo`, `log_weights` and
-`iwae_bound` see the same z for the same key, and chunking changes nothing.
+reduction to the caller. Sample l of z always comes from the key
+`jax.random.fold_in(key, l)` (`sample_keys`), so `elbo`, `log_weights` and
+`iwae_bound` see the same z for the same key, chunking changes nothing, and a
+chunk's keys are made on their own (memory never grows with the number of samples).
 """
 
 import math
@@ -56,6 +57,14 @@ def check(num_samples: int, estimator: str = "analytic") -> None:
     raise ValueError(f"estimator={estimator!r}: expected one of {list(ESTIMATORS)}")
 
 
+def sample_keys(key: jax.Array, start, num: int) -> jax.Array:
+  """The keys of samples start, ..., start + num - 1: `fold_in(key, i)`, `[num]`.
+
+  `start` may be traced (a chunk index under `lax.map`); `num` is static.
+  """
+  return jax.vmap(lambda i: jax.random.fold_in(key, i))(start + jnp.arange(num))
+
+
 def _prior(prior):
   return distributions.StandardNormal() if prior is None else prior
 
@@ -87,7 +96,7 @@ def elbo_terms(encoder, decoder, x, key, *, prior=None, num_samples: int = 1,
   prior = _prior(prior)
   posterior = encoder(x)
   # Under jit the unused Monte Carlo KL of the analytic estimator is dead code.
-  ll, kl_mc = _sample_terms(decoder, prior, x, posterior, jax.random.split(key, num_samples))
+  ll, kl_mc = _sample_terms(decoder, prior, x, posterior, sample_keys(key, 0, num_samples))
   recon = jnp.mean(ll, axis=0)
   if estimator == "analytic":
     kl = distributions.kl_divergence(posterior, prior)
@@ -112,7 +121,7 @@ def elbo(encoder, decoder, x, key, *, prior=None, num_samples: int = 1,
     encoder: x -> posterior q(z|x) (`sample(key)`, `log_prob(z)`).
     decoder: z -> likelihood p(x|z) (`log_prob(x) -> [batch]`).
     x: `[batch, ...]`, what the encoder and the likelihood take.
-    key: a `jax.random` key; sample l uses `jax.random.split(key, L)[l]`.
+    key: a `jax.random` key; sample l uses `fold_in(key, l)`.
     prior: p(z), default `StandardNormal()`.
     num_samples: L >= 1 (static under `jit`).
     estimator: "analytic" or "monte_carlo" (static under `jit`).
@@ -132,7 +141,7 @@ def log_weights(encoder, decoder, x, key, *, prior=None, num_samples: int) -> ja
   """log p(x, z_i) - log q(z_i|x) for z_i ~ q(z|x), i = 1..k: `[num_samples, batch]`."""
   check(num_samples)
   ll, log_q_over_p = _sample_terms(decoder, _prior(prior), x, encoder(x),
-                                   jax.random.split(key, num_samples))
+                                   sample_keys(key, 0, num_samples))
   return ll - log_q_over_p
 
 
@@ -159,13 +168,20 @@ def iwae_bound(encoder, decoder, x, key, *, prior=None, num_samples: int,
 
 def iwae_bound_and_stderr(encoder, decoder, x, key, *, prior=None, num_samples: int,
                           chunk_size: int | None = None) -> tuple[jax.Array, jax.Array]:
-  """`iwae_bound` and the delta-method Monte Carlo standard error of each value.
+  """`iwae_bound` and the Monte Carlo standard error of each value, by batch means.
 
-  sd(w) / (sqrt(k) mean(w)) for the weights w_i = p(x, z_i) / q(z_i|x): like
-  every estimate from the sample variance of the weights, too small when the
-  weights are heavy-tailed.
+  The k samples fall into G = min(STDERR_GROUPS, k) interleaved groups (sample i
+  in group i mod G); each group gives its own bound from its k / G samples, and
+  the standard error of the k-sample bound is sd(group bounds) / sqrt(G). Unlike
+  the delta method, sd(w) / (sqrt(k) mean(w)), which sees only the weights drawn
+  and so falls short when they are heavy-tailed (0.5 to 0.65 of the spread over
+  keys on a trained MNIST model), each group's bound carries its own share of the
+  tail. NaN for k = 1: one sample says nothing about its own spread.
   """
   return _iwae(encoder, decoder, x, key, _prior(prior), num_samples, chunk_size)
+
+
+STDERR_GROUPS = 10
 
 
 def _iwae(encoder, decoder, x, key, prior, num_samples, chunk_size):
@@ -175,28 +191,35 @@ def _iwae(encoder, decoder, x, key, prior, num_samples, chunk_size):
   if chunk < 1:
     raise ValueError(f"chunk_size={chunk_size}: need at least 1")
   n_chunks = -(-k // chunk)
-  keys = jax.random.split(key, k)
-  pad = n_chunks * chunk - k
-  if pad:  # padded samples get weight zero (log weight -inf) below
-    keys = jnp.concatenate([keys, keys[:pad]])
-  keys = keys.reshape((n_chunks, chunk) + keys.shape[1:])
-  valid = (jnp.arange(n_chunks * chunk) < k).reshape(n_chunks, chunk)
   posterior = encoder(x)
 
-  def chunk_stats(args):
-    chunk_keys, chunk_valid = args
-    ll, log_q_over_p = _sample_terms(decoder, prior, x, posterior, chunk_keys)
-    logw = jnp.where(chunk_valid[:, None], ll - log_q_over_p, -jnp.inf)
-    # log sum w and log sum w^2 for this chunk: [batch] each.
-    return jax.nn.logsumexp(logw, axis=0), jax.nn.logsumexp(2.0 * logw, axis=0)
+  groups = min(STDERR_GROUPS, k)
+  if k >= 2 ** 31:
+    raise ValueError(f"num_samples={k}: at most 2**31 - 1 (sample indices are int32)")
 
-  lse, lse2 = jax.lax.map(chunk_stats, (keys, valid))
-  log_sum_w = jax.nn.logsumexp(lse, axis=0)
-  log_sum_w2 = jax.nn.logsumexp(lse2, axis=0)
-  bound = log_sum_w - math.log(k)
-  # Var(w)/mean(w)^2 = k * sum w^2 / (sum w)^2 - 1, in log space.
-  rel_var = jnp.maximum(k * jnp.exp(log_sum_w2 - 2.0 * log_sum_w) - 1.0, 0.0)
-  return bound, jnp.sqrt(rel_var / k)
+  def chunk_stats(c):
+    # This chunk's keys alone: memory O(chunk), whatever k is.
+    index = c * chunk + jnp.arange(chunk)
+    ll, log_q_over_p = _sample_terms(decoder, prior, x, posterior,
+                                     sample_keys(key, c * chunk, chunk))
+    logw = jnp.where((index < k)[:, None], ll - log_q_over_p, -jnp.inf)  # padding: weight 0
+    # log sum w over the chunk, and over each group's share of it: [batch], [G, batch].
+    in_group = (index % groups)[:, None] == jnp.arange(groups)  # [chunk, G]
+    by_group = jnp.where(in_group[:, :, None], logw[:, None, :], -jnp.inf)
+    return jax.nn.logsumexp(logw, axis=0), jax.nn.logsumexp(by_group, axis=0)
+
+  # Running log-sum-exps carried over the chunks: nothing grows with k.
+  def add_chunk(c, carry):
+    lse, lse_groups = chunk_stats(c)
+    return jnp.logaddexp(carry[0], lse), jnp.logaddexp(carry[1], lse_groups)
+
+  lse, lse_groups = jax.lax.fori_loop(1, n_chunks, add_chunk, chunk_stats(0))
+  bound = lse - math.log(k)
+  if groups < 2:
+    return bound, jnp.full_like(bound, jnp.nan)
+  sizes = jnp.asarray([len(range(g, k, groups)) for g in range(groups)], jnp.float32)
+  group_bounds = lse_groups - jnp.log(sizes)[:, None]  # [G, batch]
+  return bound, jnp.std(group_bounds, axis=0, ddof=1) / math.sqrt(groups)
 
 
 def iwae_surrogate(encoder, decoder, x, key, *, prior=None, num_samples: int,
@@ -223,7 +246,7 @@ def iwae_surrogate(encoder, decoder, x, key, *, prior=None, num_samples: int,
     raise ValueError(f"gradient={gradient!r}: expected 'standard' or 'dreg'")
   prior = _prior(prior)
   posterior = encoder(x)
-  keys = jax.random.split(key, num_samples)
+  keys = sample_keys(key, 0, num_samples)
   if gradient == "standard":
     ll, log_q_over_p = _sample_terms(decoder, prior, x, posterior, keys)
     return jax.nn.logsumexp(ll - log_q_over_p, axis=0) - math.log(num_samples)

@@ -13,7 +13,6 @@ import math
 import os
 import pathlib
 import shutil
-import signal
 import time
 from typing import Any
 
@@ -132,35 +131,6 @@ class NonFiniteError(RuntimeError):
   """Training produced a non-finite loss or gradient."""
 
 
-class _StopRequest:
-  """Turns SIGINT/SIGTERM into a request to stop after the current epoch."""
-
-  def __init__(self):
-    self.signal = None
-    self._old = {}
-
-  def __enter__(self):
-    for sig in (signal.SIGINT, signal.SIGTERM):
-      try:
-        self._old[sig] = signal.signal(sig, self._handle)
-      except ValueError:  # not the main thread: leave signals alone
-        pass
-    return self
-
-  def _handle(self, signum, frame):  # pylint: disable=unused-argument
-    self.signal = signal.Signals(signum).name
-
-  def __exit__(self, *exc):
-    for sig, old in self._old.items():
-      signal.signal(sig, old)
-
-
-def _write_atomic(path: pathlib.Path, text: str) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)
-
-
 def _prepare_workdir(workdir: pathlib.Path, config: RunConfig, data_sizes: dict,
                      fresh: bool) -> None:
   """Checks the workdir against `config` (every process); process 0 alone deletes
@@ -178,6 +148,10 @@ def _prepare_workdir(workdir: pathlib.Path, config: RunConfig, data_sizes: dict,
       if p.exists():
         logging.warning("--fresh: removing %s", p)
         shutil.rmtree(p) if p.is_dir() else p.unlink()
+  elif not fresh and config_path.exists() and not _has_checkpoint(workdir):
+    # A run that saved nothing (it failed or was stopped before its first
+    # checkpoint) has nothing to protect: these settings replace its config.
+    logging.warning("%s: its run saved no checkpoint; starting this one there", workdir)
   elif not fresh and config_path.exists():
     old = _read_json(config_path)
     new = json.loads(json.dumps({**dataclasses.asdict(config), "data": data_sizes}))
@@ -193,9 +167,14 @@ def _prepare_workdir(workdir: pathlib.Path, config: RunConfig, data_sizes: dict,
   _barrier("vae_jax: workdir prepared")
 
 
+def _has_checkpoint(workdir: pathlib.Path) -> bool:
+  directory = workdir / "checkpoints"
+  return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
 def _write_config(workdir: pathlib.Path, config: RunConfig, data_sizes: dict) -> None:
   if jax.process_index() == 0:
-    _write_atomic(workdir / "config.json",
+    workdir_lib.write_atomic(workdir / "config.json",
                   json.dumps({**dataclasses.asdict(config), "data": data_sizes}, indent=2) + "\n")
 
 
@@ -358,8 +337,10 @@ def _train(config, dataset, workdir, model, optimizer, train_images, test_x,
   record, times = {}, []
   loop_start = time.perf_counter()
   try:
-    with _StopRequest() as stop:
+    with workdir_lib.StopRequest() as stop:
       batches = train.epoch_batches(train_images, root, start, config.batch_size, mesh)
+      if start < config.epochs:
+        epoch_fn = _compile_within_memory(epoch_fn, state, batches, root, config)
       for epoch in range(start, config.epochs):
         t0 = time.perf_counter()
         state, m = epoch_fn(state, batches, root)
@@ -383,7 +364,7 @@ def _train(config, dataset, workdir, model, optimizer, train_images, test_x,
           logging.warning("epoch %d: skipped %d of %d steps (non-finite loss or gradient)",
                           epoch + 1, int(m["nonfinite_steps"]), steps_per_epoch)
         last = epoch + 1 == config.epochs
-        stopping = _any_process(stop.signal is not None)
+        stopping = any_process(stop.signal is not None)
         if (epoch + 1) % config.eval_every and not last and not stopping:
           continue  # evaluation, checkpoint and pictures every eval_every epochs
         params = train.local_copy(state.params)
@@ -433,6 +414,24 @@ def _train(config, dataset, workdir, model, optimizer, train_images, test_x,
   return record
 
 
+def _compile_within_memory(epoch_fn, state, batches, root, config: RunConfig):
+  """The epoch compiled ahead of its first call (its shapes never change), refused
+  with one line when XLA's count of the memory it needs beyond its inputs
+  exceeds what is free: a setting too large fails here, not after minutes."""
+  compiled = epoch_fn.lower(state, batches, root).compile()
+  stats = compiled.memory_analysis()
+  free = evaluate.available_memory_bytes()
+  if stats is not None and free is not None:
+    need = stats.temp_size_in_bytes + stats.output_size_in_bytes
+    if need > 0.9 * free:
+      samples = (f"--k={config.iwae_samples}" if config.objective == "iwae"
+                 else f"--L={config.num_samples}")
+      raise ValueError(f"a training step needs about {need / 2**30:.1f} GiB ({samples}, "
+                       f"--batch_size={config.batch_size}), but {free / 2**30:.1f} GiB are "
+                       f"free; lower {samples.split('=')[0]} or --batch_size")
+  return compiled
+
+
 def read_metrics(path: pathlib.Path) -> list[dict]:
   """The records of a metrics.jsonl; a torn or blank last line (a kill while
   appending) is dropped with a warning, damage elsewhere names the file and line."""
@@ -455,7 +454,7 @@ def read_metrics(path: pathlib.Path) -> list[dict]:
   return records
 
 
-def _any_process(flag: bool) -> bool:
+def any_process(flag: bool) -> bool:
   """Whether `flag` holds on any process: so that every process stops at the same epoch."""
   if jax.process_count() == 1:
     return flag
@@ -476,7 +475,7 @@ class _Outputs:
     self.wall_before = kept[-1].get("wall_s", 0.0) if kept else 0.0
     self.writer = None
     if self.primary:
-      _write_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+      workdir_lib.write_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
       self.writer = SummaryWriter(str(workdir / "tensorboard"),
                                   purge_step=start + 1 if start else None)
 

@@ -1,10 +1,54 @@
-"""A run's working directory: one run at a time (an OS file lock)."""
+"""A run's working directory: one run at a time (an OS file lock), atomic writes,
+a write check before long work, and SIGINT/SIGTERM as a request to stop."""
 
 import fcntl
 import os
 import pathlib
+import signal
 import socket
+import tempfile
 import time
+
+
+def write_atomic(path: pathlib.Path, text: str) -> None:
+  """Writes `text` to `path` through a temporary file and a rename: never half a file."""
+  path = pathlib.Path(path)
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(text)
+  os.replace(tmp, path)
+
+
+def check_writable(directory: pathlib.Path) -> None:
+  """Raises OSError naming `directory` when a file cannot be created in it."""
+  try:
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".write_check"):
+      pass
+  except OSError as e:
+    raise OSError(f"{directory}: cannot write there ({e.strerror or e}); fix its permissions "
+                  f"or copy the run to a writable directory") from None
+
+
+class StopRequest:
+  """Turns SIGINT/SIGTERM into a request to stop at the next safe point (`signal` set)."""
+
+  def __init__(self):
+    self.signal = None
+    self._old = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread: leave signals alone
+        pass
+    return self
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    self.signal = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
 
 
 class WorkdirBusy(RuntimeError):

@@ -1,0 +1,106 @@
+r"""Burda et al.'s (2016) Table 1 ordering at an equal budget: each row trains for the
+same wall time, then its test log-likelihood is estimated with k = 5000.
+
+  python -m experiments.table1 --minutes=8 --workdir=runs/table1
+  python -m experiments.table1 --minutes=8 --rows=vae_1layer,conv --workdir=runs/table1
+
+Rows (all dynamically binarized MNIST, the burda_2016_fast optimizer: batch 250,
+Adam 2e-3, b2 = 0.95, warm-up then cosine decay):
+  vae_1layer:  784-200-200-50 tanh, ELBO (L = 1)           (paper: -86.76)
+  iwae_1layer: the same model, IWAE bound with k = 5         (paper: -85.54)
+  vae_2layer:  two stochastic layers (100, 50), ELBO (A)     (paper: -85.33)
+  conv:        the conv VAE (32, 64 channels; 20 latent), ELBO
+A two-epoch probe measures each row's compiled epoch time; the row then trains
+for as many epochs as fit in --minutes (its schedule spans exactly those). The
+table (WORKDIR/table1.md and .json) gives epochs, wall time, test ELBO and
+log p(x) with its standard errors, all rows scored on the same test images.
+Rows resume from their checkpoints: run the same command again after a stop.
+"""
+
+import json
+
+import jax
+from absl import app
+from absl import flags
+from absl import logging
+
+from experiments import common
+from experiments import presets
+from vae_jax import evaluate
+from vae_jax import runner
+
+flags.adopt_module_key_flags(common)
+
+ROWS = {
+    "vae_1layer": dict(objective="elbo"),
+    "iwae_1layer": dict(objective="iwae", iwae_samples=5),
+    "vae_2layer": dict(model="two_layer", estimator="monte_carlo"),
+    "conv": dict(model="conv", latent_dim=20),
+}
+PAPER = {"vae_1layer": -86.76, "iwae_1layer": -85.54, "vae_2layer": -85.33, "conv": None}
+MINUTES = flags.DEFINE_float("minutes", 8.0, "Training wall time of each row.", lower_bound=0.1)
+ROW_NAMES = flags.DEFINE_list("rows", ["vae_1layer", "iwae_1layer", "vae_2layer"],
+                              f"Which rows, of {list(ROWS)}.")
+EVAL_K = flags.DEFINE_integer("eval_k", 5000, "Importance samples of the log p(x) estimate.",
+                              lower_bound=1)
+EVAL_EXAMPLES = flags.DEFINE_integer("eval_examples", 2000, "Test images scored with k "
+                                     "samples (the first N; 0: all 10,000).", lower_bound=0)
+flags.set_default(common.WORKDIR, "runs/table1")
+
+
+def _config(name: str, epochs: int) -> runner.RunConfig:
+  base = {**presets.burda_2016_fast(), "epochs": epochs, "warmup_epochs": max(1, epochs // 100),
+          "eval_every": max(1, epochs // 10)}
+  base["hidden_sizes"] = tuple(int(h) for h in base["hidden_sizes"])
+  return runner.RunConfig(dataset="mnist", **{**base, **ROWS[name]})
+
+
+def _epoch_seconds(name: str, dataset, workdir) -> float:
+  """Seconds of one compiled epoch of row `name` (a two-epoch probe, cached in its workdir)."""
+  record = runner.train_and_evaluate(_config(name, 2), dataset, workdir / "probe")
+  return record["epoch_s"]
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  common.setup()
+  unknown = [r for r in ROW_NAMES.value if r not in ROWS]
+  if unknown:
+    common.fail(f"--rows: unknown {unknown}; expected some of {list(ROWS)}")
+  try:
+    workdir = common.workdir()
+    dataset = common.load_dataset("mnist")
+    _, test_x = runner.model_inputs(dataset, "dynamic")
+    test_x = test_x[:EVAL_EXAMPLES.value or None]
+    rows = []
+    for name in ROW_NAMES.value:
+      row_dir = workdir / name
+      epoch_s = _epoch_seconds(name, dataset, row_dir)
+      epochs = max(2, int(MINUTES.value * 60 / epoch_s))
+      logging.info("%s: %.2fs per epoch, %d epochs in %.1f minutes", name, epoch_s, epochs,
+                   MINUTES.value)
+      record = runner.train_and_evaluate(_config(name, epochs), dataset, row_dir / "run")
+      _, model, state, _ = runner.load_run(row_dir / "run")
+      ll = evaluate.marginal_log_likelihood(model.parts, state.params, test_x,
+                                            jax.random.key(0), num_samples=EVAL_K.value)
+      rows.append({"row": name, "epochs": epochs, "train_minutes": record["wall_s"] / 60,
+                   "test_elbo": record["test_elbo"], "log_px": ll["log_px"],
+                   "mc_stderr": ll["mc_stderr"], "data_stderr": ll["data_stderr"],
+                   "eval_examples": ll["n"], "eval_seconds": ll["seconds"],
+                   "paper": PAPER[name]})
+      (workdir / "table1.json").write_text(json.dumps(rows, indent=2) + "\n")
+  except common.USER_ERRORS as e:
+    common.fail(str(e))
+  lines = [f"| row | epochs | training (min) | test ELBO | log p(x), k = {EVAL_K.value} "
+           f"(s.e. MC, images) | paper |", "|---|---|---|---|---|---|"]
+  lines += [f"| {r['row']} | {r['epochs']} | {r['train_minutes']:.1f} | {r['test_elbo']:.2f} | "
+            f"{r['log_px']:.2f} ({r['mc_stderr']:.3f}, {r['data_stderr']:.2f}) | "
+            f"{r['paper'] if r['paper'] is not None else '-'} |" for r in rows]
+  (workdir / "table1.md").write_text("\n".join(lines) + "\n")
+  logging.info("Table 1 at %.1f minutes per row, %d test images:\n%s", MINUTES.value,
+               rows[0]["eval_examples"] if rows else 0, "\n".join(lines))
+
+
+if __name__ == "__main__":
+  app.run(main)
