@@ -106,6 +106,10 @@ MODEL = flags.DEFINE_enum("model", "mlp", list(runner.MODELS),
                           "mlp (--hidden_sizes each side), conv (strided convs down, transposed "
                           "convs up), two_layer (Burda et al.'s two stochastic layers: z2 of "
                           "--latent_dim over z1 of twice that; needs --estimator=monte_carlo).")
+COMPUTE_DTYPE = flags.DEFINE_enum(
+    "compute_dtype", "float32", list(runner.COMPUTE_DTYPES),
+    "Matmul precision: bfloat16 for mixed precision on a GPU or TPU (parameters, optimizer "
+    "state, likelihoods and KLs stay float32); float32 everywhere else.")
 BINARIZE = flags.DEFINE_enum(
     "binarize", "dynamic", list(data_lib.BINARIZATIONS),
     "dynamic: a fresh Bernoulli draw of each pixel every time an image is used; fixed: one "
@@ -183,7 +187,9 @@ def run_config(**overrides) -> runner.RunConfig:
   """The flags as a frozen RunConfig."""
   values = dict(dataset=DATASET.value, data_path=str(DATA_PATH.value or ""),
                 tfds_name=TFDS_NAME.value or "", image_size=IMAGE_SIZE.value,
-                model=MODEL.value, binarize=BINARIZE.value, latent_dim=LATENT_DIM.value, hidden_sizes=tuple(int(h) for h in HIDDEN_SIZES.value),
+                model=MODEL.value, compute_dtype=COMPUTE_DTYPE.value, binarize=BINARIZE.value,
+                latent_dim=LATENT_DIM.value,
+                hidden_sizes=tuple(int(h) for h in HIDDEN_SIZES.value),
                 activation=ACTIVATION.value, num_samples=L.value, estimator=ESTIMATOR.value,
                 objective=OBJECTIVE.value, iwae_samples=K.value,
                 iwae_gradient=IWAE_GRADIENT.value, beta=BETA.value,

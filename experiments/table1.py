@@ -38,6 +38,8 @@ ROWS = {
     "conv": dict(model="conv", latent_dim=20),
 }
 PAPER = {"vae_1layer": -86.76, "iwae_1layer": -85.54, "vae_2layer": -85.33, "conv": None}
+# A conv decoder costs about 40 times the MLP's per sample: score it on fewer images.
+MAX_EVAL = {"conv": 500}
 MINUTES = flags.DEFINE_float("minutes", 8.0, "Training wall time of each row.", lower_bound=0.1)
 ROW_NAMES = flags.DEFINE_list("rows", ["vae_1layer", "iwae_1layer", "vae_2layer"],
                               f"Which rows, of {list(ROWS)}.")
@@ -73,7 +75,10 @@ def main(argv):
     dataset = common.load_dataset("mnist")
     _, test_x = runner.model_inputs(dataset, "dynamic")
     test_x = test_x[:EVAL_EXAMPLES.value or None]
-    rows = []
+    path = workdir / "table1.json"
+    # Rows of earlier invocations stay (each row resumes from its own workdir).
+    rows = [r for r in (json.loads(path.read_text()) if path.exists() else [])
+            if r["row"] not in ROW_NAMES.value]
     for name in ROW_NAMES.value:
       row_dir = workdir / name
       epoch_s = _epoch_seconds(name, dataset, row_dir)
@@ -82,24 +87,27 @@ def main(argv):
                    MINUTES.value)
       record = runner.train_and_evaluate(_config(name, epochs), dataset, row_dir / "run")
       _, model, state, _ = runner.load_run(row_dir / "run")
-      ll = evaluate.marginal_log_likelihood(model.parts, state.params, test_x,
+      ll = evaluate.marginal_log_likelihood(model.parts, state.params,
+                                            test_x[:MAX_EVAL.get(name, len(test_x))],
                                             jax.random.key(0), num_samples=EVAL_K.value)
       rows.append({"row": name, "epochs": epochs, "train_minutes": record["wall_s"] / 60,
                    "test_elbo": record["test_elbo"], "log_px": ll["log_px"],
                    "mc_stderr": ll["mc_stderr"], "data_stderr": ll["data_stderr"],
                    "eval_examples": ll["n"], "eval_seconds": ll["seconds"],
                    "paper": PAPER[name]})
-      (workdir / "table1.json").write_text(json.dumps(rows, indent=2) + "\n")
+      rows.sort(key=lambda r: list(ROWS).index(r["row"]))
+      path.write_text(json.dumps(rows, indent=2) + "\n")
   except common.USER_ERRORS as e:
     common.fail(str(e))
-  lines = [f"| row | epochs | training (min) | test ELBO | log p(x), k = {EVAL_K.value} "
-           f"(s.e. MC, images) | paper |", "|---|---|---|---|---|---|"]
+  lines = [f"| row | epochs | training (min) | test ELBO (10,000 images) | log p(x), k = "
+           f"{EVAL_K.value} | s.e. (Monte Carlo, images) | test images | paper |",
+           "|---|---|---|---|---|---|---|---|"]
   lines += [f"| {r['row']} | {r['epochs']} | {r['train_minutes']:.1f} | {r['test_elbo']:.2f} | "
-            f"{r['log_px']:.2f} ({r['mc_stderr']:.3f}, {r['data_stderr']:.2f}) | "
-            f"{r['paper'] if r['paper'] is not None else '-'} |" for r in rows]
+            f"{r['log_px']:.2f} | {r['mc_stderr']:.3f}, {r['data_stderr']:.2f} | "
+            f"{r['eval_examples']} | {r['paper'] if r['paper'] is not None else '-'} |"
+            for r in rows]
   (workdir / "table1.md").write_text("\n".join(lines) + "\n")
-  logging.info("Table 1 at %.1f minutes per row, %d test images:\n%s", MINUTES.value,
-               rows[0]["eval_examples"] if rows else 0, "\n".join(lines))
+  logging.info("Table 1 at %.1f minutes per row:\n%s", MINUTES.value, "\n".join(lines))
 
 
 if __name__ == "__main__":

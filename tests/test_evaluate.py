@@ -17,14 +17,14 @@ def problem():
 
 def _reference_log_px(model, params, x, key, k):
   """A plain loop over images and samples in float64 numpy: the documented keys
-  (image j: fold_in(key, j); sample i: split(that, k)[i]) and nothing else shared."""
+  (image j: fold_in(key, j); sample i: fold_in(that, i)) and nothing else shared."""
   p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params["params"])
   enc, dec = p["encoder"]["mlp"], p["decoder"]["mlp"]
   out = []
   for j, xj in enumerate(np.asarray(x, np.float64)):
     h = np.tanh(xj @ enc["dense_0"]["kernel"] + enc["dense_0"]["bias"])
     mean, logvar = np.split(h @ enc["dense_1"]["kernel"] + enc["dense_1"]["bias"], 2)
-    keys = jax.random.split(jax.random.fold_in(key, j), k)
+    keys = [jax.random.fold_in(jax.random.fold_in(key, j), i) for i in range(k)]
     logw = []
     for i in range(k):
       eps = np.asarray(jax.random.normal(keys[i], (1, 2)), np.float64)[0]
@@ -71,3 +71,52 @@ def test_elbo_means_are_exact_means_for_any_batch_size(problem):
     got = evaluate.elbo_means(model.parts, params, x, key, num_samples=3, batch_size=batch)
     np.testing.assert_allclose(got["elbo"], ref, rtol=1e-5)
     np.testing.assert_allclose(got["elbo"], got["reconstruction"] - got["kl"], rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def trained(mnist):
+  """Burda et al.'s one-layer model (784-200-200-50 tanh) after 3 epochs on 10,000
+  images, and 100 binarized test images: weights with the heavy tails of a real run."""
+  from vae_jax import data, losses, train  # pylint: disable=g-import-not-at-top
+  model = vae_jax.VAE(latent_dim=50, hidden_sizes=(200, 200), activation="tanh",
+                      image_shape=(28, 28, 1))
+  opt = train.make_optimizer("adam", 1e-3)
+  root = jax.random.key(0)
+  state = train.init_state(vae_jax.init_params(model, train.init_key(root)), opt)
+  epoch_fn = train.make_train_epoch(losses.elbo_loss(model.parts), opt, binarize="dynamic")
+  for e in range(3):
+    state, _ = epoch_fn(state, train.epoch_batches(mnist.train[:10000], root, e, 100), root)
+  x = data.to_unit_interval(jax.numpy.asarray(data.fixed_binarization(mnist.test[:100], 1)))
+  return model, state.params, x
+
+
+def test_monte_carlo_stderr_is_calibrated_on_a_trained_model(trained):
+  """The reported standard error of the mean log p(x) estimate against its spread
+  over 40 independent keys (pooled over 100 test images): ratio within 0.8 to 1.25.
+  Plain batch means (a 1/k rate) would give about 0.5 here."""
+  model, params, x = trained
+  def one(key):
+    enc, dec, prior = model.parts(params)
+    return vae_jax.iwae_bound(enc, dec, x, key, prior=prior, num_samples=500)
+  bounds = np.asarray(jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(7), 40)),
+                      np.float64)
+  spread = np.sqrt(np.sum(np.var(bounds, axis=0, ddof=1))) / len(x)  # s.d. of the mean
+  reported = [evaluate.marginal_log_likelihood(model.parts, params, x, jax.random.key(s),
+                                               num_samples=500, progress=False)
+              for s in range(3)]
+  ratio = np.mean([r["mc_stderr"] for r in reported]) / spread
+  assert 0.8 < ratio < 1.25, (ratio, reported[0]["mc_rate"])
+  assert reported[0]["mc_rate"] < 0.9  # heavy tails: slower than 1/k
+
+
+def test_bfloat16_matmuls_stay_close_to_float32_on_a_trained_model(trained):
+  """Mixed precision (matmuls in bfloat16, likelihood and KL summed in float32)
+  moves the test ELBO of a trained model by well under a nat per image."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  model, params, x = trained
+  key = jax.random.key(3)
+  f32 = evaluate.elbo_means(model.parts, params, x, key, num_samples=10)["elbo"]
+  half = model.clone(dtype=jnp.bfloat16)
+  b16 = evaluate.elbo_means(half.parts, params, x, key, num_samples=10)["elbo"]
+  assert abs(b16 - f32) < 0.5, (f32, b16)
+  assert abs(b16 - f32) > 0.0  # the bfloat16 path really ran

@@ -134,6 +134,7 @@ class Checkpointer:
                 "sha256": np.zeros(32, np.uint8)}
     if not (self.directory / str(step) / "default").is_dir():
       raise _Damaged("its directory holds no checkpoint data")
+    self._check_shapes(step, abstract["state"])
     try:
       item = self._restore(step, abstract)
     except _Damaged as e:
@@ -148,6 +149,26 @@ class Checkpointer:
     if not np.array_equal(np.asarray(item["sha256"]), checksum(item["state"])):
       raise _Damaged("its arrays do not match the sha256 written with them")
     return item
+
+  def _check_shapes(self, step, state) -> None:
+    """Refuses, before orbax starts reading, a checkpoint whose arrays have other
+    shapes than `state` (a run with other settings): one clear line instead of a
+    failed asynchronous restore and its threads' tracebacks."""
+    try:
+      saved = ocp.StandardCheckpointHandler().metadata(self.directory / str(step) / "default")
+      saved = saved.tree["state"] if hasattr(saved, "tree") else saved["state"]
+      shapes = {jax.tree_util.keystr(p): tuple(a.shape) for p, a in
+                jax.tree_util.tree_leaves_with_path(saved) if hasattr(a, "shape")}
+    except Exception:  # pylint: disable=broad-except  # unreadable metadata: restore decides
+      return
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+      name = jax.tree_util.keystr(path)
+      if name in shapes and shapes[name] != tuple(np.shape(leaf)):
+        raise CheckpointError(
+            f"{self.directory}: checkpoint {step} holds arrays of other shapes than this model "
+            f"({name}: {shapes[name]} there, {tuple(np.shape(leaf))} here): that run had "
+            f"other settings. Pass them again; else start over with --fresh or another "
+            f"--workdir (the checkpoints are kept)")
 
   def _restore(self, step, abstract):
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract)

@@ -92,18 +92,20 @@ def likelihood_head(name: str):
 
 
 class MLP(nn.Module):
-  """Dense layers with an activation between them (none after the last)."""
+  """Dense layers with an activation between them (none after the last); the matmuls
+  in `dtype` (parameters stay float32), the output cast back to float32."""
   features: Sequence[int]
   activation: str = "relu"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     act = ACTIVATIONS[self.activation]
     for i, width in enumerate(self.features):
-      x = nn.Dense(width, name=f"dense_{i}")(x)
+      x = nn.Dense(width, dtype=self.dtype, name=f"dense_{i}")(x)
       if i < len(self.features) - 1:
         x = act(x)
-    return x
+    return x.astype(jnp.float32)  # likelihoods and KLs are summed in float32
 
 
 class Encoder(nn.Module):
@@ -111,11 +113,13 @@ class Encoder(nn.Module):
   latent_dim: int
   hidden_sizes: Sequence[int] = (400,)
   activation: str = "relu"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> distributions.DiagonalGaussian:
     # One output layer for both heads (one matmul), split after.
-    out = MLP(tuple(self.hidden_sizes) + (2 * self.latent_dim,), self.activation, name="mlp")(x)
+    out = MLP(tuple(self.hidden_sizes) + (2 * self.latent_dim,), self.activation, self.dtype,
+              name="mlp")(x)
     mean, logvar = jnp.split(out, 2, axis=-1)
     return distributions.DiagonalGaussian(mean, logvar)
 
@@ -126,12 +130,14 @@ class Decoder(nn.Module):
   hidden_sizes: Sequence[int] = (400,)
   activation: str = "relu"
   head: Any = BernoulliHead()
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z: jax.Array):
     p = self.head.params_per_entry
     size = math.prod(self.event_shape)
-    out = MLP(tuple(self.hidden_sizes) + (size * p,), self.activation, name="mlp")(z)
+    out = MLP(tuple(self.hidden_sizes) + (size * p,), self.activation, self.dtype,
+              name="mlp")(z)
     # Entry-major: the p parameters of one pixel sit together.
     out = out.reshape(out.shape[:-1] + tuple(self.event_shape) + (p,))
     return self.head(out, len(self.event_shape))
@@ -158,6 +164,8 @@ class VAE(nn.Module):
     image_shape: (H, W, C) to take images `[batch, H, W, C]`: flattened inside
       the encoder, the likelihood over `[batch, H, W, C]`. Same parameters as
       `input_dim = H * W * C`.
+    dtype: the matmuls' dtype (`jnp.bfloat16` for mixed precision on an
+      accelerator); parameters, likelihoods and KLs stay float32.
 
   Example:
     >>> params = init_params(model, key)
@@ -170,6 +178,7 @@ class VAE(nn.Module):
   activation: str = "relu"
   likelihood: Any = BernoulliHead()
   image_shape: Sequence[int] | None = None
+  dtype: Any = jnp.float32
 
   @property
   def event_shape(self) -> tuple[int, ...]:
@@ -178,9 +187,10 @@ class VAE(nn.Module):
 
   def setup(self):
     _check_activation(self.activation)
-    self.encoder = Encoder(self.latent_dim, tuple(self.hidden_sizes), self.activation)
+    self.encoder = Encoder(self.latent_dim, tuple(self.hidden_sizes), self.activation,
+                           self.dtype)
     self.decoder = Decoder(self.event_shape, tuple(self.hidden_sizes)[::-1], self.activation,
-                           self.likelihood)
+                           self.likelihood, self.dtype)
 
   def __call__(self, x: jax.Array):
     """Encodes and decodes the encoder mean: used by `init` to create every parameter."""
@@ -225,14 +235,17 @@ class ConvEncoder(nn.Module):
   latent_dim: int
   channels: Sequence[int] = (32, 64)
   hidden: int = 256
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> distributions.DiagonalGaussian:
     h, lead = _leading(x, 3)
     for i, c in enumerate(self.channels):
-      h = nn.relu(nn.Conv(c, (4, 4), strides=(2, 2), padding="SAME", name=f"conv_{i}")(h))
-    h = nn.relu(nn.Dense(self.hidden, name="dense")(h.reshape(h.shape[0], -1)))
-    out = nn.Dense(2 * self.latent_dim, name="out")(h).reshape(lead + (2 * self.latent_dim,))
+      h = nn.relu(nn.Conv(c, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype,
+                          name=f"conv_{i}")(h))
+    h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="dense")(h.reshape(h.shape[0], -1)))
+    out = nn.Dense(2 * self.latent_dim, dtype=self.dtype, name="out")(h)
+    out = out.astype(jnp.float32).reshape(lead + (2 * self.latent_dim,))
     mean, logvar = jnp.split(out, 2, axis=-1)
     return distributions.DiagonalGaussian(mean, logvar)
 
@@ -245,20 +258,23 @@ class ConvDecoder(nn.Module):
   channels: Sequence[int] = (32, 64)
   hidden: int = 256
   head: Any = BernoulliHead()
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z: jax.Array):
     height, width, c_out = self.image_shape
     f = 2 ** len(self.channels)
     h, lead = _leading(z, 1)
-    h = nn.relu(nn.Dense(self.hidden, name="dense")(h))
-    h = nn.relu(nn.Dense(height // f * width // f * self.channels[-1], name="project")(h))
+    h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="dense")(h))
+    h = nn.relu(nn.Dense(height // f * width // f * self.channels[-1], dtype=self.dtype,
+                         name="project")(h))
     h = h.reshape(-1, height // f, width // f, self.channels[-1])
     for i, c in enumerate(tuple(self.channels[:-1])[::-1]):
-      h = nn.relu(nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME",
+      h = nn.relu(nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype,
                                    name=f"deconv_{i}")(h))
     p = self.head.params_per_entry
-    h = nn.ConvTranspose(c_out * p, (4, 4), strides=(2, 2), padding="SAME", name="out")(h)
+    h = nn.ConvTranspose(c_out * p, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype,
+                         name="out")(h).astype(jnp.float32)
     return self.head(h.reshape(lead + (height, width, c_out, p)), 3)
 
 
@@ -278,6 +294,7 @@ class ConvVAE(nn.Module):
   channels: Sequence[int] = (32, 64)
   hidden: int = 256
   likelihood: Any = BernoulliHead()
+  dtype: Any = jnp.float32
 
   @property
   def event_shape(self) -> tuple[int, ...]:
@@ -289,9 +306,9 @@ class ConvVAE(nn.Module):
       raise ValueError(f"image_shape={tuple(self.image_shape)}: the conv model needs "
                        f"(H, W, C) with H and W divisible by {f}; resize the images "
                        f"(e.g. image_size=32) or use the MLP model")
-    self.encoder = ConvEncoder(self.latent_dim, tuple(self.channels), self.hidden)
+    self.encoder = ConvEncoder(self.latent_dim, tuple(self.channels), self.hidden, self.dtype)
     self.decoder = ConvDecoder(tuple(self.image_shape), tuple(self.channels), self.hidden,
-                               self.likelihood)
+                               self.likelihood, self.dtype)
 
   def __call__(self, x: jax.Array):
     return self.decode(self.encode(x).mean).mean()
@@ -336,6 +353,7 @@ class TwoLayerVAE(nn.Module):
   activation: str = "tanh"
   likelihood: Any = BernoulliHead()
   image_shape: Sequence[int] | None = None
+  dtype: Any = jnp.float32
 
   @property
   def event_shape(self) -> tuple[int, ...]:
@@ -350,15 +368,15 @@ class TwoLayerVAE(nn.Module):
   def _conditionals(self, **parent):
     """q(z1|x), q(z2|z1), p(z1|z2); with parent=None, unbound copies to `apply`."""
     (d1, d2), (h1, h2) = self.latent_dims, self.hidden_sizes
-    act = self.activation
-    return (Encoder(d1, tuple(h1), act, **parent), Encoder(d2, tuple(h2), act, **parent),
-            Encoder(d1, tuple(h2)[::-1], act, **parent))
+    act, dt = self.activation, self.dtype
+    return (Encoder(d1, tuple(h1), act, dt, **parent), Encoder(d2, tuple(h2), act, dt, **parent),
+            Encoder(d1, tuple(h2)[::-1], act, dt, **parent))
 
   def setup(self):
     _check_activation(self.activation)
     self.q_z1, self.q_z2, self.p_z1 = self._conditionals()
     self.decoder = Decoder(self.event_shape, tuple(self.hidden_sizes[0])[::-1],
-                           self.activation, self.likelihood)
+                           self.activation, self.likelihood, self.dtype)
 
   def __call__(self, x: jax.Array):
     """Runs every network once: used by `init` to create every parameter."""

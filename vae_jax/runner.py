@@ -36,6 +36,8 @@ from vae_jax import workdir as workdir_lib
 _RESUMABLE = ("epochs", "keep_checkpoints", "skip_nonfinite", "learning_rate", "eval_every",
               "data_path")
 MODELS = ("mlp", "conv", "two_layer")
+# Mixed precision: matmuls in bfloat16, parameters, optimizer state, likelihoods and KLs float32.
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Runs written before images were [H, W, C] recorded only the flattened size.
 _LEGACY_IMAGE_SHAPES = {784: (28, 28, 1), 560: (28, 20, 1)}
 
@@ -48,6 +50,7 @@ class RunConfig:
   tfds_name: str = ""
   image_size: int = 0
   model: str = "mlp"
+  compute_dtype: str = "float32"
   latent_dim: int = 20
   hidden_sizes: tuple[int, ...] = (400,)
   activation: str = "relu"
@@ -82,18 +85,23 @@ class RunConfig:
     """
     head = models.likelihood_head(self.likelihood)
     image_shape = tuple(image_shape)
+    if self.compute_dtype not in COMPUTE_DTYPES:
+      raise ValueError(f"compute_dtype={self.compute_dtype!r}: expected one of "
+                       f"{list(COMPUTE_DTYPES)}")
+    dtype = COMPUTE_DTYPES[self.compute_dtype]
     if self.model == "mlp":
       return models.VAE(input_dim=math.prod(image_shape), latent_dim=self.latent_dim,
                         hidden_sizes=tuple(self.hidden_sizes), activation=self.activation,
-                        likelihood=head, image_shape=image_shape)
+                        likelihood=head, image_shape=image_shape, dtype=dtype)
     if self.model == "conv":
-      return models.ConvVAE(image_shape=image_shape, latent_dim=self.latent_dim, likelihood=head)
+      return models.ConvVAE(image_shape=image_shape, latent_dim=self.latent_dim, likelihood=head,
+                            dtype=dtype)
     if self.model == "two_layer":
       d = self.latent_dim
       return models.TwoLayerVAE(input_dim=math.prod(image_shape), latent_dims=(2 * d, d),
                                 hidden_sizes=(tuple(self.hidden_sizes), (2 * d, 2 * d)),
                                 activation=self.activation, likelihood=head,
-                                image_shape=image_shape)
+                                image_shape=image_shape, dtype=dtype)
     raise ValueError(f"model={self.model!r}: expected one of {list(MODELS)}")
 
 
