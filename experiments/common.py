@@ -78,6 +78,9 @@ FRESH = flags.DEFINE_bool("fresh", False, "Delete the workdir's checkpoints and 
                           "start over instead of resuming.")
 SKIP_NONFINITE = flags.DEFINE_bool("skip_nonfinite", False, "Skip (and count) steps whose "
                                    "loss or gradient is not finite instead of stopping.")
+LOG_GRAD_NORM = flags.DEFINE_bool("log_grad_norm", False, "Log the gradient's global norm "
+                                   "(epoch mean; always with --skip_nonfinite). One more pass "
+                                   "over the gradients each step.")
 KEEP = flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.", lower_bound=1)
 EVAL_BATCH_SIZE = flags.DEFINE_integer("eval_batch_size", 1000, "Test examples evaluated at "
                                        "once.", lower_bound=1)
@@ -200,7 +203,7 @@ def run_config(**overrides) -> runner.RunConfig:
                 learning_rate=LEARNING_RATE.value, lr_schedule=LR_SCHEDULE.value,
                 seed=SEED.value,
                 eval_batch_size=EVAL_BATCH_SIZE.value, keep_checkpoints=KEEP.value,
-                skip_nonfinite=SKIP_NONFINITE.value)
+                skip_nonfinite=SKIP_NONFINITE.value, log_grad_norm=LOG_GRAD_NORM.value)
   values.update(overrides)
   return runner.RunConfig(**values)
 

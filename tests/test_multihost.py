@@ -17,7 +17,7 @@ from vae_jax import runner
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ARGS = ["--train_examples=1024", "--test_examples=300", "--batch_size=64", "--hidden_sizes=64",
-        "--latent_dim=8", "--eval_batch_size=128"]
+        "--latent_dim=8", "--eval_batch_size=128", "--log_grad_norm"]
 TIMEOUT = 240
 
 

@@ -34,7 +34,7 @@ from vae_jax import workdir as workdir_lib
 # Settings that may change when a run resumes (train longer, lower the step size);
 # every other one must match.
 _RESUMABLE = ("epochs", "keep_checkpoints", "skip_nonfinite", "learning_rate", "eval_every",
-              "data_path")
+              "data_path", "log_grad_norm")
 MODELS = ("mlp", "conv", "two_layer")
 # Mixed precision: matmuls in bfloat16, parameters, optimizer state, likelihoods and KLs float32.
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -75,6 +75,7 @@ class RunConfig:
   keep_checkpoints: int = 3
   skip_nonfinite: bool = False
   eval_every: int = 1
+  log_grad_norm: bool = False
 
   def build_model(self, image_shape: tuple[int, ...]):
     """The model of these settings for images of `image_shape` (H, W, C).
@@ -340,7 +341,8 @@ def _train(config, dataset, workdir, model, optimizer, train_images, test_x,
   out = _Outputs(workdir, start)
   epoch_fn = train.make_train_epoch(
       make_loss(config, model, n_train), optimizer, binarize=config.binarize,
-      skip_nonfinite=config.skip_nonfinite, mesh=mesh)
+      skip_nonfinite=config.skip_nonfinite, mesh=mesh,
+      grad_norm=config.log_grad_norm or config.skip_nonfinite)
   steps_per_epoch = n_train // config.batch_size
   record, times = {}, []
   loop_start = time.perf_counter()
@@ -385,7 +387,7 @@ def _train(config, dataset, workdir, model, optimizer, train_images, test_x,
                      if k not in ("grad_norm", "nonfinite_steps", "first_nonfinite_step")},
                   "test_elbo": test["elbo"], "test_reconstruction": test["reconstruction"],
                   "test_kl": test["kl"],
-                  "grad_norm": float(m["grad_norm"]),
+                  **({"grad_norm": float(m["grad_norm"])} if "grad_norm" in m else {}),
                   "skipped_steps": int(m["nonfinite_steps"]),
                   "examples_per_s": steps_per_epoch * config.batch_size / seconds,
                   "epoch_s": seconds,
