@@ -9,6 +9,7 @@ import dataclasses
 import logging as std_logging
 import os
 import pathlib
+import signal
 import socket
 import sys
 import time
@@ -231,6 +232,9 @@ def main_wrapper(body) -> None:
   """Runs an entry point's body under the error policy: the user's errors, running out
   of memory and Ctrl-C before training is under way each end with one line and a
   non-zero exit; anything else is a bug and keeps its traceback."""
+  # Ctrl-C raises KeyboardInterrupt even where the parent started us with SIGINT
+  # ignored (a background job of a script, a test runner's worker).
+  signal.signal(signal.SIGINT, signal.default_int_handler)
   setup()
   try:
     body()

@@ -91,12 +91,19 @@ def likelihood_head(name: str):
   return LIKELIHOODS[name]
 
 
+def _full_precision(x: jax.Array, dtype) -> jax.Array:
+  """A low-precision layer's output back in float32: likelihoods and KLs are summed
+  in float32. Without a compute dtype (None) the inputs' precision is kept (float64
+  under x64, as the gradient checks use)."""
+  return x if dtype is None else x.astype(jnp.promote_types(dtype, jnp.float32))
+
+
 class MLP(nn.Module):
   """Dense layers with an activation between them (none after the last); the matmuls
-  in `dtype` (parameters stay float32), the output cast back to float32."""
+  in `dtype` if given (parameters keep theirs), the output back in float32."""
   features: Sequence[int]
   activation: str = "relu"
-  dtype: Any = jnp.float32
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -105,7 +112,7 @@ class MLP(nn.Module):
       x = nn.Dense(width, dtype=self.dtype, name=f"dense_{i}")(x)
       if i < len(self.features) - 1:
         x = act(x)
-    return x.astype(jnp.float32)  # likelihoods and KLs are summed in float32
+    return _full_precision(x, self.dtype)
 
 
 class Encoder(nn.Module):
@@ -113,7 +120,7 @@ class Encoder(nn.Module):
   latent_dim: int
   hidden_sizes: Sequence[int] = (400,)
   activation: str = "relu"
-  dtype: Any = jnp.float32
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> distributions.DiagonalGaussian:
@@ -130,7 +137,7 @@ class Decoder(nn.Module):
   hidden_sizes: Sequence[int] = (400,)
   activation: str = "relu"
   head: Any = BernoulliHead()
-  dtype: Any = jnp.float32
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, z: jax.Array):
@@ -165,7 +172,8 @@ class VAE(nn.Module):
       the encoder, the likelihood over `[batch, H, W, C]`. Same parameters as
       `input_dim = H * W * C`.
     dtype: the matmuls' dtype (`jnp.bfloat16` for mixed precision on an
-      accelerator); parameters, likelihoods and KLs stay float32.
+      accelerator; None: the inputs' and parameters' own); parameters,
+      likelihoods and KLs stay float32.
 
   Example:
     >>> params = init_params(model, key)
@@ -178,7 +186,7 @@ class VAE(nn.Module):
   activation: str = "relu"
   likelihood: Any = BernoulliHead()
   image_shape: Sequence[int] | None = None
-  dtype: Any = jnp.float32
+  dtype: Any = None
 
   @property
   def event_shape(self) -> tuple[int, ...]:
@@ -235,7 +243,7 @@ class ConvEncoder(nn.Module):
   latent_dim: int
   channels: Sequence[int] = (32, 64)
   hidden: int = 256
-  dtype: Any = jnp.float32
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> distributions.DiagonalGaussian:
@@ -245,7 +253,7 @@ class ConvEncoder(nn.Module):
                           name=f"conv_{i}")(h))
     h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="dense")(h.reshape(h.shape[0], -1)))
     out = nn.Dense(2 * self.latent_dim, dtype=self.dtype, name="out")(h)
-    out = out.astype(jnp.float32).reshape(lead + (2 * self.latent_dim,))
+    out = _full_precision(out, self.dtype).reshape(lead + (2 * self.latent_dim,))
     mean, logvar = jnp.split(out, 2, axis=-1)
     return distributions.DiagonalGaussian(mean, logvar)
 
@@ -258,7 +266,7 @@ class ConvDecoder(nn.Module):
   channels: Sequence[int] = (32, 64)
   hidden: int = 256
   head: Any = BernoulliHead()
-  dtype: Any = jnp.float32
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, z: jax.Array):
@@ -274,7 +282,8 @@ class ConvDecoder(nn.Module):
                                    name=f"deconv_{i}")(h))
     p = self.head.params_per_entry
     h = nn.ConvTranspose(c_out * p, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype,
-                         name="out")(h).astype(jnp.float32)
+                         name="out")(h)
+    h = _full_precision(h, self.dtype)
     return self.head(h.reshape(lead + (height, width, c_out, p)), 3)
 
 
@@ -294,7 +303,7 @@ class ConvVAE(nn.Module):
   channels: Sequence[int] = (32, 64)
   hidden: int = 256
   likelihood: Any = BernoulliHead()
-  dtype: Any = jnp.float32
+  dtype: Any = None
 
   @property
   def event_shape(self) -> tuple[int, ...]:
@@ -353,7 +362,7 @@ class TwoLayerVAE(nn.Module):
   activation: str = "tanh"
   likelihood: Any = BernoulliHead()
   image_shape: Sequence[int] | None = None
-  dtype: Any = jnp.float32
+  dtype: Any = None
 
   @property
   def event_shape(self) -> tuple[int, ...]:

@@ -37,7 +37,7 @@ _RESUMABLE = ("epochs", "keep_checkpoints", "skip_nonfinite", "learning_rate", "
               "data_path", "log_grad_norm")
 MODELS = ("mlp", "conv", "two_layer")
 # Mixed precision: matmuls in bfloat16, parameters, optimizer state, likelihoods and KLs float32.
-COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 # Runs written before images were [H, W, C] recorded only the flattened size.
 _LEGACY_IMAGE_SHAPES = {784: (28, 28, 1), 560: (28, 20, 1)}
 
