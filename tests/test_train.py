@@ -61,6 +61,35 @@ def test_epoch_scan_equals_step_by_step_python_loop(images):
   assert metrics["nonfinite_steps"] == 0 and metrics["first_nonfinite_step"] == -1
 
 
+def test_host_loop_epoch_equals_the_scanned_epoch(images):
+  # The conv models' path on a CPU (jax-ml/jax#12868): same keys, same steps, same metrics,
+  # through the ahead-of-time compile the runner uses, with non-finite steps located.
+  for lr in (1e-3, 1e6):
+    results = []
+    for host_loop in (False, True):
+      model, opt, root, state = _setup(lr=lr)
+      epoch_fn = train.make_train_epoch(_loss(model, 2), opt, binarize="dynamic",
+                                        host_loop=host_loop)
+      batches = train.epoch_batches(images, root, 0, BATCH)
+      compiled = epoch_fn.lower(state, batches, root).compile()
+      assert compiled.memory_analysis() is not None
+      for e in range(2):
+        state, metrics = compiled(state, train.epoch_batches(images, root, e, BATCH), root)
+      results.append((state, jax.device_get(metrics)))
+    (scan_state, scan_m), (loop_state, loop_m) = results
+    assert int(loop_state.step) == int(scan_state.step) == 2 * (1000 // BATCH)
+    assert scan_m.keys() == loop_m.keys()
+    assert loop_m["nonfinite_steps"] == scan_m["nonfinite_steps"]
+    assert loop_m["first_nonfinite_step"] == scan_m["first_nonfinite_step"]
+    if lr < 1:
+      assert scan_m["nonfinite_steps"] == 0
+      jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6),
+                             loop_state.params, scan_state.params)
+      np.testing.assert_allclose(loop_m["elbo"], scan_m["elbo"], rtol=1e-5)
+    else:
+      assert scan_m["first_nonfinite_step"] >= 0
+
+
 def test_train_step_is_traced_once_across_steps_and_epochs(images, monkeypatch):
   traces = []
   real = objectives.elbo_terms

@@ -342,7 +342,9 @@ def _train(config, dataset, workdir, model, optimizer, train_images, test_x,
   epoch_fn = train.make_train_epoch(
       make_loss(config, model, n_train), optimizer, binarize=config.binarize,
       skip_nonfinite=config.skip_nonfinite, mesh=mesh,
-      grad_norm=config.log_grad_norm or config.skip_nonfinite)
+      grad_norm=config.log_grad_norm or config.skip_nonfinite,
+      host_loop=(config.model == "conv" and jax.default_backend() == "cpu"
+                 and jax.process_count() == 1))
   steps_per_epoch = n_train // config.batch_size
   record, times = {}, []
   loop_start = time.perf_counter()

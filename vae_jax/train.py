@@ -1,4 +1,5 @@
-"""Training: the state, a compiled `train_step`, and a whole epoch as one `lax.scan`.
+"""Training: the state, a compiled `train_step`, and a whole epoch as one `lax.scan`
+(or, for convolutions on a CPU, a host loop over one compiled step).
 
 Keys: one root key per run. The key of step s is `step_key(root, s)` and the
 shuffle of epoch e is `epoch_permutation(root, e, n)`, so every step is a pure
@@ -146,7 +147,8 @@ def make_train_step(loss_fn, optimizer, *, skip_nonfinite: bool = False,
 
 
 def make_train_epoch(loss_fn, optimizer, *, binarize: str, skip_nonfinite: bool = False,
-                     mesh: Mesh | None = None, grad_norm: bool | None = None) -> Callable:
+                     mesh: Mesh | None = None, grad_norm: bool | None = None,
+                     host_loop: bool = False) -> Callable:
   """One epoch as one compiled `lax.scan` over its batches.
 
   The batches come in order, `[steps, batch, ...]` (see `epoch_batches`: the
@@ -163,38 +165,84 @@ def make_train_epoch(loss_fn, optimizer, *, binarize: str, skip_nonfinite: bool 
     binarize: "dynamic", "fixed" or "none" (see `data.binarize`).
     skip_nonfinite, grad_norm: as for `make_train_step`.
     mesh: a mesh with a "data" axis, or None.
+    host_loop: each step its own compiled call from a Python loop instead of
+      one scan (same keys, same steps). XLA's CPU backend runs convolutions in
+      a loop body 3 to 6 times slower than outside one (jax-ml/jax#12868);
+      conv models on a CPU want this. One process only.
 
   Returns:
     epoch(state, batches `[steps, batch, ...]`, root_key) -> (state, metrics):
-    jitted, the state donated. Metrics: the means over the epoch's steps of
-    the step metrics, `nonfinite_steps` (a count) and `first_nonfinite_step`
-    (-1 if none).
+    jitted, the state donated, with `.lower(...)` for ahead-of-time compiling.
+    Metrics: the means over the epoch's steps of the step metrics,
+    `nonfinite_steps` (a count) and `first_nonfinite_step` (-1 if none).
   """
   train_step = make_train_step(loss_fn, optimizer, skip_nonfinite=skip_nonfinite,
                                grad_norm=grad_norm)
   batch_sharding = None if mesh is None else NamedSharding(mesh, P("data"))
 
+  def body(state, batch, stream):
+    data_key, sample_key = jax.random.split(jax.random.fold_in(stream, state.step))
+    x = data_lib.binarize(data_key, batch, binarize)
+    if batch_sharding is not None:
+      x = jax.lax.with_sharding_constraint(x, batch_sharding)
+    return train_step(state, x, sample_key)
+
+  if host_loop:
+    if jax.process_count() > 1:
+      raise ValueError("host_loop=True runs on one process; leave it False with several")
+    return _HostLoopEpoch(jax.jit(body, donate_argnums=0), jax.jit(_summarize))
+
   def epoch_fn(state: TrainState, batches, root_key):
-    num_steps = batches.shape[0]
     stream = jax.random.fold_in(root_key, _STEP)  # step_key's first fold, out of the loop
-
-    def body(state, batch):
-      data_key, sample_key = jax.random.split(jax.random.fold_in(stream, state.step))
-      x = data_lib.binarize(data_key, batch, binarize)
-      if batch_sharding is not None:
-        x = jax.lax.with_sharding_constraint(x, batch_sharding)
-      return train_step(state, x, sample_key)
-
-    state, metrics = jax.lax.scan(body, state, batches)
-    finite = metrics.pop("finite")
-    first_step = state.step - num_steps
-    summary = {k: jnp.mean(v) for k, v in metrics.items()}
-    summary["nonfinite_steps"] = jnp.sum(~finite)
-    summary["first_nonfinite_step"] = jnp.where(
-        jnp.all(finite), -1, first_step + jnp.argmin(finite))
-    return state, summary
+    state, metrics = jax.lax.scan(lambda s, b: body(s, b, stream), state, batches)
+    return state, _summarize(state.step, metrics)
 
   return jax.jit(epoch_fn, donate_argnums=0)
+
+
+def _summarize(end_step, metrics: dict) -> dict:
+  """An epoch's metrics from its steps' (each `[steps]`); `end_step`: the step after it."""
+  metrics = dict(metrics)
+  finite = metrics.pop("finite")
+  first_step = end_step - finite.shape[0]
+  summary = {k: jnp.mean(v) for k, v in metrics.items()}
+  summary["nonfinite_steps"] = jnp.sum(~finite)
+  summary["first_nonfinite_step"] = jnp.where(
+      jnp.all(finite), -1, first_step + jnp.argmin(finite))
+  return summary
+
+
+class _HostLoopEpoch:
+  """`make_train_epoch(host_loop=True)`: the epoch as a Python loop over one compiled
+  step, the same signature and metrics as the scanned epoch."""
+
+  def __init__(self, step, summarize):
+    self._step, self._summarize = step, summarize
+
+  def __call__(self, state, batches, root_key):
+    stream = jax.random.fold_in(root_key, _STEP)
+    steps = []
+    for i in range(batches.shape[0]):
+      state, metrics = self._step(state, batches[i], stream)
+      steps.append(metrics)
+    stacked = jax.tree_util.tree_map(lambda *v: jnp.stack(v), *steps)
+    return state, self._summarize(state.step, stacked)
+
+  def lower(self, state, batches, root_key):
+    """Lowers one step: `.compile()` gives an epoch with `memory_analysis()` of a step."""
+    return _LoweredHostLoop(
+        self._step.lower(state, batches[0], jax.random.fold_in(root_key, _STEP)), self)
+
+
+class _LoweredHostLoop:
+  def __init__(self, lowered, epoch: _HostLoopEpoch):
+    self._lowered, self._epoch = lowered, epoch
+
+  def compile(self) -> _HostLoopEpoch:
+    compiled = self._lowered.compile()
+    epoch = _HostLoopEpoch(compiled, self._epoch._summarize)
+    epoch.memory_analysis = compiled.memory_analysis
+    return epoch
 
 
 def epoch_batches(images: np.ndarray, root_key, epoch: int, batch_size: int,
