@@ -1,12 +1,16 @@
 """Timing helpers and FLOP counts shared by the benchmarks."""
 
 import json
+import math
 import pathlib
 import statistics
 import time
 
 import jax
 import jax.numpy as jnp
+
+from vae_jax import models
+from vae_jax import workdir
 
 
 def median_time(fn, repeats: int) -> tuple[float, float]:
@@ -50,6 +54,15 @@ def train_flops_per_example(model, num_samples: int = 1) -> float:
   return 3 * forward - 2 * enc[0] * enc[1]
 
 
+def decoder_flops_per_sample(model) -> float | None:
+  """Matmul FLOPs of one decoder pass of an MLP `models.VAE` (2 per multiply-add);
+  None for other models."""
+  if not isinstance(model, models.VAE):
+    return None
+  dec = [model.latent_dim, *model.hidden_sizes[::-1], math.prod(model.event_shape)]
+  return 2.0 * sum(a * b for a, b in zip(dec[:-1], dec[1:]))
+
+
 def write_json(path, result: dict) -> None:
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,8 +70,5 @@ def write_json(path, result: dict) -> None:
 
 
 def table(header: list[str], rows: list[list]) -> str:
-  """A Markdown table."""
-  fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
-  return "\n".join(lines)
+  """A Markdown table, three significant digits."""
+  return workdir.markdown_table(header, rows, ".3g")

@@ -5,7 +5,9 @@
 
 The cost does not depend on the weights. Peak memory is this process's peak
 resident set (on the CPU the device's memory is the host's), measured before
-and after, so the data set's own share can be told apart. Writes --out (JSON).
+and after, so the data set's own share can be told apart. The decoder's FLOP
+rate (its matmuls, n * k passes) is set against the machine's float32 matmul
+ceiling, measured in the same run (large square `jnp.dot`s). Writes --out (JSON).
 """
 
 import jax
@@ -43,9 +45,16 @@ def main(argv):
                                    chunk_size=CHUNK.value, batch_size=BATCH.value)
   result.update(peak_memory_mb=evaluate.peak_memory_mb(), memory_before_mb=before,
                 model=type(model).__name__, chunk_size=CHUNK.value, batch_size=BATCH.value)
-  print(common.table(["images", "k", "seconds", "peak memory (MB)", "before (MB)", "log p(x)"],
+  per_sample = common.decoder_flops_per_sample(model)
+  ceiling = common.matmul_ceiling()["gflops"]
+  rate = None if per_sample is None else per_sample * result["n"] * K.value / result["seconds"] / 1e9
+  result.update(decoder_gflops=rate, matmul_ceiling_gflops=ceiling,
+                ceiling_fraction=None if rate is None else rate / ceiling)
+  print(common.table(["images", "k", "seconds", "peak memory (MB)", "before (MB)", "log p(x)",
+                      "decoder GFLOP/s", "matmul ceiling GFLOP/s", "fraction"],
                      [[result["n"], K.value, result["seconds"], result["peak_memory_mb"],
-                       before, result["log_px"]]]))
+                       before, result["log_px"], rate if rate is not None else "-", ceiling,
+                       result["ceiling_fraction"] if rate is not None else "-"]]))
   common.write_json(OUT.value, result)
 
 

@@ -9,16 +9,19 @@ import dataclasses
 import logging as std_logging
 import os
 import pathlib
+import re
 import signal
 import socket
 import sys
 import time
 
+from absl import app
 from absl import flags
 from absl import logging
 
 from experiments import presets
 from vae_jax import checkpoint
+from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import datasets
 from vae_jax import evaluate
@@ -28,7 +31,11 @@ from vae_jax import runner
 from vae_jax import train
 from vae_jax import workdir as workdir_lib
 
-L = flags.DEFINE_integer("L", 1, "Monte Carlo samples of z per data point.", lower_bound=1)
+# The model.
+MODEL = flags.DEFINE_enum("model", "mlp", list(config_lib.MODELS),
+                          "mlp (--hidden_sizes each side), conv (strided convs down, transposed "
+                          "convs up), two_layer (Burda et al.'s two stochastic layers: z2 of "
+                          "--latent_dim over z1 of twice that; needs --estimator=monte_carlo).")
 LATENT_DIM = flags.DEFINE_integer("latent_dim", 20, "Size of z.", lower_bound=1)
 LATENT_DIMS = flags.DEFINE_list(
     "latent_dims", [], "Sweep: train one model per latent size (e.g. 2,5,10,20,200), each in "
@@ -37,17 +44,22 @@ HIDDEN_SIZES = flags.DEFINE_list("hidden_sizes", ["400"],
                                  "Encoder hidden widths; the decoder mirrors them.")
 ACTIVATION = flags.DEFINE_enum("activation", "relu", sorted(models.ACTIVATIONS),
                                "Hidden activation (tanh as in the paper, relu as in PyTorch's).")
-BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Examples per step.", lower_bound=1)
-EPOCHS = flags.DEFINE_integer("epochs", 10, "Epochs to train (in all, counting resumed ones).",
-                              lower_bound=1)
-OPTIMIZER = flags.DEFINE_enum("optimizer", "adam", list(train.OPTIMIZERS),
-                              "adam, or adagrad as in the paper.")
-LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Step size (> 0).")
-ESTIMATOR = flags.DEFINE_enum("estimator", "analytic", list(objectives.ESTIMATORS),
-                              "analytic: closed-form KL (B); monte_carlo: full estimator (A).")
-OBJECTIVE = flags.DEFINE_enum("objective", "elbo", list(runner.OBJECTIVES),
+LIKELIHOOD = flags.DEFINE_enum("likelihood", "bernoulli", sorted(models.LIKELIHOODS),
+                               "p(x|z): bernoulli (binary data), continuous_bernoulli (grey "
+                               "levels, --binarize=none), gaussian, gaussian_sigmoid_mean, "
+                               "discretized_logistic (8-bit data, --binarize=none).")
+COMPUTE_DTYPE = flags.DEFINE_enum(
+    "compute_dtype", "float32", list(config_lib.COMPUTE_DTYPES),
+    "Matmul precision: bfloat16 for mixed precision on a GPU or TPU (parameters, optimizer "
+    "state, likelihoods and KLs stay float32); float32 everywhere else.")
+
+# The objective.
+OBJECTIVE = flags.DEFINE_enum("objective", "elbo", list(config_lib.OBJECTIVES),
                               "Training objective: elbo (with --L, --estimator, --beta, "
                               "--kl_warmup_epochs) or iwae (the k-sample bound, --k).")
+L = flags.DEFINE_integer("L", 1, "Monte Carlo samples of z per data point.", lower_bound=1)
+ESTIMATOR = flags.DEFINE_enum("estimator", "analytic", list(objectives.ESTIMATORS),
+                              "analytic: closed-form KL (B); monte_carlo: full estimator (A).")
 K = flags.DEFINE_integer("k", 5, "Importance samples: of the IWAE training objective "
                          "(--objective=iwae); experiments.evaluate: of the log p(x) estimate.",
                          lower_bound=1)
@@ -59,46 +71,40 @@ BETA = flags.DEFINE_float("beta", 1.0, "KL weight of the ELBO objective (1: the 
 KL_WARMUP_EPOCHS = flags.DEFINE_integer("kl_warmup_epochs", 0, "Epochs over which the KL "
                                         "weight rises linearly from 0 to --beta.",
                                         lower_bound=0)
-LIKELIHOOD = flags.DEFINE_enum("likelihood", "bernoulli", sorted(models.LIKELIHOODS),
-                               "p(x|z): bernoulli (binary data), continuous_bernoulli (grey "
-                               "levels, --binarize=none), gaussian, gaussian_sigmoid_mean, "
-                               "discretized_logistic (8-bit data, --binarize=none).")
+
+# The optimizer and its schedule.
+BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Examples per step.", lower_bound=1)
+EPOCHS = flags.DEFINE_integer("epochs", 10, "Epochs to train (in all, counting resumed ones).",
+                              lower_bound=1)
+OPTIMIZER = flags.DEFINE_enum("optimizer", "adam", list(train.OPTIMIZERS),
+                              "adam, or adagrad as in the paper.")
+LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Step size (> 0).")
 ADAM_B2 = flags.DEFINE_float("adam_b2", 0.999, "Adam's second-moment decay.", lower_bound=0.0,
                              upper_bound=0.999999)
-EVAL_EVERY = flags.DEFINE_integer("eval_every", 1, "Evaluate, checkpoint and log every N "
-                                  "epochs (and at the last one, or when stopped).",
-                                  lower_bound=1)
+LR_SCHEDULE = flags.DEFINE_enum("lr_schedule", "constant", list(train.SCHEDULES),
+                                "constant; burda: Burda et al.'s 10**(-i/7) decay over 3**i "
+                                "epochs; warmup_cosine: --warmup_epochs of linear warm-up, "
+                                "then a cosine decay to 0 at --epochs.")
 WARMUP_EPOCHS = flags.DEFINE_integer("warmup_epochs", 0, "Linear learning-rate warm-up of "
                                      "--lr_schedule=warmup_cosine.", lower_bound=0)
-SEED = flags.DEFINE_integer("seed", 0, "Root of every key: init, shuffle, binarization, z.",
-                            lower_bound=0, upper_bound=2 ** 63 - 1)
-WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and pictures go.")
-DATA_DIR = flags.DEFINE_string("data_dir", None, "Directory of the data files "
-                               f"(default: ${data_lib.DATA_ENV}/<data set>).")
-FRESH = flags.DEFINE_bool("fresh", False, "Delete the workdir's checkpoints and metrics and "
-                          "start over instead of resuming.")
 SKIP_NONFINITE = flags.DEFINE_bool("skip_nonfinite", False, "Skip (and count) steps whose "
                                    "loss or gradient is not finite instead of stopping.")
 LOG_GRAD_NORM = flags.DEFINE_bool("log_grad_norm", False, "Log the gradient's global norm "
                                    "(epoch mean; always with --skip_nonfinite). One more pass "
                                    "over the gradients each step.")
-KEEP = flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.", lower_bound=1)
-EVAL_BATCH_SIZE = flags.DEFINE_integer("eval_batch_size", 1000, "Test examples evaluated at "
-                                       "once.", lower_bound=1)
 
-LR_SCHEDULE = flags.DEFINE_enum("lr_schedule", "constant", list(train.SCHEDULES),
-                                "constant; burda: Burda et al.'s 10**(-i/7) decay over 3**i "
-                                "epochs; warmup_cosine: --warmup_epochs of linear warm-up, "
-                                "then a cosine decay to 0 at --epochs.")
-DATA_SOURCE = flags.DEFINE_enum("data_source", "idx", ["idx", "tfds"],
-                                "MNIST from idx: the four official files in --data_dir; tfds: "
-                                "tfds.load('mnist') (needs tensorflow).")
+# The data.
 DATASET = flags.DEFINE_enum("dataset", "mnist", list(datasets.SOURCES),
                             "mnist, frey_face, npz (--data_path=FILE.npz with 'train' and "
                             "'test' arrays), folder (--data_path=DIR of PNG/JPEG images), tfds "
                             "(--tfds_name=NAME).")
+DATA_DIR = flags.DEFINE_string("data_dir", None, "Directory of the data files "
+                               f"(default: ${data_lib.DATA_ENV}/<data set>).")
 DATA_PATH = flags.DEFINE_string("data_path", None, "The .npz file (--dataset=npz) or image "
                                 "directory (--dataset=folder).")
+DATA_SOURCE = flags.DEFINE_enum("data_source", "idx", ["idx", "tfds"],
+                                "MNIST from idx: the four official files in --data_dir; tfds: "
+                                "tfds.load('mnist') (needs tensorflow).")
 TFDS_NAME = flags.DEFINE_string("tfds_name", None, "A TFDS image data set with train and test "
                                 "splits (--dataset=tfds), e.g. fashion_mnist.")
 TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "Where TFDS keeps prepared data "
@@ -106,27 +112,32 @@ TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "Where TFDS keeps pre
                                     "its manual_dir.")
 IMAGE_SIZE = flags.DEFINE_integer("image_size", 0, "Resize --dataset=folder images to this "
                                   "many pixels square (0: keep their size).", lower_bound=0)
-MODEL = flags.DEFINE_enum("model", "mlp", list(runner.MODELS),
-                          "mlp (--hidden_sizes each side), conv (strided convs down, transposed "
-                          "convs up), two_layer (Burda et al.'s two stochastic layers: z2 of "
-                          "--latent_dim over z1 of twice that; needs --estimator=monte_carlo).")
-COMPUTE_DTYPE = flags.DEFINE_enum(
-    "compute_dtype", "float32", list(runner.COMPUTE_DTYPES),
-    "Matmul precision: bfloat16 for mixed precision on a GPU or TPU (parameters, optimizer "
-    "state, likelihoods and KLs stay float32); float32 everywhere else.")
 BINARIZE = flags.DEFINE_enum(
     "binarize", "dynamic", list(data_lib.BINARIZATIONS),
     "dynamic: a fresh Bernoulli draw of each pixel every time an image is used; fixed: one "
     "draw made once with a constant seed; none: grey levels (the PyTorch example's inputs, "
     "for which the Bernoulli bound is not a likelihood; colour data takes none).")
-PRESET = flags.DEFINE_enum("preset", None, sorted(presets.PRESETS),
-                           "Set the flags of a named configuration (experiments/presets.py "
-                           "lists each with its command and result); explicit flags still win.")
 DOWNLOAD = flags.DEFINE_bool("download", True, "Download missing MNIST files (sha256 checked).")
 TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", 0, "Use only the first N training "
                                       "examples (0: all); for quick trials.", lower_bound=0)
 TEST_EXAMPLES = flags.DEFINE_integer("test_examples", 0, "Use only the first N test examples "
                                      "(0: all).", lower_bound=0)
+
+# The run: presets, keys, the workdir, evaluation and checkpoints.
+PRESET = flags.DEFINE_enum("preset", None, sorted(presets.PRESETS),
+                           "Set the flags of a named configuration (experiments/presets.py "
+                           "lists each with its command and result); explicit flags still win.")
+SEED = flags.DEFINE_integer("seed", 0, "Root of every key: init, shuffle, binarization, z.",
+                            lower_bound=0, upper_bound=2 ** 63 - 1)
+WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and pictures go.")
+FRESH = flags.DEFINE_bool("fresh", False, "Delete the workdir's checkpoints and metrics and "
+                          "start over instead of resuming.")
+EVAL_EVERY = flags.DEFINE_integer("eval_every", 1, "Evaluate, checkpoint and log every N "
+                                  "epochs (and at the last one, or when stopped).",
+                                  lower_bound=1)
+EVAL_BATCH_SIZE = flags.DEFINE_integer("eval_batch_size", 1000, "Test examples evaluated at "
+                                       "once.", lower_bound=1)
+KEEP = flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.", lower_bound=1)
 
 DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Join the other processes through jax.distributed.initialize() first: "
@@ -187,7 +198,7 @@ def load_dataset(name: str, *, data_path=None, tfds_name=None, image_size=None
   return data_lib.subset(dataset, TRAIN_EXAMPLES.value or None, TEST_EXAMPLES.value or None)
 
 
-def run_config(**overrides) -> runner.RunConfig:
+def run_config(**overrides) -> config_lib.RunConfig:
   """The flags as a frozen RunConfig."""
   values = dict(dataset=DATASET.value, data_path=str(DATA_PATH.value or ""),
                 tfds_name=TFDS_NAME.value or "", image_size=IMAGE_SIZE.value,
@@ -206,20 +217,28 @@ def run_config(**overrides) -> runner.RunConfig:
                 eval_batch_size=EVAL_BATCH_SIZE.value, keep_checkpoints=KEEP.value,
                 skip_nonfinite=SKIP_NONFINITE.value, log_grad_norm=LOG_GRAD_NORM.value)
   values.update(overrides)
-  return runner.RunConfig(**values)
+  return config_lib.RunConfig(**values)
 
 
-def train_main(default_workdir: str | None = None) -> None:
+def run(body, flag_of: dict | None = None) -> None:
+  """An entry point: absl parses the flags (no positional arguments), then `body()`
+  runs under `main_wrapper`'s error policy."""
+  def main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    main_wrapper(body, flag_of)
+  app.run(main)
+
+
+def train() -> None:
   """The training entry points' body: preset, data set, one run or a sweep. Flags
-  override the preset."""
-  def body():
-    apply_defaults(presets.get(PRESET.value))
-    if WORKDIR.value is None:
-      WORKDIR.value = default_workdir or f"runs/{DATASET.value}"
-    logging.info("Loading the data set %s", DATASET.value)
-    dataset = load_dataset(DATASET.value)
-    train_all(run_config(), dataset, workdir())
-  main_wrapper(body)
+  override the preset; the workdir defaults to runs/<dataset>."""
+  apply_defaults(presets.get(PRESET.value))
+  if WORKDIR.value is None:
+    WORKDIR.value = f"runs/{DATASET.value}"
+  logging.info("Loading the data set %s", DATASET.value)
+  dataset = load_dataset(DATASET.value)
+  train_all(run_config(), dataset, workdir())
 
 
 def _out_of_memory(e: Exception) -> bool:
@@ -228,7 +247,7 @@ def _out_of_memory(e: Exception) -> bool:
                                  "Unable to allocate", "Failed to allocate"))
 
 
-def main_wrapper(body) -> None:
+def main_wrapper(body, flag_of: dict | None = None) -> None:
   """Runs an entry point's body under the error policy: the user's errors, running out
   of memory and Ctrl-C before training is under way each end with one line and a
   non-zero exit; anything else is a bug and keeps its traceback."""
@@ -239,7 +258,7 @@ def main_wrapper(body) -> None:
   try:
     body()
   except USER_ERRORS as e:
-    fail(str(e))
+    fail(str(e), flag_of=flag_of)
   except MemoryError:
     fail("out of host memory; lower --batch_size, --L, --k or --eval_batch_size (or use "
          "fewer --train_examples)")
@@ -254,7 +273,7 @@ def main_wrapper(body) -> None:
          code=130)
 
 
-def train_all(config: runner.RunConfig, dataset: data_lib.Dataset, workdir: pathlib.Path):
+def train_all(config: config_lib.RunConfig, dataset: data_lib.Dataset, workdir: pathlib.Path):
   """Trains one model, or one per --latent_dims entry with a summary table."""
   if not LATENT_DIMS.value:
     return runner.train_and_evaluate(config, dataset, workdir, fresh=FRESH.value)
@@ -278,11 +297,9 @@ def write_summary(workdir: pathlib.Path, rows: list[dict]) -> None:
     w = csv.DictWriter(f, fieldnames=list(rows[0]))
     w.writeheader()
     w.writerows(rows)
-  fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)
-  lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-  lines += ["| " + " | ".join(fmt(v) for v in r.values()) + " |" for r in rows]
-  (workdir / "summary.md").write_text("\n".join(lines) + "\n")
-  logging.info("Summary (nats per image):\n%s", "\n".join(lines))
+  table = workdir_lib.markdown_table(list(rows[0]), [list(r.values()) for r in rows])
+  (workdir / "summary.md").write_text(table + "\n")
+  logging.info("Summary (nats per image):\n%s", table)
 
 
 class _QuietLibraries:
@@ -363,7 +380,7 @@ USER_ERRORS = (ValueError, OSError, data_lib.DataError, runner.NonFiniteError,
 
 def any_process(flag: bool) -> bool:
   """Whether `flag` holds on any process (so that all stop together)."""
-  return runner.any_process(flag)
+  return train.any_process(flag)
 
 
 def apply_defaults(values: dict) -> None:
@@ -387,7 +404,29 @@ def workdir() -> pathlib.Path:
   return pathlib.Path(WORKDIR.value).expanduser()
 
 
-def fail(message: str, code: int = 1) -> None:
+# Library arguments whose flag has another name.
+_FLAG_OF = {"num_samples": "L", "iwae_samples": "k"}
+_ARGUMENT = re.compile(r"(?<![\w\-/.$])([A-Za-z_]\w*)(=True\b|=)?")
+
+
+def as_flags(message: str, flag_of: dict | None = None) -> str:
+  """A library message in the command line's words: the library names its
+  arguments (`batch_size=4096`, `fresh=True`, `lower num_samples`), the user
+  typed flags (`--batch_size=4096`, `--fresh`, `lower --L`). Bare words are
+  taken for arguments only when they hold an underscore, or read "another workdir".
+  `flag_of` renames arguments for one entry point (e.g. batch_size -> iwae_batch_size)."""
+  flag_of = {**_FLAG_OF, **(flag_of or {})}
+  def one(m: re.Match) -> str:
+    name, value = m.group(1), m.group(2)
+    flag = flag_of.get(name, name)
+    bare_ok = "_" in name or name in flag_of or message[max(0, m.start() - 8):m.start()] == "another "
+    if flag not in flags.FLAGS or (value is None and not bare_ok):
+      return m.group(0)
+    return f"--{flag}" if value == "=True" else f"--{flag}{value or ''}"
+  return _ARGUMENT.sub(one, message)
+
+
+def fail(message: str, code: int = 1, flag_of: dict | None = None) -> None:
   """Exits with one line on stderr and no stack trace: for the user's errors.
 
   Exits at once (os._exit): whatever failed may have left background threads
@@ -396,7 +435,7 @@ def fail(message: str, code: int = 1) -> None:
   kernel's).
   """
   sys.stdout.flush()
-  sys.stderr.write(f"error: {message}\n")
+  sys.stderr.write(f"error: {as_flags(message, flag_of)}\n")
   sys.stderr.flush()
   logging.flush()
   os._exit(code)

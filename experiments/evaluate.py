@@ -11,11 +11,11 @@ import json
 import pathlib
 
 import jax
-from absl import app
 from absl import flags
 from absl import logging
 
 from experiments import common
+from vae_jax import data as data_lib
 from vae_jax import evaluate
 from vae_jax import runner
 from vae_jax import workdir as workdir_lib
@@ -45,7 +45,7 @@ def run(workdir: pathlib.Path) -> dict:
     workdir_lib.check_writable(workdir)
   dataset = common.load_dataset(config.dataset, data_path=config.data_path,
                                 tfds_name=config.tfds_name, image_size=config.image_size)
-  _, test_x = runner.model_inputs(dataset, config.binarize)
+  _, test_x = data_lib.model_inputs(dataset, config.binarize)
   key = jax.random.key(EVAL_SEED.value)
   logging.info("Evaluating %s (epoch %d) on %d test images", workdir, epoch, test_x.shape[0])
   result = {"workdir": str(workdir), "epoch": epoch, "test_examples": int(test_x.shape[0])}
@@ -72,11 +72,7 @@ def run(workdir: pathlib.Path) -> dict:
   return result
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  common.main_wrapper(lambda: run(common.workdir()))
-
-
 if __name__ == "__main__":
-  app.run(main)
+  # The library's arguments of the log p(x) estimate, as this entry point's flags.
+  common.run(lambda: run(common.workdir()),
+             flag_of={"batch_size": "iwae_batch_size", "num_samples": "k"})

@@ -13,7 +13,6 @@ the figure is WORKDIR/figure2_<dataset>.png and the table WORKDIR/summary.md.
 
 import json
 
-from absl import app
 from absl import flags
 
 from experiments import common
@@ -35,34 +34,28 @@ SETTINGS = {
 PAPER_SAMPLES = {"mnist": 10 ** 8, "frey_face": 10 ** 7}
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  common.setup()
+def figure2() -> None:
   name = DATASET.value
   if name not in SETTINGS:
-    common.fail(f"--dataset={name}: Figure 2 has {' and '.join(SETTINGS)}")
+    raise ValueError(f"--dataset={name}: Figure 2 has {' and '.join(SETTINGS)}")
   common.apply_defaults({**SETTINGS[name], "activation": "tanh", "optimizer": "adagrad",
                          "learning_rate": 0.02, "batch_size": 100})
-  try:
-    dataset = common.load_dataset(name)
-    overrides = dict(dataset=name, binarize="dynamic" if name == "mnist" else "none",
-                     likelihood="bernoulli" if name == "mnist" else "gaussian_sigmoid_mean")
-    if BUDGET.value == "paper":
-      steps = len(dataset.train) // common.BATCH_SIZE.value
-      overrides["epochs"] = -(-PAPER_SAMPLES[name] // (steps * common.BATCH_SIZE.value))
-    workdir = common.workdir()
-    common.train_all(common.run_config(**overrides), dataset, workdir)
-    curves = {}
-    for d in common.LATENT_DIMS.value:
-      lines = (workdir / f"latent_{d}" / "metrics.jsonl").read_text().splitlines()
-      curves[int(d)] = [json.loads(l) for l in lines]
-    path = workdir / f"figure2_{name}.png"
-    plots.save_learning_curves(path, curves, f"{name}: lower bound per data point "
-                               f"(solid: test, dashed: train)")
-  except common.USER_ERRORS as e:
-    common.fail(str(e))
+  dataset = common.load_dataset(name)
+  overrides = dict(dataset=name, binarize="dynamic" if name == "mnist" else "none",
+                   likelihood="bernoulli" if name == "mnist" else "gaussian_sigmoid_mean")
+  if BUDGET.value == "paper":
+    steps = len(dataset.train) // common.BATCH_SIZE.value
+    overrides["epochs"] = -(-PAPER_SAMPLES[name] // (steps * common.BATCH_SIZE.value))
+  workdir = common.workdir()
+  common.train_all(common.run_config(**overrides), dataset, workdir)
+  curves = {}
+  for d in common.LATENT_DIMS.value:
+    lines = (workdir / f"latent_{d}" / "metrics.jsonl").read_text().splitlines()
+    curves[int(d)] = [json.loads(l) for l in lines]
+  path = workdir / f"figure2_{name}.png"
+  plots.save_learning_curves(path, curves, f"{name}: lower bound per data point "
+                             f"(solid: test, dashed: train)")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(figure2)

@@ -9,7 +9,6 @@ test set (the same split for every run). Bounds are log-densities of continuous 
 normal here.
 """
 
-from absl import app
 from absl import flags
 
 from experiments import common
@@ -28,11 +27,5 @@ flags.set_default(common.DATASET, "frey_face")
 flags.set_default(common.BINARIZE, "none")
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  common.train_main()
-
-
 if __name__ == "__main__":
-  app.run(main)
+  common.run(common.train)

@@ -16,7 +16,6 @@ dynamic binarization, so the bound is a true Bernoulli likelihood. Expected:
 a test ELBO of about -102.9 nats after 10 epochs and -99.5 after 30 (README).
 """
 
-from absl import app
 from absl import flags
 
 from experiments import common
@@ -25,11 +24,5 @@ flags.adopt_module_key_flags(common)
 flags.set_default(common.WORKDIR, "runs/mnist")
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  common.train_main()
-
-
 if __name__ == "__main__":
-  app.run(main)
+  common.run(common.train)

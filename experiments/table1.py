@@ -20,14 +20,16 @@ Rows resume from their checkpoints: run the same command again after a stop.
 import json
 
 import jax
-from absl import app
 from absl import flags
 from absl import logging
 
 from experiments import common
 from experiments import presets
+from vae_jax import config as config_lib
+from vae_jax import data as data_lib
 from vae_jax import evaluate
 from vae_jax import runner
+from vae_jax import workdir as workdir_lib
 
 flags.adopt_module_key_flags(common)
 
@@ -50,11 +52,11 @@ EVAL_EXAMPLES = flags.DEFINE_integer("eval_examples", 2000, "Test images scored 
 flags.set_default(common.WORKDIR, "runs/table1")
 
 
-def _config(name: str, epochs: int) -> runner.RunConfig:
+def _config(name: str, epochs: int) -> config_lib.RunConfig:
   base = {**presets.burda_2016_fast(), "epochs": epochs, "warmup_epochs": max(1, epochs // 100),
           "eval_every": max(1, epochs // 10)}
   base["hidden_sizes"] = tuple(int(h) for h in base["hidden_sizes"])
-  return runner.RunConfig(dataset="mnist", **{**base, **ROWS[name]})
+  return config_lib.RunConfig(dataset="mnist", **{**base, **ROWS[name]})
 
 
 def _epoch_seconds(name: str, dataset, workdir) -> float:
@@ -63,52 +65,45 @@ def _epoch_seconds(name: str, dataset, workdir) -> float:
   return record["epoch_s"]
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  common.setup()
+def table1() -> None:
   unknown = [r for r in ROW_NAMES.value if r not in ROWS]
   if unknown:
-    common.fail(f"--rows: unknown {unknown}; expected some of {list(ROWS)}")
-  try:
-    workdir = common.workdir()
-    dataset = common.load_dataset("mnist")
-    _, test_x = runner.model_inputs(dataset, "dynamic")
-    test_x = test_x[:EVAL_EXAMPLES.value or None]
-    path = workdir / "table1.json"
-    # Rows of earlier invocations stay (each row resumes from its own workdir).
-    rows = [r for r in (json.loads(path.read_text()) if path.exists() else [])
-            if r["row"] not in ROW_NAMES.value]
-    for name in ROW_NAMES.value:
-      row_dir = workdir / name
-      epoch_s = _epoch_seconds(name, dataset, row_dir)
-      epochs = max(2, int(MINUTES.value * 60 / epoch_s))
-      logging.info("%s: %.2fs per epoch, %d epochs in %.1f minutes", name, epoch_s, epochs,
-                   MINUTES.value)
-      record = runner.train_and_evaluate(_config(name, epochs), dataset, row_dir / "run")
-      _, model, state, _ = runner.load_run(row_dir / "run")
-      ll = evaluate.marginal_log_likelihood(model.parts, state.params,
-                                            test_x[:MAX_EVAL.get(name, len(test_x))],
-                                            jax.random.key(0), num_samples=EVAL_K.value)
-      rows.append({"row": name, "epochs": epochs, "train_minutes": record["wall_s"] / 60,
-                   "test_elbo": record["test_elbo"], "log_px": ll["log_px"],
-                   "mc_stderr": ll["mc_stderr"], "data_stderr": ll["data_stderr"],
-                   "eval_examples": ll["n"], "eval_seconds": ll["seconds"],
-                   "paper": PAPER[name]})
-      rows.sort(key=lambda r: list(ROWS).index(r["row"]))
-      path.write_text(json.dumps(rows, indent=2) + "\n")
-  except common.USER_ERRORS as e:
-    common.fail(str(e))
-  lines = [f"| row | epochs | training (min) | test ELBO (10,000 images) | log p(x), k = "
-           f"{EVAL_K.value} | s.e. (Monte Carlo, images) | test images | paper |",
-           "|---|---|---|---|---|---|---|---|"]
-  lines += [f"| {r['row']} | {r['epochs']} | {r['train_minutes']:.1f} | {r['test_elbo']:.2f} | "
-            f"{r['log_px']:.2f} | {r['mc_stderr']:.3f}, {r['data_stderr']:.2f} | "
-            f"{r['eval_examples']} | {r['paper'] if r['paper'] is not None else '-'} |"
-            for r in rows]
-  (workdir / "table1.md").write_text("\n".join(lines) + "\n")
-  logging.info("Table 1 at %.1f minutes per row:\n%s", MINUTES.value, "\n".join(lines))
+    raise ValueError(f"--rows: unknown {unknown}; expected some of {list(ROWS)}")
+  workdir = common.workdir()
+  dataset = common.load_dataset("mnist")
+  _, test_x = data_lib.model_inputs(dataset, "dynamic")
+  test_x = test_x[:EVAL_EXAMPLES.value or None]
+  path = workdir / "table1.json"
+  # Rows of earlier invocations stay (each row resumes from its own workdir).
+  rows = [r for r in (json.loads(path.read_text()) if path.exists() else [])
+          if r["row"] not in ROW_NAMES.value]
+  for name in ROW_NAMES.value:
+    row_dir = workdir / name
+    epoch_s = _epoch_seconds(name, dataset, row_dir)
+    epochs = max(2, int(MINUTES.value * 60 / epoch_s))
+    logging.info("%s: %.2fs per epoch, %d epochs in %.1f minutes", name, epoch_s, epochs,
+                 MINUTES.value)
+    record = runner.train_and_evaluate(_config(name, epochs), dataset, row_dir / "run")
+    _, model, state, _ = runner.load_run(row_dir / "run")
+    ll = evaluate.marginal_log_likelihood(model.parts, state.params,
+                                          test_x[:MAX_EVAL.get(name, len(test_x))],
+                                          jax.random.key(0), num_samples=EVAL_K.value)
+    rows.append({"row": name, "epochs": epochs, "train_minutes": record["wall_s"] / 60,
+                 "test_elbo": record["test_elbo"], "log_px": ll["log_px"],
+                 "mc_stderr": ll["mc_stderr"], "data_stderr": ll["data_stderr"],
+                 "eval_examples": ll["n"], "eval_seconds": ll["seconds"],
+                 "paper": PAPER[name]})
+    rows.sort(key=lambda r: list(ROWS).index(r["row"]))
+    path.write_text(json.dumps(rows, indent=2) + "\n")
+  table = workdir_lib.markdown_table(
+      ["row", "epochs", "training (min)", "test ELBO (10,000 images)",
+       f"log p(x), k = {EVAL_K.value}", "s.e. (Monte Carlo, images)", "test images", "paper"],
+      [[r["row"], r["epochs"], f"{r['train_minutes']:.1f}", r["test_elbo"], r["log_px"],
+        f"{r['mc_stderr']:.3f}, {r['data_stderr']:.2f}", r["eval_examples"],
+        "-" if r["paper"] is None else r["paper"]] for r in rows])
+  (workdir / "table1.md").write_text(table + "\n")
+  logging.info("Table 1 at %.1f minutes per row:\n%s", MINUTES.value, table)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(table1)

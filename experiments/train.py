@@ -12,7 +12,6 @@ discretized logistic or continuous Bernoulli likelihood. The workdir defaults to
 runs/<dataset>. Same flags as `experiments.mnist`.
 """
 
-from absl import app
 from absl import flags
 
 from experiments import common
@@ -20,11 +19,5 @@ from experiments import common
 flags.adopt_module_key_flags(common)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  common.train_main()
-
-
 if __name__ == "__main__":
-  app.run(main)
+  common.run(common.train)

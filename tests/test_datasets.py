@@ -99,7 +99,7 @@ def test_folder_errors_name_the_file(tmp_path):
     datasets.load_folder(tmp_path / "bad")
   _write_pngs(tmp_path / "sizes", _images(4, (8, 8)))
   Image.fromarray(_images(1, (9, 8))[0]).save(tmp_path / "sizes" / "004.png")
-  with pytest.raises(data.DataError, match="004.png: 8x9 pixels.*--image_size"):
+  with pytest.raises(data.DataError, match="004.png: 8x9 pixels.*image_size"):
     datasets.load_folder(tmp_path / "sizes")
   assert datasets.load_folder(tmp_path / "sizes", image_size=8).image_shape == (8, 8, 1)
 

@@ -182,3 +182,22 @@ def test_general_entry_point_bad_settings_get_one_line(flags, message, data_root
     assert out.returncode == 0, out.stderr[-2000:]
     return
   assert out.returncode == 1 and message in out.stderr.splitlines()[-1], out.stderr[-2000:]
+
+
+def test_library_errors_are_shown_as_the_flags_typed():
+  # The library names its arguments; the command line shows the flag each came from.
+  from experiments import common  # pylint: disable=g-import-not-at-top
+  cases = {
+      "batch_size=4096: larger than the 2048 training images":
+          "--batch_size=4096: larger than the 2048 training images",
+      "needs 3 GiB (num_samples=100000, batch_size=128); lower num_samples or batch_size":
+          "needs 3 GiB (--L=100000, --batch_size=128); lower --L or --batch_size",
+      "workdir=/tmp/a_b holds a run with other settings; use another workdir, or fresh=True":
+          "--workdir=/tmp/a_b holds a run with other settings; use another --workdir, or --fresh",
+      "the model's seed and the workdir of a run": "the model's seed and the workdir of a run",
+      "--workdir is empty": "--workdir is empty",
+  }
+  for library, shown in cases.items():
+    assert common.as_flags(library) == shown
+  assert (common.as_flags("lower chunk_size or batch_size", {"batch_size": "iwae_batch_size"})
+          == "lower --chunk_size or --iwae_batch_size")

@@ -315,8 +315,8 @@ def test_a_checkpoint_without_checksum_from_an_older_version_restores_unverified
 def test_a_run_that_saved_no_checkpoint_does_not_block_the_corrected_command(small, tmp_path):
   # A setting too large for memory is refused before the first step (XLA's own count).
   too_big = runner.RunConfig(**{**CONFIG.__dict__, "num_samples": 100_000, "batch_size": 512})
-  with pytest.raises(ValueError, match=r"a training step needs about .* GiB \(--L=100000, "
-                                       r"--batch_size=512\).*lower --L or --batch_size"):
+  with pytest.raises(ValueError, match=r"a training step needs about .* GiB \(num_samples=100000, "
+                                       r"batch_size=512\).*lower num_samples or batch_size"):
     runner.train_and_evaluate(too_big, small, tmp_path)
   assert json.loads((tmp_path / "config.json").read_text())["num_samples"] == 100_000
   # It saved nothing, so the corrected command starts there (no --fresh needed).

@@ -60,10 +60,10 @@ def test_fresh_starts_over_and_other_settings_are_refused(small, tmp_path):
 
 
 def test_bad_settings(small, tmp_path):
-  with pytest.raises(ValueError, match=r"--batch_size=4096: larger than the 2048"):
+  with pytest.raises(ValueError, match=r"batch_size=4096: larger than the 2048"):
     runner.train_and_evaluate(dataclasses.replace(CONFIG, batch_size=4096), small, tmp_path)
   (tmp_path / "file").write_text("")
   with pytest.raises(ValueError, match="is a file"):
     runner.train_and_evaluate(CONFIG, small, tmp_path / "file")
-  with pytest.raises(ValueError, match="--binarize=sometimes"):
+  with pytest.raises(ValueError, match="binarize=sometimes"):
     runner.train_and_evaluate(dataclasses.replace(CONFIG, binarize="sometimes"), small, tmp_path)

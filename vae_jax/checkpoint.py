@@ -117,8 +117,8 @@ class Checkpointer:
                         "not restoring it")
         continue
       if not np.array_equal(item["root_key"], jax.random.key_data(root_key)):
-        raise ValueError(f"{self.directory}: the checkpoint was written with another --seed; "
-                         f"pass the same seed, or --fresh to start over")
+        raise ValueError(f"{self.directory}: the checkpoint was written with another seed; "
+                         f"pass the same seed, or fresh=True to start over")
       logging.info("Restored epoch %d from %s", step, self.directory)
       state = item["state"]
       return int(item["epoch"]), (type(template)(**state) if hasattr(template, "_asdict")
@@ -126,7 +126,7 @@ class Checkpointer:
     raise CheckpointError(
         f"{self.directory}: none of the checkpoints {damaged} could be restored into this model "
         f"(newest: {first_error}); they are kept there. If that run had other settings, pass "
-        f"them again; else start over with --fresh or another --workdir")
+        f"them again; else start over with fresh=True or another workdir")
 
   def _restore_verified(self, step, template, root_key):
     abstract = {"state": _as_item(template), "epoch": np.asarray(0, np.int32),
@@ -167,8 +167,8 @@ class Checkpointer:
         raise CheckpointError(
             f"{self.directory}: checkpoint {step} holds arrays of other shapes than this model "
             f"({name}: {shapes[name]} there, {tuple(np.shape(leaf))} here): that run had "
-            f"other settings. Pass them again; else start over with --fresh or another "
-            f"--workdir (the checkpoints are kept)")
+            f"other settings. Pass them again; else start over with fresh=True or another "
+            f"workdir (the checkpoints are kept)")
 
   def _restore(self, step, abstract):
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract)
@@ -207,4 +207,4 @@ class Checkpointer:
       raise CheckpointError(
           f"could not write a checkpoint in {self.directory} ({reason.strip()}); the last "
           f"complete one is epoch {self._manager.latest_step()}. Free some space or pass "
-          f"another --workdir, then run again to resume") from None
+          f"another workdir, then run again to resume") from None

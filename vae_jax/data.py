@@ -149,8 +149,8 @@ def load_mnist(data_dir, *, download: bool = False, timeout: float = 30.0) -> Da
   if missing:
     raise DataError(
         f"MNIST not found: {data_dir} lacks {', '.join(missing)} ({reason}). Copy the four "
-        f"official IDX .gz files there (or point --data_dir or ${DATA_ENV} at them), run with "
-        f"--download on a machine with internet, or use --data_source=tfds "
+        f"official IDX .gz files there (or point data_dir or ${DATA_ENV} at them), run with "
+        f"download=True on a machine with internet, or use data_source=tfds "
         f"(pip install 'vae-jax[tfds]').")
   arrays = {}
   for part, (name, size, sha) in MNIST_FILES.items():
@@ -186,7 +186,7 @@ def load_frey_face(path, *, num_test: int = 200) -> Dataset:
     path = path / FREY_FILE
   if not path.is_file():
     raise DataError(f"Frey Face not found: no {path}. Put {FREY_FILE} (Sam Roweis's data page) "
-                    f"there, or pass --data_dir / set ${DATA_ENV} to the directory holding it.")
+                    f"there, or pass data_dir / set ${DATA_ENV} to the directory holding it.")
   try:
     mat = sio.loadmat(path)
   except Exception as e:  # scipy raises several types for a bad file.
@@ -278,3 +278,16 @@ def fixed_binarization(images: np.ndarray, stream: int) -> np.ndarray:
   key = jax.random.fold_in(jax.random.key(FIXED_BINARIZATION_SEED), stream)
   x = jax.random.bernoulli(key, to_unit_interval(jnp.asarray(images)))
   return np.asarray(x, np.uint8) * 255
+
+
+def model_inputs(dataset: Dataset, binarize: str):
+  """(train images as stored on the device, test set as float32 model inputs)."""
+  if binarize not in BINARIZATIONS:
+    raise ValueError(f"binarize={binarize}: expected one of {list(BINARIZATIONS)}")
+  train_images, test_images = dataset.train, dataset.test
+  if binarize in ("dynamic", "fixed") and dataset.train.dtype == np.uint8:
+    # The test set is binarized once, so every epoch and run is scored on the same data.
+    test_images = fixed_binarization(test_images, stream=1)
+    if binarize == "fixed":
+      train_images = fixed_binarization(train_images, stream=0)
+  return train_images, to_unit_interval(jnp.asarray(test_images))

@@ -151,7 +151,7 @@ def _read_images(files, image_size: int, what: str) -> np.ndarray:
       shape = a.shape[:2]
     elif a.shape[:2] != shape:
       raise DataError(f"{f}: {a.shape[1]}x{a.shape[0]} pixels, but {files[0]} has "
-                      f"{shape[1]}x{shape[0]}; pass image_size (--image_size) to resize all")
+                      f"{shape[1]}x{shape[0]}; pass image_size to resize all")
     arrays.append(a)
   if any(a.ndim == 3 for a in arrays):  # some colour: every image as RGB
     arrays = [a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=-1) for a in arrays]
@@ -195,7 +195,7 @@ def load_folder(path, *, image_size: int = 0) -> Dataset:
   if train.shape[1:] != test.shape[1:]:
     if train.shape[1:3] != test.shape[1:3]:
       raise DataError(f"{path}: train images are {train.shape[1:3]}, test images "
-                      f"{test.shape[1:3]}; pass image_size (--image_size) to resize all")
+                      f"{test.shape[1:3]}; pass image_size to resize all")
     train, test = (np.repeat(a, 3, -1) if a.shape[-1] == 1 else a for a in (train, test))
   return Dataset(train, test, None, None, tuple(train.shape[1:]))
 

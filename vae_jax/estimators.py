@@ -5,11 +5,15 @@ carries the gradient into the encoder. `score_function_surrogate` is the
 REINFORCE alternative that Kingma & Welling (2014, Section 2.2) set it against:
 its value is the same ELBO estimate, but z is held fixed and the encoder's
 gradient comes from f(z) * grad log q(z|x) instead, an unbiased estimator with
-a much larger variance.
+a much larger variance. `gradient_variance` measures both on a model.
 """
 
+import functools
+
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
+import numpy as np
 
 from vae_jax import distributions
 from vae_jax import objectives
@@ -50,3 +54,58 @@ def score_function_surrogate(encoder, decoder, x, key, *, prior=None, num_sample
   if estimator == "analytic":
     value = value - distributions.kl_divergence(posterior, prior)
   return value
+
+
+# The estimators `gradient_variance` compares: each a per-example surrogate of the ELBO.
+SURROGATES = {"reparameterization": objectives.elbo,
+              "score_function": score_function_surrogate}
+
+
+@functools.partial(jax.jit, static_argnames=("parts_fn", "surrogate", "num_samples"))
+def encoder_gradient_moments(parts_fn, surrogate, params, x, keys, *, num_samples: int):
+  """Sum and sum of squares, over `keys` `[R]`, of the flattened gradient of the
+  batch-mean `surrogate` with respect to the encoder's parameters
+  (`params["params"]["encoder"]`): two `[P]` arrays."""
+  def grad(key):
+    def mean_bound(p):
+      enc, dec, prior = parts_fn(p)
+      return surrogate(enc, dec, x, key, prior=prior, num_samples=num_samples).mean()
+    g = jax.grad(mean_bound)(params)
+    return jax.flatten_util.ravel_pytree(g["params"]["encoder"])[0]
+
+  def body(acc, key):
+    g = grad(key)
+    return (acc[0] + g, acc[1] + g * g), None
+
+  size = jax.flatten_util.ravel_pytree(params["params"]["encoder"])[0].size
+  zeros = jnp.zeros(size, jnp.float32)
+  return jax.lax.scan(body, (zeros, zeros), keys)[0]
+
+
+def gradient_variance(parts_fn, params, x, key, sample_counts, repeats: int) -> list[dict]:
+  """The variance of the encoder's gradient under each of `SURROGATES`, per L.
+
+  For each L in `sample_counts`, `repeats` independent estimates (keys from
+  `fold_in(key, L)`) of the gradient of the batch-mean ELBO of `x` `[batch, ...]`.
+
+  Returns:
+    One dict per L: "L", and for each estimator name, "{name}_variance" (the
+    trace of the gradient's covariance, summed over parameters, unbiased) and
+    "{name}_mean_sq_norm" (the squared norm of the mean gradient); and
+    "variance_ratio" (score function over reparameterization).
+  """
+  if repeats < 2:
+    raise ValueError(f"repeats={repeats}: a variance needs at least 2")
+  rows = []
+  for num_samples in sample_counts:
+    row = {"L": int(num_samples)}
+    keys = jax.random.split(jax.random.fold_in(key, num_samples), repeats)
+    for name, surrogate in SURROGATES.items():
+      s, s2 = (np.asarray(a, np.float64) for a in encoder_gradient_moments(
+          parts_fn, surrogate, params, x, keys, num_samples=int(num_samples)))
+      mean = s / repeats
+      row[f"{name}_variance"] = float(((s2 - repeats * mean ** 2) / (repeats - 1)).sum())
+      row[f"{name}_mean_sq_norm"] = float(np.sum(mean ** 2))
+    row["variance_ratio"] = row["score_function_variance"] / row["reparameterization_variance"]
+    rows.append(row)
+  return rows

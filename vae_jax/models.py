@@ -30,12 +30,19 @@ ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh, "softplus": nn.softplus,
 # holding one stays a static argument.
 
 @dataclasses.dataclass(frozen=True)
-class BernoulliHead:
-  """Bernoulli from logits: binary data (or dynamically binarized grey levels)."""
+class _LogitsHead:
+  """A distribution of one parameter per entry, its logits (`distribution`)."""
   params_per_entry = 1
+  distribution = None
 
-  def __call__(self, out: jax.Array, event_ndims: int = 1) -> distributions.Bernoulli:
-    return distributions.Bernoulli(out[..., 0], event_ndims)
+  def __call__(self, out: jax.Array, event_ndims: int = 1):
+    return self.distribution(out[..., 0], event_ndims)  # pylint: disable=not-callable
+
+
+@dataclasses.dataclass(frozen=True)
+class BernoulliHead(_LogitsHead):
+  """Bernoulli from logits: binary data (or dynamically binarized grey levels)."""
+  distribution = distributions.Bernoulli
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,12 +64,9 @@ class GaussianHead:
 
 
 @dataclasses.dataclass(frozen=True)
-class ContinuousBernoulliHead:
+class ContinuousBernoulliHead(_LogitsHead):
   """The continuous Bernoulli from logits: grey levels in [0, 1]."""
-  params_per_entry = 1
-
-  def __call__(self, out: jax.Array, event_ndims: int = 1) -> distributions.ContinuousBernoulli:
-    return distributions.ContinuousBernoulli(out[..., 0], event_ndims)
+  distribution = distributions.ContinuousBernoulli
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +160,33 @@ def flatten_event(x: jax.Array, event_shape: Sequence[int]) -> jax.Array:
   return x.reshape(x.shape[:x.ndim - n] + (math.prod(event_shape),))
 
 
-class VAE(nn.Module):
+class _StandardNormalPriorVAE(nn.Module):
+  """What the one-latent VAEs share: `decode`, the prior N(0, I) over `latent_dim`
+  and `parts`; a subclass gives `encoder`, `decoder` and `encode`."""
+
+  def __call__(self, x: jax.Array):
+    """Encodes and decodes the encoder mean: used by `init` to create every parameter."""
+    return self.decode(self.encode(x).mean).mean()
+
+  def decode(self, z: jax.Array):
+    """`[..., Z]` -> p(x|z) over `[..., *event_shape]`."""
+    return self.decoder(z)
+
+  @nn.nowrap
+  def prior(self) -> distributions.StandardNormal:
+    return distributions.StandardNormal(self.latent_dim)
+
+  @nn.nowrap
+  def parts(self, params) -> Parts:
+    """(encoder, decoder, prior) with `params` bound: what the objectives take.
+
+    Works under `jax.grad` and `jax.jit` (the binding happens on traced params).
+    """
+    bound = self.bind(params)
+    return Parts(bound.encode, bound.decode, self.prior())
+
+
+class VAE(_StandardNormalPriorVAE):
   """A VAE with an MLP diagonal-Gaussian encoder, an MLP decoder (hidden sizes
   mirrored) and the prior N(0, I).
 
@@ -200,30 +230,9 @@ class VAE(nn.Module):
     self.decoder = Decoder(self.event_shape, tuple(self.hidden_sizes)[::-1], self.activation,
                            self.likelihood, self.dtype)
 
-  def __call__(self, x: jax.Array):
-    """Encodes and decodes the encoder mean: used by `init` to create every parameter."""
-    return self.decode(self.encode(x).mean).mean()
-
   def encode(self, x: jax.Array) -> distributions.DiagonalGaussian:
     """`[..., *event_shape]` -> q(z|x) over `[..., Z]`."""
     return self.encoder(flatten_event(x, self.event_shape))
-
-  def decode(self, z: jax.Array):
-    """`[..., Z]` -> p(x|z) over `[..., *event_shape]`."""
-    return self.decoder(z)
-
-  @nn.nowrap
-  def prior(self) -> distributions.StandardNormal:
-    return distributions.StandardNormal(self.latent_dim)
-
-  @nn.nowrap
-  def parts(self, params) -> Parts:
-    """(encoder, decoder, prior) with `params` bound: what the objectives take.
-
-    Works under `jax.grad` and `jax.jit` (the binding happens on traced params).
-    """
-    bound = self.bind(params)
-    return Parts(bound.encode, bound.decode, self.prior())
 
 
 def _check_activation(name: str) -> None:
@@ -287,7 +296,7 @@ class ConvDecoder(nn.Module):
     return self.head(h.reshape(lead + (height, width, c_out, p)), 3)
 
 
-class ConvVAE(nn.Module):
+class ConvVAE(_StandardNormalPriorVAE):
   """A convolutional VAE for `[batch, H, W, C]` images, H and W divisible by
   2^len(channels); prior N(0, I).
 
@@ -319,25 +328,9 @@ class ConvVAE(nn.Module):
     self.decoder = ConvDecoder(tuple(self.image_shape), tuple(self.channels), self.hidden,
                                self.likelihood, self.dtype)
 
-  def __call__(self, x: jax.Array):
-    return self.decode(self.encode(x).mean).mean()
-
   def encode(self, x: jax.Array) -> distributions.DiagonalGaussian:
     """`[..., H, W, C]` -> q(z|x) over `[..., Z]`."""
     return self.encoder(x)
-
-  def decode(self, z: jax.Array):
-    """`[..., Z]` -> p(x|z) over `[..., H, W, C]`."""
-    return self.decoder(z)
-
-  @nn.nowrap
-  def prior(self) -> distributions.StandardNormal:
-    return distributions.StandardNormal(self.latent_dim)
-
-  @nn.nowrap
-  def parts(self, params) -> Parts:
-    bound = self.bind(params)
-    return Parts(bound.encode, bound.decode, self.prior())
 
 
 class TwoLayerVAE(nn.Module):
@@ -365,13 +358,11 @@ class TwoLayerVAE(nn.Module):
   dtype: Any = None
 
   @property
-  def event_shape(self) -> tuple[int, ...]:
-    return tuple(self.image_shape) if self.image_shape else (self.input_dim,)
-
-  @property
   def latent_dim(self) -> int:
     """The size of the joint z = [z1, z2]."""
     return sum(self.latent_dims)
+
+  event_shape = VAE.event_shape  # the same data: flat vectors, or images flattened inside
 
   @nn.nowrap
   def _conditionals(self, **parent):

@@ -1,17 +1,43 @@
 """Pictures on the host: image grids, the latent manifold, the latent scatter.
 
-Everything here takes numpy arrays and writes PNGs with matplotlib's Agg
-backend; nothing runs under `jit`.
+Everything here takes numpy arrays and writes PNGs through matplotlib's
+object-oriented `Figure` (no pyplot): importing this module switches no backend,
+so a notebook keeps its inline plots. Nothing here runs under `jit`.
 """
 
 import pathlib
 
+import jax.numpy as jnp
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+from matplotlib.figure import Figure
 import numpy as np
 from scipy import stats
+
+from vae_jax import distributions
+from vae_jax import generation
+
+
+_TITLES = {"reconstructions": "test images (odd rows) and reconstructions (even rows)",
+           "samples": "decoded z ~ N(0, I)", "manifold": "decoded grid of z (inverse normal CDF)"}
+
+
+def model_grids(parts, test_x, image_shape, key) -> dict[str, np.ndarray]:
+  """A model's pictures as grids: "reconstructions" of `test_x[:64]`, 64 "samples"
+  drawn with `key`, and, for a 2-d N(0, I) prior, the "manifold" (Figure 4)."""
+  recon = generation.reconstruct(parts, test_x[:64])
+  grids = {"reconstructions": reconstruction_grid(np.asarray(test_x[:64]), np.asarray(recon),
+                                                  image_shape, 16),
+           "samples": tile(np.asarray(generation.generate(parts, key, 64)), image_shape, 8)}
+  if isinstance(parts.prior, distributions.StandardNormal) and parts.prior.dim == 2:
+    z = jnp.asarray(manifold_latents(20))
+    grids["manifold"] = tile(np.asarray(generation.decode(parts, z)), image_shape, 20)
+  return grids
+
+
+def save_model_grids(directory: pathlib.Path, grids: dict) -> None:
+  """Each grid of `model_grids` as DIRECTORY/NAME.png, titled."""
+  for name, g in grids.items():
+    save_grid(pathlib.Path(directory) / f"{name}.png", g, _TITLES[name])
 
 
 def tile(images: np.ndarray, image_shape, cols: int) -> np.ndarray:
@@ -32,7 +58,7 @@ def tile(images: np.ndarray, image_shape, cols: int) -> np.ndarray:
 def save_grid(path, grid: np.ndarray, title: str | None = None, scale: float = 0.025) -> None:
   """Writes a tiled grid of images in [0, 1] (grey `[H, W]` or colour `[H, W, 3]`) as a PNG,
   2.5 screen pixels per image pixel."""
-  fig = plt.figure(figsize=(max(2.0, grid.shape[1] * scale), max(2.0, grid.shape[0] * scale)))
+  fig = Figure(figsize=(max(2.0, grid.shape[1] * scale), max(2.0, grid.shape[0] * scale)))
   ax = fig.add_axes((0, 0, 1, 0.93 if title else 1))
   if grid.ndim == 2:
     ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
@@ -42,7 +68,6 @@ def save_grid(path, grid: np.ndarray, title: str | None = None, scale: float = 0
   if title:
     fig.suptitle(title, fontsize=9)
   fig.savefig(pathlib.Path(path), dpi=100)
-  plt.close(fig)
 
 
 def reconstruction_grid(originals, reconstructions, image_shape, cols: int = 16) -> np.ndarray:
@@ -66,7 +91,8 @@ def manifold_latents(n: int = 20, eps: float = 0.05) -> np.ndarray:
 
 def save_latent_scatter(path, means: np.ndarray, labels: np.ndarray | None, title: str) -> None:
   """The encoder means `[n, 2]` of a data set, coloured by label."""
-  fig, ax = plt.subplots(figsize=(6, 5.4))
+  fig = Figure(figsize=(6, 5.4))
+  ax = fig.subplots()
   if labels is None:
     ax.scatter(means[:, 0], means[:, 1], s=3, alpha=0.6)
   else:
@@ -75,9 +101,7 @@ def save_latent_scatter(path, means: np.ndarray, labels: np.ndarray | None, titl
   ax.set_xlabel("$z_1$ (encoder mean)")
   ax.set_ylabel("$z_2$ (encoder mean)")
   ax.set_title(title, fontsize=10)
-  fig.tight_layout()
-  fig.savefig(pathlib.Path(path), dpi=100)
-  plt.close(fig)
+  _save(fig, path)
 
 
 def save_learning_curves(path, curves: dict, title: str) -> None:
@@ -88,38 +112,68 @@ def save_learning_curves(path, curves: dict, title: str) -> None:
     curves: {latent size: the run's metrics.jsonl records}.
     title: the figure's title.
   """
-  fig, ax = plt.subplots(figsize=(7, 4.8))
-  colours = plt.cm.viridis(np.linspace(0, 0.9, len(curves)))
+  fig = Figure(figsize=(7, 4.8))
+  ax = fig.subplots()
+  colours = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, len(curves)))
   for colour, (size, records) in zip(colours, sorted(curves.items())):
     seen = [r["examples_seen"] for r in records]
     ax.plot(seen, [r["test_elbo"] for r in records], color=colour, label=f"$N_z$ = {size}")
     ax.plot(seen, [r["train_elbo"] for r in records], color=colour, linestyle="--")
-  ax.set_xscale("log")
-  ax.set_xlabel("training samples evaluated")
-  ax.set_ylabel("lower bound (nats per data point)")
-  ax.set_title(title, fontsize=10)
-  ax.grid(alpha=0.3)
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(pathlib.Path(path), dpi=100)
-  plt.close(fig)
+  _finish(fig, ax, path, title, "training samples evaluated", "lower bound (nats per data point)")
+
+
+def save_time_curves(path, curves: dict, title: str, marks: dict | None = None) -> None:
+  """Test ELBO against training wall time, one line per run.
+
+  Args:
+    path: the PNG to write.
+    curves: {label: the run's metrics.jsonl records (with "wall_s", "test_elbo")}.
+    title: the figure's title.
+    marks: {label: epochs to mark and number on that run's line} (e.g. the
+      stage boundaries of a schedule), where the records reach them.
+  """
+  fig = Figure(figsize=(7.5, 4.8))
+  ax = fig.subplots()
+  for label, records in curves.items():
+    minutes = [r["wall_s"] / 60 for r in records]
+    line, = ax.plot(minutes, [r["test_elbo"] for r in records], label=label)
+    by_epoch = {r["epoch"]: r for r in records}
+    for epoch in (marks or {}).get(label, ()):
+      if epoch in by_epoch:
+        r = by_epoch[epoch]
+        ax.plot(r["wall_s"] / 60, r["test_elbo"], "o", color=line.get_color(), ms=4)
+        ax.annotate(str(epoch), (r["wall_s"] / 60, r["test_elbo"]), fontsize=7,
+                    xytext=(3, -9), textcoords="offset points")
+  best = max(r["test_elbo"] for records in curves.values() for r in records)
+  ax.set_ylim(best - 25, best + 1)  # the first minutes would flatten the end, where runs differ
+  _finish(fig, ax, path, title, "training wall time (minutes)", "test ELBO (nats per image)")
 
 
 def save_gradient_variance(path, rows: list[dict], title: str) -> None:
   """Total variance of the encoder gradient against L, one line per estimator."""
-  fig, ax = plt.subplots(figsize=(6.5, 4.5))
+  fig = Figure(figsize=(6.5, 4.5))
+  ax = fig.subplots()
   Ls = [r["L"] for r in rows]
   for name, style in (("score_function", "o-"), ("reparameterization", "s-")):
     ax.plot(Ls, [r[f"{name}_variance"] for r in rows], style, label=name.replace("_", " "))
   ax.plot(Ls, [rows[0]["reparameterization_mean_sq_norm"]] * len(Ls), "k:",
           label="squared norm of the mean gradient")
-  ax.set_xscale("log")
   ax.set_yscale("log")
-  ax.set_xlabel("samples of z per data point (L)")
-  ax.set_ylabel("total variance of the gradient estimate")
+  _finish(fig, ax, path, title, "samples of z per data point (L)",
+          "total variance of the gradient estimate")
+
+
+def _finish(fig: Figure, ax, path, title: str, xlabel: str, ylabel: str) -> None:
+  """A line plot's common ending: log x axis, labels, grid, legend, written to `path`."""
+  ax.set_xscale("log")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
   ax.set_title(title, fontsize=10)
   ax.grid(alpha=0.3, which="both")
   ax.legend()
+  _save(fig, path)
+
+
+def _save(fig: Figure, path) -> None:
   fig.tight_layout()
   fig.savefig(pathlib.Path(path), dpi=100)
-  plt.close(fig)

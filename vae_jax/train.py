@@ -173,7 +173,7 @@ def make_train_epoch(loss_fn, optimizer, *, binarize: str, skip_nonfinite: bool 
   Returns:
     epoch(state, batches `[steps, batch, ...]`, root_key) -> (state, metrics):
     jitted, the state donated, with `.lower(...)` for ahead-of-time compiling.
-    Metrics: the means over the epoch's steps of the step metrics,
+    Metrics: the means over the epoch's steps of the step metrics, `steps`,
     `nonfinite_steps` (a count) and `first_nonfinite_step` (-1 if none).
   """
   train_step = make_train_step(loss_fn, optimizer, skip_nonfinite=skip_nonfinite,
@@ -206,6 +206,7 @@ def _summarize(end_step, metrics: dict) -> dict:
   finite = metrics.pop("finite")
   first_step = end_step - finite.shape[0]
   summary = {k: jnp.mean(v) for k, v in metrics.items()}
+  summary["steps"] = jnp.asarray(finite.shape[0], jnp.int32)
   summary["nonfinite_steps"] = jnp.sum(~finite)
   summary["first_nonfinite_step"] = jnp.where(
       jnp.all(finite), -1, first_step + jnp.argmin(finite))
@@ -282,6 +283,14 @@ def local_copy(tree):
       return a.addressable_data(0)
     return a
   return jax.tree_util.tree_map(one, tree)
+
+
+def any_process(flag: bool) -> bool:
+  """Whether `flag` holds on any process: so that every process stops at the same epoch."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
 
 
 def replicate(tree, mesh: Mesh | None):

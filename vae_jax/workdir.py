@@ -1,13 +1,21 @@
-"""A run's working directory: one run at a time (an OS file lock), atomic writes,
-a write check before long work, and SIGINT/SIGTERM as a request to stop."""
+"""A run's working directory: one run at a time (an OS file lock), the settings
+it holds (config.json, checked before a resume), metrics.jsonl and TensorBoard,
+atomic writes, disk and write checks before long work, and SIGINT/SIGTERM as a
+request to stop. Multi-process runs: process 0 writes, every process checks.
+"""
 
 import fcntl
+import json
+import logging
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import tempfile
 import time
+
+import jax
 
 
 def write_atomic(path: pathlib.Path, text: str) -> None:
@@ -76,7 +84,7 @@ class Lock:
       holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
       os.close(fd)
       raise WorkdirBusy(f"{self.path.parent} is in use by {holder}; wait for that run to end "
-                        f"or stop it, or pass another --workdir") from None
+                        f"or stop it, or pass another workdir") from None
     os.ftruncate(fd, 0)
     os.write(fd, f"PID {os.getpid()} on {socket.gethostname()} (since "
                  f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode())
@@ -89,3 +97,150 @@ class Lock:
       fcntl.flock(self._fd, fcntl.LOCK_UN)
       os.close(self._fd)
       self._fd = None
+
+
+def read_json(path: pathlib.Path):
+  try:
+    return json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f"{path}: not valid JSON ({e}); repair or delete it (deleting config.json "
+                     f"lets the same command resume from the checkpoints)") from None
+
+
+def has_checkpoint(workdir: pathlib.Path) -> bool:
+  directory = pathlib.Path(workdir) / "checkpoints"
+  return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
+def check_is_dir(workdir: pathlib.Path) -> None:
+  if workdir.exists() and not workdir.is_dir():
+    raise ValueError(f"workdir={workdir}: is a file, not a directory; pass a directory path")
+
+
+def prepare(workdir: pathlib.Path, settings: dict, defaults: dict, resumable, fresh: bool) -> None:
+  """Checks `workdir` against a run's `settings` (a JSON-able dict) on every process;
+  process 0 alone creates it or, with `fresh`, deletes the old run, and the others
+  wait for it. A run there whose settings differ outside `resumable` is refused
+  (`defaults` stand in for settings its config.json predates); a run that saved
+  no checkpoint has nothing to protect and is replaced. config.json is written
+  later (`write_config`), once a resumed state has been accepted."""
+  check_is_dir(workdir)
+  primary = jax.process_index() == 0
+  if primary:
+    workdir.mkdir(parents=True, exist_ok=True)
+  config_path = workdir / "config.json"
+  if fresh and primary:
+    for name in ("checkpoints", "tensorboard", "metrics.jsonl", "config.json"):
+      p = workdir / name
+      if p.exists():
+        logging.warning("fresh start: removing %s", p)
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+  elif not fresh and config_path.exists() and not has_checkpoint(workdir):
+    logging.warning("%s: its run saved no checkpoint; starting this one there", workdir)
+  elif not fresh and config_path.exists():
+    old = read_json(config_path)
+    new = json.loads(json.dumps(settings))
+    # Data sizes recorded by older versions lack some keys: compare those present.
+    old["data"] = {**new.get("data", {}), **old.get("data", {})}
+    diff = [f"{k}: {old.get(k, defaults.get(k))!r} there, {new[k]!r} now" for k in new
+            if k not in resumable and old.get(k, defaults.get(k)) != new[k]]
+    if diff:
+      raise ValueError(f"workdir={workdir} holds a run with other settings ({'; '.join(diff)}); "
+                       f"use another workdir, or fresh=True to replace that run")
+  barrier("vae_jax: workdir prepared")
+
+
+def write_config(workdir: pathlib.Path, settings: dict) -> None:
+  if jax.process_index() == 0:
+    write_atomic(workdir / "config.json", json.dumps(settings, indent=2) + "\n")
+
+
+def check_disk_space(workdir: pathlib.Path, need_bytes: int) -> None:
+  """Refuses to start when the workdir's disk has less than `need_bytes` free."""
+  probe = workdir if workdir.exists() else next(p for p in workdir.parents if p.exists())
+  free = shutil.disk_usage(probe).free
+  if free < need_bytes:
+    raise ValueError(f"workdir={workdir}: {free / 1e6:.1f} MB free on its disk, but "
+                     f"checkpoints of this model need about {need_bytes / 1e6:.1f} MB; free "
+                     f"some space or pass another workdir")
+
+
+def barrier(name: str) -> None:
+  """Waits for every process (nothing to wait for with one)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
+
+
+def read_metrics(path: pathlib.Path) -> list[dict]:
+  """The records of a metrics.jsonl; a torn or blank last line (a kill while
+  appending) is dropped with a warning, damage elsewhere names the file and line."""
+  if not path.exists():
+    return []
+  lines = path.read_text(errors="replace").splitlines()
+  records = []
+  for i, line in enumerate(lines):
+    try:
+      record = json.loads(line)
+      if not isinstance(record, dict) or "epoch" not in record:
+        raise ValueError("not a metrics record")
+      records.append(record)
+    except ValueError as e:
+      if i == len(lines) - 1:
+        logging.warning("%s: dropping its last line, cut short (%s)", path, e)
+        break
+      raise ValueError(f"{path}: line {i + 1} is damaged ({e}); repair or delete that line "
+                       f"(the checkpoints are intact)") from None
+  return records
+
+
+class MetricsLog:
+  """metrics.jsonl (one JSON record per evaluated epoch) and TensorBoard scalars and
+  images, resumed at epoch `start`: lines past it belong to epochs that run again.
+  Process 0 writes; on the others every method does nothing."""
+
+  def __init__(self, workdir: pathlib.Path, start: int):
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    self.path = workdir / "metrics.jsonl"
+    self.primary = jax.process_index() == 0
+    kept = [r for r in read_metrics(self.path) if r["epoch"] <= start]
+    # Seconds of the run's earlier sittings, so that wall_s adds up over resumes.
+    self.wall_before = kept[-1].get("wall_s", 0.0) if kept else 0.0
+    self.writer = None
+    if self.primary:
+      write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+      self.writer = SummaryWriter(str(workdir / "tensorboard"),
+                                  purge_step=start + 1 if start else None)
+
+  def record(self, record: dict) -> None:
+    if not self.primary:
+      return
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    for k, v in record.items():
+      if k not in ("epoch", "step"):
+        self.writer.add_scalar(k, v, record["epoch"])
+
+  def add_images(self, grids: dict, step: int) -> None:
+    """TensorBoard images: {name: `[H, W]` grey or `[H, W, 3]` colour grid}."""
+    for name, g in grids.items() if self.primary else ():
+      self.writer.add_image(name, g, step, dataformats="HW" if g.ndim == 2 else "HWC")
+
+  def last_record(self) -> dict:
+    records = read_metrics(self.path)
+    return records[-1] if records else {}
+
+  def close(self) -> None:
+    if self.writer is not None:
+      try:
+        self.writer.close()
+      except OSError:  # a full disk: the error that stopped the run matters more
+        pass
+
+
+def markdown_table(header: list[str], rows: list[list], float_format: str = ".2f") -> str:
+  """A Markdown table (the summaries runs and benchmarks write); floats as `float_format`."""
+  fmt = lambda v: format(v, float_format) if isinstance(v, float) else str(v)
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+  return "\n".join(lines)
