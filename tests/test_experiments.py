@@ -186,7 +186,7 @@ def test_general_entry_point_bad_settings_get_one_line(flags, message, data_root
 
 def test_library_errors_are_shown_as_the_flags_typed():
   # The library names its arguments; the command line shows the flag each came from.
-  from experiments import common  # pylint: disable=g-import-not-at-top
+  from experiments import common, evaluate  # pylint: disable=g-import-not-at-top,unused-import
   cases = {
       "batch_size=4096: larger than the 2048 training images":
           "--batch_size=4096: larger than the 2048 training images",

@@ -29,4 +29,4 @@ def test_time_curves_mark_the_stage_ends(tmp_path):
                          marks={"paper schedule": [1, 4, 13, 40, 121]})
   image = np.asarray(Image.open(path).convert("L"))
   assert image.shape[0] > 300 and image.shape[1] > 500
-  assert image.min() < 100 < 250 < image.max() + 1  # lines drawn on a white ground
+  assert int(image.min()) < 100 and int(image.max()) == 255  # lines drawn on a white ground

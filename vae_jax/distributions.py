@@ -223,6 +223,31 @@ def kl_divergence(q, p) -> jax.Array:
 # -- likelihoods p(x|z) ----------------------------------------------------------------
 
 @struct.dataclass
+class Reshaped:
+  """A likelihood over flat `[..., D]` entries, seen as one over `[..., *event_shape]`
+  (D their product): `log_prob` flattens x, `mean` and `sample` give images.
+
+  The MLP decoders compute their likelihood in the flat layout: XLA's CPU backend
+  runs the same per-pixel terms over `[..., H, W, 1]` about 6 times slower (the
+  k = 5000 evaluation of an image model went from 76 to 13 GFLOP/s).
+  """
+  flat: Any
+  event_shape: tuple[int, ...] = struct.field(pytree_node=False)
+
+  def _unflatten(self, v: jax.Array) -> jax.Array:
+    return v.reshape(v.shape[:-1] + tuple(self.event_shape))
+
+  def log_prob(self, x: jax.Array) -> jax.Array:
+    return self.flat.log_prob(x.reshape(x.shape[:x.ndim - len(self.event_shape)] + (-1,)))
+
+  def mean(self) -> jax.Array:
+    return self._unflatten(self.flat.mean())
+
+  def sample(self, key: jax.Array) -> jax.Array:
+    return self._unflatten(self.flat.sample(key))
+
+
+@struct.dataclass
 class Bernoulli:
   """Bernoulli(sigmoid(logits)) per entry, exact for any float32 logit."""
   logits: jax.Array

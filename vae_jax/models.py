@@ -149,9 +149,12 @@ class Decoder(nn.Module):
     size = math.prod(self.event_shape)
     out = MLP(tuple(self.hidden_sizes) + (size * p,), self.activation, self.dtype,
               name="mlp")(z)
-    # Entry-major: the p parameters of one pixel sit together.
-    out = out.reshape(out.shape[:-1] + tuple(self.event_shape) + (p,))
-    return self.head(out, len(self.event_shape))
+    # Entry-major: the p parameters of one pixel sit together. The likelihood is
+    # computed flat and seen as images (`distributions.Reshaped`): much faster on a CPU.
+    flat = self.head(out.reshape(out.shape[:-1] + (size, p)), 1)
+    if len(self.event_shape) == 1:
+      return flat
+    return distributions.Reshaped(flat, tuple(self.event_shape))
 
 
 def flatten_event(x: jax.Array, event_shape: Sequence[int]) -> jax.Array:
