@@ -230,7 +230,7 @@ def run(body, flag_of: dict | None = None) -> None:
   app.run(main)
 
 
-def train() -> None:
+def train_main() -> None:
   """The training entry points' body: preset, data set, one run or a sweep. Flags
   override the preset; the workdir defaults to runs/<dataset>."""
   apply_defaults(presets.get(PRESET.value))

@@ -2,7 +2,7 @@ r"""Test ELBO against training wall time for several runs, in one plot (README's
 learning-curve figure).
 
   python -m experiments.curves \
-      --runs="burda_2016 (batch 20, 3^i schedule)=runs/burda,burda_2016_fast=runs/burda_fast" \
+      --runs="burda_2016 (batch 20; 3^i stages)=runs/burda,burda_2016_fast=runs/burda_fast" \
       --out=docs/burda_curves.png
 
 Each run is LABEL=WORKDIR (its metrics.jsonl). Runs trained with Burda et al.'s

@@ -28,4 +28,4 @@ flags.set_default(common.BINARIZE, "none")
 
 
 if __name__ == "__main__":
-  common.run(common.train)
+  common.run(common.train_main)

@@ -25,4 +25,4 @@ flags.set_default(common.WORKDIR, "runs/mnist")
 
 
 if __name__ == "__main__":
-  common.run(common.train)
+  common.run(common.train_main)

@@ -20,4 +20,4 @@ flags.adopt_module_key_flags(common)
 
 
 if __name__ == "__main__":
-  common.run(common.train)
+  common.run(common.train_main)

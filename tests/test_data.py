@@ -39,7 +39,7 @@ def test_missing_directory_names_it_and_both_ways_to_fill_it(tmp_path):
   with pytest.raises(data.DataError) as e:
     data.load_mnist(tmp_path / "nowhere")
   msg = str(e.value)
-  assert str(tmp_path / "nowhere") in msg and "--download" in msg and "tfds" in msg
+  assert str(tmp_path / "nowhere") in msg and "download=True" in msg and "tfds" in msg
   assert "\n" not in msg
 
 

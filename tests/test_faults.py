@@ -188,7 +188,7 @@ def test_full_disk_is_refused_before_any_work(data_root, small_disk):
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_disk_filling_up_mid_run_keeps_earlier_checkpoints(small, small_disk, monkeypatch):
   # Skip the start-up check, as if the disk filled up after it.
-  monkeypatch.setattr(runner, "_check_disk_space", lambda *a: None)
+  monkeypatch.setattr(workdir_lib, "check_disk_space", lambda *a: None)
   config = runner.RunConfig(**{**CONFIG.__dict__, "hidden_sizes": (128,)})
   with pytest.raises(checkpoint.CheckpointError,
                      match=r"could not write a checkpoint in .*small_disk.*No space left on "
