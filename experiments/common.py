@@ -378,11 +378,6 @@ USER_ERRORS = (ValueError, OSError, data_lib.DataError, runner.NonFiniteError,
                checkpoint.CheckpointError, workdir_lib.WorkdirBusy, evaluate.EvaluationStopped)
 
 
-def any_process(flag: bool) -> bool:
-  """Whether `flag` holds on any process (so that all stop together)."""
-  return train.any_process(flag)
-
-
 def apply_defaults(values: dict) -> None:
   """Sets each flag in `values` that the command line left alone."""
   for name, value in values.items():

@@ -18,6 +18,7 @@ from experiments import common
 from vae_jax import data as data_lib
 from vae_jax import evaluate
 from vae_jax import runner
+from vae_jax import train
 from vae_jax import workdir as workdir_lib
 
 flags.adopt_module_key_flags(common)
@@ -61,7 +62,7 @@ def run(workdir: pathlib.Path) -> dict:
         model.parts, state.params, test_x, key, num_samples=K.value,
         chunk_size=min(CHUNK.value, K.value), batch_size=IWAE_BATCH.value,
         block_size=BLOCK.value,
-        stop=lambda: common.any_process(stop.signal is not None))
+        stop=lambda: train.any_process(stop.signal is not None))
   result[f"log_px_k{K.value}"] = ll
   result["peak_memory_mb"] = evaluate.peak_memory_mb()
   logging.info("test log p(x) ~ %.3f nats (k=%d; Monte Carlo s.e. %.4f, over images %.3f), "
