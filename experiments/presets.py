@@ -29,7 +29,8 @@ def burda_2016() -> dict:
   their 3^i-epoch schedule, 3,280 epochs.
 
   python -m experiments.mnist --preset=burda_2016 --workdir=runs/burda
-  The paper: -86.76 nats (k = 5000) after 3,280 epochs.
+  The paper: -86.76 nats (k = 5000) after 3,280 epochs. Measured alone on a 2-core CPU:
+  epoch 557 after 46.9 min, test ELBO -92.36, log p(x) -87.87 (README's curve).
   """
   return dict(hidden_sizes=["200", "200"], activation="tanh", latent_dim=50, batch_size=20,
               lr_schedule="burda", epochs=3280)
@@ -42,8 +43,8 @@ def burda_2016_fast() -> dict:
 
   python -m experiments.mnist --preset=burda_2016_fast --workdir=runs/burda_fast
   python -m experiments.evaluate --workdir=runs/burda_fast
-  Measured: test ELBO -90.11, log p(x) -86.63 (k = 5000) after 1,200 epochs (70 min on
-  two busy CPU cores).
+  Measured alone on a 2-core CPU: 45.9 min of training, test ELBO -90.11 (L = 1),
+  log p(x) -86.63 (k = 5000; Monte Carlo s.e. 0.005, over the test images 0.23).
   """
   return dict(hidden_sizes=["200", "200"], activation="tanh", latent_dim=50, batch_size=250,
               learning_rate=2e-3, adam_b2=0.95, lr_schedule="warmup_cosine", warmup_epochs=5,
