@@ -42,7 +42,7 @@ def gradient_variance() -> None:
   config, model, state, epoch = runner.load_run(workdir)
   _, test_x = data_lib.model_inputs(dataset, config.binarize)
   rows = estimators.gradient_variance(model.parts, state.params, test_x[:MINIBATCH.value],
-                                      jax.random.key(config.seed),
+                                      config.root_key(),
                                       [int(v) for v in LS.value], REPEATS.value)
   for r in rows:
     logging.info("L=%d: total variance %.4g (reparameterization) vs %.4g (score function), "

@@ -48,7 +48,7 @@ def burda_2016_fast() -> dict:
   """
   return dict(hidden_sizes=["200", "200"], activation="tanh", latent_dim=50, batch_size=250,
               learning_rate=2e-3, adam_b2=0.95, lr_schedule="warmup_cosine", warmup_epochs=5,
-              epochs=1200, eval_every=10)
+              epochs=1200, eval_every=10, prng="philox4x32")
 
 
 def burda_2016_two_layer() -> dict:

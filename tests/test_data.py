@@ -126,14 +126,25 @@ def test_frey_face(data_root, tmp_path):
     data.load_frey_face(tmp_path)
 
 
-def test_binarization(mnist):
+@pytest.mark.parametrize("prng", ["threefry2x32", "philox4x32"])
+def test_binarization(mnist, prng):
   images = mnist.test[:2000]
-  x = data.binarize(jax.random.key(0), images, "dynamic")
+  key = lambda seed: jax.random.key(seed, impl=prng)
+  x = data.binarize(key(0), images, "dynamic")
   assert set(np.unique(x)) == {0.0, 1.0}
-  # Each pixel is on with probability grey / 255.
+  # Each pixel is on with probability grey / 255: over all pixels, and for each
+  # band of grey levels over 20 draws of the same images.
   p = images.mean() / 255
   assert abs(float(x.mean()) - p) < 4 * np.sqrt(p * (1 - p) / x.size)
-  assert not np.array_equal(x, data.binarize(jax.random.key(1), images, "dynamic"))
+  draws = np.stack([np.asarray(data.binarize(jax.random.fold_in(key(2), i), images[:200],
+                                             "dynamic")) for i in range(20)])
+  grey = np.broadcast_to(images[:200], draws.shape)
+  for lo, hi in [(1, 64), (64, 128), (128, 192), (192, 255), (255, 256)]:
+    band = (grey >= lo) & (grey < hi)
+    p = grey[band].mean() / 255
+    assert abs(draws[band].mean() - p) < 4 * np.sqrt(p * (1 - p) / band.sum()) + 1e-9, (lo, p)
+  assert not np.any(draws[grey == 0])
+  assert not np.array_equal(x, data.binarize(key(1), images, "dynamic"))
   np.testing.assert_array_equal(data.binarize(None, images, "none"), images / np.float32(255))
   fixed = data.fixed_binarization(images, stream=0)
   np.testing.assert_array_equal(fixed, data.fixed_binarization(images, stream=0))

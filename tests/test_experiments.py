@@ -174,6 +174,7 @@ def test_general_entry_point_trains_and_evaluates_each_source_and_model(source, 
     (["--model=two_layer"], "--estimator=monte_carlo"),
     (["--model=conv", "--dataset=frey_face", "--hidden_sizes=8"], None),
     (["--workdir="], "--workdir is empty"),
+    (["--prng=nope"], "--prng='nope': unrecognized PRNG implementation"),
 ])
 def test_general_entry_point_bad_settings_get_one_line(flags, message, data_root, tmp_path):
   out = run("experiments.train", "--epochs=1", "--train_examples=256", "--test_examples=64",

@@ -1,6 +1,6 @@
 """Faults and bad input: what the user sees, and that no work is lost.
 
-Bad inputs and faults tried here and in the tests they point to (72 in all):
+Bad inputs and faults tried here and in the tests they point to (73 in all):
   flags (test_experiments.py, 9): --L=0, --latent_dim=0, --estimator=exact,
     --binarize=sometimes, --learning_rate=-1, --latent_dims=2,five,
     --hidden_sizes=0, --batch_size larger than the data, --workdir a file;
@@ -32,9 +32,9 @@ Bad inputs and faults tried here and in the tests they point to (72 in all):
     of int64, of floats outside [0, 1], with NaN, with splits unlike each other,
     empty, not an .npz; an image folder missing, empty, with a corrupt PNG, with
     images of another size;
-  entry point (test_experiments.py, 4): --dataset=npz without --data_path,
+  entry point (test_experiments.py, 5): --dataset=npz without --data_path,
     --dataset=tfds without --tfds_name, --model=two_layer with the analytic KL,
-    --workdir=''.
+    --workdir='', --prng=nope (unknown to this JAX).
 """
 
 import json

@@ -48,6 +48,24 @@ def test_resumed_run_equals_uninterrupted_run(small, tmp_path):
   jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
 
 
+def test_another_prng_is_another_stream_that_resumes_alike(small, tmp_path):
+  philox = dataclasses.replace(CONFIG, prng="philox4x32")
+  whole, parts = tmp_path / "whole", tmp_path / "parts"
+  runner.train_and_evaluate(philox, small, whole)
+  runner.train_and_evaluate(dataclasses.replace(philox, epochs=1), small, parts)
+  with pytest.raises(ValueError, match=r"other settings \(prng: 'philox4x32' there"):
+    runner.train_and_evaluate(CONFIG, small, parts)  # the stream may not change mid-run
+  runner.train_and_evaluate(philox, small, parts)
+  assert helpers.run_metrics(parts) == helpers.run_metrics(whole)
+  config, _, state, _ = runner.load_run(parts)
+  assert config.prng == "philox4x32"
+  jax.tree_util.tree_map(np.testing.assert_array_equal, state, runner.load_run(whole)[2])
+  # Same seed, another generator: other draws, a bound as good within noise.
+  runner.train_and_evaluate(CONFIG, small, tmp_path / "threefry")
+  a, b = helpers.run_metrics(whole)[-1], helpers.run_metrics(tmp_path / "threefry")[-1]
+  assert a["test_elbo"] != b["test_elbo"] and abs(a["test_elbo"] - b["test_elbo"]) < 3
+
+
 def test_fresh_starts_over_and_other_settings_are_refused(small, tmp_path):
   config = dataclasses.replace(CONFIG, epochs=1)
   runner.train_and_evaluate(config, small, tmp_path)
@@ -65,5 +83,8 @@ def test_bad_settings(small, tmp_path):
   (tmp_path / "file").write_text("")
   with pytest.raises(ValueError, match="is a file"):
     runner.train_and_evaluate(CONFIG, small, tmp_path / "file")
+  with pytest.raises(ValueError, match=r"prng='nope': unrecognized PRNG implementation"):
+    runner.train_and_evaluate(dataclasses.replace(CONFIG, prng="nope"), small, tmp_path / "p")
+  assert not (tmp_path / "p").exists()
   with pytest.raises(ValueError, match="binarize=sometimes"):
     runner.train_and_evaluate(dataclasses.replace(CONFIG, binarize="sometimes"), small, tmp_path)

@@ -71,7 +71,7 @@ def _train(config, dataset, workdir, model, optimizer, settings) -> dict[str, An
   """The epochs of `train_and_evaluate`, once the workdir is locked and checked."""
   train_images, test_x = data_lib.model_inputs(dataset, config.binarize)
   mesh = train.data_mesh()
-  root = jax.random.key(config.seed)
+  root = config.root_key()
   state = train.replicate(config_lib.initial_state(config, model, optimizer, root), mesh)
   ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
   log = None
@@ -138,7 +138,7 @@ def load_run(workdir, epoch: int | None = None):
                  or config_lib.LEGACY_IMAGE_SHAPES[sizes.get("input_dim", 784)])
   model = config.build_model(tuple(image_shape))
   optimizer = config_lib.make_optimizer(config, sizes["train_examples"])
-  root = jax.random.key(config.seed)
+  root = config.root_key()
   ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints")
   try:
     if ckpt.latest_epoch() is None:
@@ -155,6 +155,7 @@ def load_run(workdir, epoch: int | None = None):
 def _check_config(config: RunConfig, dataset: data_lib.Dataset) -> None:
   """Settings that cannot work with this data set or these devices, one line each."""
   n_train, devices = dataset.train.shape[0], jax.device_count()
+  config.root_key()  # an unknown prng fails here, before the workdir is touched
   if config.batch_size > n_train:
     raise ValueError(f"batch_size={config.batch_size}: larger than the {n_train} training "
                      f"images; use at most {n_train}")
