@@ -13,7 +13,6 @@ gradient, and their ratio, as WORKDIR/gradient_variance.{md,json,png}.
 
 import json
 
-import jax
 from absl import flags
 from absl import logging
 
