@@ -202,3 +202,22 @@ def test_library_errors_are_shown_as_the_flags_typed():
     assert common.as_flags(library) == shown
   assert (common.as_flags("lower chunk_size or batch_size", {"batch_size": "iwae_batch_size"})
           == "lower --chunk_size or --iwae_batch_size")
+
+
+def test_table1_trains_each_row_for_the_budget_and_scores_it(data_root, tmp_path):
+  out = run("experiments.table1", "--rows=vae_1layer,iwae_1layer", "--minutes=0.1",
+            "--train_examples=1000", "--test_examples=100", "--eval_k=50",
+            f"--workdir={tmp_path}", data_root=data_root)
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = json.loads((tmp_path / "table1.json").read_text())
+  assert [r["row"] for r in rows] == ["vae_1layer", "iwae_1layer"]
+  for r in rows:
+    probe = [json.loads(l) for l in open(tmp_path / r["row"] / "probe" / "metrics.jsonl")]
+    # The budget over the faster of the probe's epochs 2 and 3 (the first compiles).
+    assert [m["epoch"] for m in probe] == [1, 2, 3]
+    assert r["epochs"] == max(2, int(0.1 * 60 / min(m["epoch_s"] for m in probe[1:])))
+    run_metrics = [json.loads(l) for l in open(tmp_path / r["row"] / "run" / "metrics.jsonl")]
+    assert run_metrics[-1]["epoch"] == r["epochs"]
+    assert r["eval_examples"] == 100 and r["log_px"] > r["test_elbo"] - 1.0
+  table = (tmp_path / "table1.md").read_text()
+  assert "| vae_1layer |" in table and "| iwae_1layer |" in table
