@@ -131,7 +131,7 @@ SEED = flags.DEFINE_integer("seed", 0, "Root of every key: init, shuffle, binari
                             lower_bound=0, upper_bound=2 ** 63 - 1)
 PRNG = flags.DEFINE_string("prng", "threefry2x32", "jax.random's generator for the root key: "
                            "threefry2x32 (JAX's default) or philox4x32 (Random123's Philox: "
-                           "the binarization noise 2 to 3 times as fast on a CPU).")
+                           "the binarization noise twice as fast on a CPU).")
 WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and pictures go.")
 FRESH = flags.DEFINE_bool("fresh", False, "Delete the workdir's checkpoints and metrics and "
                           "start over instead of resuming.")

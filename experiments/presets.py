@@ -40,7 +40,7 @@ def burda_2016_fast() -> dict:
   """Burda et al.'s one-layer VAE row in a fraction of their schedule: the same model and
   objective (ELBO, L = 1, dynamic binarization), batch 250, Adam 2e-3 with b2 = 0.95,
   5 epochs of warm-up then a cosine decay over 1,200 epochs, evaluated every 10; Philox
-  draws (its binarization noise costs a CPU a third of Threefry's).
+  draws (its binarization noise costs a CPU half of Threefry's).
 
   python -m experiments.mnist --preset=burda_2016_fast --workdir=runs/burda_fast
   python -m experiments.evaluate --workdir=runs/burda_fast

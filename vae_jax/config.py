@@ -63,7 +63,7 @@ class RunConfig:
   def root_key(self) -> jax.Array:
     """The run's root key, the source of all its randomness: `seed` under jax.random's
     `prng` implementation ("threefry2x32", JAX's default; "philox4x32", Random123's
-    Philox, draws the binarization noise 2 to 3 times as fast on a CPU)."""
+    Philox, draws the binarization noise twice as fast on a CPU)."""
     try:
       return jax.random.key(self.seed, impl=self.prng)
     except ValueError as e:  # an unknown name, or one this JAX does not have yet
