@@ -51,6 +51,21 @@ def test_log_likelihood_matches_plain_loop_for_any_chunking(problem, chunk, batc
   assert got["n"] == 7 and got["mc_stderr"] > 0
 
 
+def test_compiled_evaluation_equals_jit_and_survives_an_xla_without_the_option(problem,
+                                                                                monkeypatch):
+  """The k-sample evaluation's executable (its CPU compiler options) gives jax.jit's
+  numbers; an XLA that lacks the option compiles without it instead of failing."""
+  model, params, x = problem
+  key, kw = jax.random.key(4), dict(num_samples=30, chunk_size=8, batch_size=3)
+  want = evaluate.iwae_sums(model.parts, params, x, key, offset=jax.numpy.int32(2), **kw)
+  for options in (evaluate.CPU_COMPILER_OPTIONS, {"xla_cpu_no_such_option_in_any_xla": ""}):
+    monkeypatch.setattr(evaluate, "CPU_COMPILER_OPTIONS", options)
+    compiled = evaluate.compile_iwae_sums(model.parts, params, x, key, **kw)
+    got = compiled(params, x, key, offset=jax.numpy.int32(2))
+    for name in want:
+      np.testing.assert_allclose(got[name], want[name], rtol=1e-5, err_msg=name)
+
+
 def test_more_samples_never_lower_beyond_standard_error(problem):
   model, params, x = problem
   x = helpers.binary_data(jax.random.key(2), n=200, dim=12, p=0.4)

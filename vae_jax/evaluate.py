@@ -176,17 +176,48 @@ def available_memory_bytes() -> int | None:
   return None
 
 
-def iwae_block_bytes(parts_fn, params, x, key, *, num_samples, chunk_size, batch_size) -> int:
-  """XLA's own count of the memory one `iwae_sums` call on `x` needs (temporaries,
-  arguments, outputs): what a block of the evaluation costs, for any k."""
-  compiled = iwae_sums.lower(parts_fn, params, x, key, num_samples=num_samples,
-                             chunk_size=chunk_size, batch_size=batch_size,
-                             offset=jnp.int32(0)).compile()
+# XLA's CPU backend hands dots and their fused neighbours to YNNPACK by default.
+# For the k-sample evaluation's decoder (rows = chunk x batch, its weights
+# arguments) XLA's own dot emitter ran 1.6 to 1.9 times as fast on a 2-core AMD
+# EPYC (`python -m benchmarks.evaluation`: ceiling fraction 0.41 to 0.49 with
+# YNNPACK, 0.66 to 0.75 without; same log p(x)), while small training steps run
+# faster with it: so this option is given to this computation alone. Other
+# backends never see it.
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def compile_iwae_sums(parts_fn, params, x, key, *, num_samples: int, chunk_size: int,
+                      batch_size: int):
+  """`iwae_sums` compiled ahead of time for x's shape, called as
+  `compiled(params, x, key, offset=jnp.int32(j0))`.
+
+  On a CPU with `CPU_COMPILER_OPTIONS` (an XLA that lacks the option compiles
+  without it); elsewhere as `jax.jit` would.
+  """
+  lowered = iwae_sums.lower(parts_fn, params, x, key, num_samples=num_samples,
+                            chunk_size=chunk_size, batch_size=batch_size, offset=jnp.int32(0))
+  if jax.default_backend() == "cpu":
+    try:
+      return lowered.compile(compiler_options=CPU_COMPILER_OPTIONS)
+    except jax.errors.JaxRuntimeError as e:
+      if "No such compile option" not in str(e):
+        raise
+  return lowered.compile()
+
+
+def _block_bytes(compiled) -> int:
   stats = compiled.memory_analysis()
   if stats is None:
     return 0
   return int(stats.temp_size_in_bytes + stats.argument_size_in_bytes
              + stats.output_size_in_bytes)
+
+
+def iwae_block_bytes(parts_fn, params, x, key, *, num_samples, chunk_size, batch_size) -> int:
+  """XLA's own count of the memory one `iwae_sums` call on `x` needs (temporaries,
+  arguments, outputs): what a block of the evaluation costs, for any k."""
+  return _block_bytes(compile_iwae_sums(parts_fn, params, x, key, num_samples=num_samples,
+                                        chunk_size=chunk_size, batch_size=batch_size))
 
 
 def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000,
@@ -227,9 +258,21 @@ def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000
   block_size = max(1, min(block_size, n))
   first = x[:max(1, min(batch_size, block_size))]
   free = available_memory_bytes()
+  compiled = {}  # one executable per block shape (the last block's, a process's share)
+
+  def run(xs, offset):
+    if xs.shape not in compiled:
+      compiled[xs.shape] = compile_iwae_sums(parts_fn, params, xs, key, num_samples=num_samples,
+                                             chunk_size=chunk_size,
+                                             batch_size=max(1, min(batch_size, xs.shape[0])))
+    return compiled[xs.shape](params, xs, key, offset=jnp.int32(offset))
+
   try:
-    need = iwae_block_bytes(parts_fn, params, x[:block_size], key, num_samples=num_samples,
-                            chunk_size=chunk_size, batch_size=max(1, min(batch_size, block_size)))
+    block = x[:block_size]
+    compiled[block.shape] = compile_iwae_sums(
+        parts_fn, params, block, key, num_samples=num_samples, chunk_size=chunk_size,
+        batch_size=max(1, min(batch_size, block_size)))
+    need = _block_bytes(compiled[block.shape])
   except jax.errors.JaxRuntimeError as e:
     if not any(s in str(e) for s in ("RESOURCE_EXHAUSTED", "YNNPACK", "allocat")):
       raise
@@ -243,9 +286,7 @@ def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000
                      f"(chunk_size={chunk_size} samples x batch_size={batch_size} examples), "
                      f"but {free / 2**30:.2f} GiB are free; lower chunk_size or batch_size")
   if progress:
-    run_first = lambda: jax.block_until_ready(iwae_sums(
-        parts_fn, params, first, key, num_samples=num_samples, chunk_size=chunk_size,
-        batch_size=first.shape[0]))
+    run_first = lambda: jax.block_until_ready(run(first, 0))
     seconds = _timed(run_first)
     if seconds < 10.0:  # that one compiled: time it again
       seconds = _timed(run_first)
@@ -258,9 +299,7 @@ def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000
     stop_at = min(n, start + block_size)
     # Each process takes its own rows of the block.
     lo, hi = (start + i for i in _process_share(stop_at - start))
-    sums = _sum_over_processes(iwae_sums(
-        parts_fn, params, x[lo:hi], key, num_samples=num_samples, chunk_size=chunk_size,
-        batch_size=max(1, min(batch_size, hi - lo)), offset=jnp.int32(lo)))
+    sums = _sum_over_processes(run(x[lo:hi], lo))
     for name, value in sums.items():
       totals[name] = totals.get(name, 0.0) + value
     if progress:
