@@ -7,7 +7,11 @@ The cost does not depend on the weights. Peak memory is this process's peak
 resident set (on the CPU the device's memory is the host's), measured before
 and after, so the data set's own share can be told apart. The decoder's FLOP
 rate (its matmuls, n * k passes) is set against the machine's float32 matmul
-ceiling, measured in the same run (large square `jnp.dot`s). Writes --out (JSON).
+ceiling, measured in the same run just before and just after the evaluation
+(their mean; large square `jnp.dot`s, the best of XLA's two CPU dot paths: see
+`common.matmul_ceiling`). The evaluation runs as
+`experiments.evaluate` runs it (`evaluate.marginal_log_likelihood`, with its
+CPU compiler options). Writes --out (JSON).
 """
 
 import jax
@@ -40,15 +44,19 @@ def main(argv):
   test = data.load_mnist(data.default_data_root() / "mnist").test[:NUM.value]
   x = data.to_unit_interval(jnp.asarray(data.fixed_binarization(test, stream=1)))
   x = x.reshape((len(x),) + tuple(model.event_shape))  # images, or flat for a flat model
+  # The ceiling on each side of the evaluation: the machine's speed drifts over minutes.
+  ceilings = [common.matmul_ceiling()["gflops"]]
   before = evaluate.peak_memory_mb()
   result = evaluate.marginal_log_likelihood(model.parts, params, x, jax.random.key(0), num_samples=K.value,
                                    chunk_size=CHUNK.value, batch_size=BATCH.value)
   result.update(peak_memory_mb=evaluate.peak_memory_mb(), memory_before_mb=before,
                 model=type(model).__name__, chunk_size=CHUNK.value, batch_size=BATCH.value)
   per_sample = common.decoder_flops_per_sample(model)
-  ceiling = common.matmul_ceiling()["gflops"]
+  ceilings.append(common.matmul_ceiling()["gflops"])
+  ceiling = sum(ceilings) / 2
   rate = None if per_sample is None else per_sample * result["n"] * K.value / result["seconds"] / 1e9
   result.update(decoder_gflops=rate, matmul_ceiling_gflops=ceiling,
+                matmul_ceiling_before_after_gflops=ceilings,
                 ceiling_fraction=None if rate is None else rate / ceiling)
   print(common.table(["images", "k", "seconds", "peak memory (MB)", "before (MB)", "log p(x)",
                       "decoder GFLOP/s", "matmul ceiling GFLOP/s", "fraction"],

@@ -20,3 +20,6 @@ def test_throughput_and_evaluation_benchmarks_run(data_root, tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   result = json.loads((tmp_path / "e.json").read_text())
   assert result["n"] == 30 and result["peak_memory_mb"] > 0 and result["log_px"] < 0
+  before_after = result["matmul_ceiling_before_after_gflops"]
+  assert len(before_after) == 2 and min(before_after) > 0
+  assert result["matmul_ceiling_gflops"] == sum(before_after) / 2
