@@ -177,12 +177,11 @@ def available_memory_bytes() -> int | None:
 
 
 # XLA's CPU backend hands dots and their fused neighbours to YNNPACK by default.
-# For the k-sample evaluation's decoder (rows = chunk x batch, its weights
-# arguments) XLA's own dot emitter ran 1.6 to 1.9 times as fast on a 2-core AMD
-# EPYC (`python -m benchmarks.evaluation`: ceiling fraction 0.41 to 0.49 with
-# YNNPACK, 0.66 to 0.75 without; same log p(x)), while small training steps run
-# faster with it: so this option is given to this computation alone. Other
-# backends never see it.
+# For the k-sample evaluation's decoder (rows = chunk x batch, the weights
+# arguments) XLA's own dot emitter is faster: the PyTorch example's k = 5000
+# evaluation took half the time without YNNPACK on a 2-core AMD EPYC (README,
+# Performance), with the same values. Small training steps run faster with it,
+# so the option goes to this computation alone; other backends never see it.
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
