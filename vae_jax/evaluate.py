@@ -193,8 +193,14 @@ def compile_iwae_sums(parts_fn, params, x, key, *, num_samples: int, chunk_size:
   On a CPU with `CPU_COMPILER_OPTIONS` (an XLA that lacks the option compiles
   without it); elsewhere as `jax.jit` would.
   """
-  lowered = iwae_sums.lower(parts_fn, params, x, key, num_samples=num_samples,
-                            chunk_size=chunk_size, batch_size=batch_size, offset=jnp.int32(0))
+  return compile_with_cpu_options(iwae_sums.lower(
+      parts_fn, params, x, key, num_samples=num_samples, chunk_size=chunk_size,
+      batch_size=batch_size, offset=jnp.int32(0)))
+
+
+def compile_with_cpu_options(lowered):
+  """`lowered.compile()`, with `CPU_COMPILER_OPTIONS` on a CPU (an XLA that lacks
+  the option compiles without it)."""
   if jax.default_backend() == "cpu":
     try:
       return lowered.compile(compiler_options=CPU_COMPILER_OPTIONS)
