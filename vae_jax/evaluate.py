@@ -265,19 +265,18 @@ def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000
   free = available_memory_bytes()
   compiled = {}  # one executable per block shape (the last block's, a process's share)
 
-  def run(xs, offset):
+  def executable(xs):
     if xs.shape not in compiled:
       compiled[xs.shape] = compile_iwae_sums(parts_fn, params, xs, key, num_samples=num_samples,
                                              chunk_size=chunk_size,
                                              batch_size=max(1, min(batch_size, xs.shape[0])))
-    return compiled[xs.shape](params, xs, key, offset=jnp.int32(offset))
+    return compiled[xs.shape]
+
+  def run(xs, offset):
+    return executable(xs)(params, xs, key, offset=jnp.int32(offset))
 
   try:
-    block = x[:block_size]
-    compiled[block.shape] = compile_iwae_sums(
-        parts_fn, params, block, key, num_samples=num_samples, chunk_size=chunk_size,
-        batch_size=max(1, min(batch_size, block_size)))
-    need = _block_bytes(compiled[block.shape])
+    need = _block_bytes(executable(x[:block_size]))
   except jax.errors.JaxRuntimeError as e:
     if not any(s in str(e) for s in ("RESOURCE_EXHAUSTED", "YNNPACK", "allocat")):
       raise
