@@ -143,3 +143,43 @@ def test_discretized_logistic_bins_sum_to_one(loc, log_scale):
 def test_bits_per_dim():
   # A uniform distribution over 256 levels is exactly 8 bits per dimension.
   assert float(D.bits_per_dim(jnp.float32(-784 * np.log(256.0)), 784)) == pytest.approx(8.0)
+
+
+@pytest.mark.parametrize("loc", [0.0, 0.4, 1.0])
+def test_discretized_logistic_is_exact_in_float32_at_every_scale(loc):
+  # Reference: float64, the bin mass sigmoid(a) - sigmoid(b) through the exact identity
+  # sigmoid(a) sigmoid(-b) (1 - exp(-(a - b))), and plainly where float64 still can.
+  from scipy.special import expit
+  bins = jnp.arange(256) / 255.0
+  for log_scale in (0.0, 3.0, 8.0, 11.0, 15.0):
+    dist = D.DiscretizedLogistic(jnp.full(256, loc), jnp.full(256, log_scale), event_ndims=0)
+    got = np.asarray(dist.log_prob(bins), np.float64)
+    s, k = np.exp(log_scale), np.arange(256)
+    a, b = ((k + 0.5) / 255 - loc) / s, ((k - 0.5) / 255 - loc) / s
+    ref = np.log(expit(a) * expit(-b) * -np.expm1(-1 / (255 * s)))
+    ref[0], ref[-1] = np.log(expit(a[0])), np.log(expit(-b[-1]))
+    assert np.all(np.isfinite(got)), log_scale
+    np.testing.assert_allclose(got, ref, rtol=3e-7, err_msg=f"log_scale={log_scale}")
+    if log_scale <= 11:  # the plain difference still has 8 digits in float64
+      plain = np.log(expit(a[1:-1]) - expit(b[1:-1]))
+      np.testing.assert_allclose(got[1:-1], plain, rtol=3e-7)
+    assert float(jnp.sum(jnp.exp(dist.log_prob(bins)))) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_discretized_logistic_refuses_inputs_outside_the_unit_interval():
+  dist = D.DiscretizedLogistic(jnp.zeros(3), jnp.zeros(3))
+  with pytest.raises(ValueError, match=r"x spans \[0, 255\].*divide 8-bit levels by 255"):
+    dist.log_prob(jnp.asarray([0.0, 128.0, 255.0]))
+  # Under jit the value cannot raise: it is NaN, which stops training as a non-finite loss.
+  assert np.isnan(float(jax.jit(dist.log_prob)(jnp.asarray([0.0, 128.0, 255.0]))))
+  assert np.isfinite(float(jax.jit(dist.log_prob)(jnp.asarray([0.0, 0.5, 1.0]))))
+
+
+def test_continuous_bernoulli_normalizer_is_exact_in_float64_near_one_half():
+  with jax.enable_x64(True):
+    # |u| = |l| / 2 just inside and outside the series' range, and well inside it.
+    l = np.asarray([-0.199, -0.05, 1e-3, 0.1, 0.1999, 0.2001, 0.3])
+    got = np.asarray(D._log_cb_normalizer(jnp.asarray(l, jnp.float64)))  # pylint: disable=protected-access
+    u = l / 2
+    ref = np.log(2.0) + np.log(u / np.tanh(u))  # float64 is accurate here
+    np.testing.assert_allclose(got, ref, rtol=0, atol=2e-15)
