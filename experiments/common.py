@@ -35,7 +35,7 @@ from vae_jax import workdir as workdir_lib
 MODEL = flags.DEFINE_enum("model", "mlp", list(config_lib.MODELS),
                           "mlp (--hidden_sizes each side), conv (strided convs down, transposed "
                           "convs up), two_layer (Burda et al.'s two stochastic layers: z2 of "
-                          "--latent_dim over z1 of twice that; needs --estimator=monte_carlo).")
+                          "--latent_dim over z1 of twice that; its ELBO takes --estimator=monte_carlo).")
 LATENT_DIM = flags.DEFINE_integer("latent_dim", 20, "Size of z.", lower_bound=1)
 LATENT_DIMS = flags.DEFINE_list(
     "latent_dims", [], "Sweep: train one model per latent size (e.g. 2,5,10,20,200), each in "
@@ -255,11 +255,15 @@ def main_wrapper(body, flag_of: dict | None = None) -> None:
   of memory and Ctrl-C before training is under way each end with one line and a
   non-zero exit; anything else is a bug and keeps its traceback."""
   # Ctrl-C raises KeyboardInterrupt even where the parent started us with SIGINT
-  # ignored (a background job of a script, a test runner's worker).
-  signal.signal(signal.SIGINT, signal.default_int_handler)
+  # ignored (a background job of a script, a test runner's worker), and is
+  # remembered: Python swallows one raised inside a garbage-collector callback.
+  interrupts = _Interrupts()
+  signal.signal(signal.SIGINT, interrupts)
   setup()
   try:
     body()
+    if interrupts.count:
+      raise KeyboardInterrupt
   except USER_ERRORS as e:
     fail(str(e), flag_of=flag_of)
   except MemoryError:
@@ -276,8 +280,27 @@ def main_wrapper(body, flag_of: dict | None = None) -> None:
          code=130)
 
 
+class _Interrupts:
+  """SIGINT handler: raises KeyboardInterrupt and counts, so that an interruption
+  swallowed where Python ignores exceptions is still seen (`check_interrupted`)."""
+
+  def __init__(self):
+    self.count = 0
+
+  def __call__(self, signum, frame):  # pylint: disable=unused-argument
+    self.count += 1
+    raise KeyboardInterrupt
+
+
+def check_interrupted() -> None:
+  """Raises KeyboardInterrupt if a Ctrl-C arrived and was swallowed so far."""
+  if getattr(signal.getsignal(signal.SIGINT), "count", 0):
+    raise KeyboardInterrupt
+
+
 def train_all(config: config_lib.RunConfig, dataset: data_lib.Dataset, workdir: pathlib.Path):
   """Trains one model, or one per --latent_dims entry with a summary table."""
+  check_interrupted()
   if not LATENT_DIMS.value:
     return runner.train_and_evaluate(config, dataset, workdir, fresh=FRESH.value)
   rows = []

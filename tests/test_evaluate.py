@@ -7,6 +7,7 @@ from scipy import special, stats
 
 import vae_jax
 from vae_jax import evaluate
+import vae_jax.objectives  # pylint: disable=unused-import
 from tests import helpers
 
 
@@ -56,14 +57,56 @@ def test_compiled_evaluation_equals_jit_and_survives_an_xla_without_the_option(p
   """The k-sample evaluation's executable (its CPU compiler options) gives jax.jit's
   numbers; an XLA that lacks the option compiles without it instead of failing."""
   model, params, x = problem
-  key, kw = jax.random.key(4), dict(num_samples=30, chunk_size=8, batch_size=3)
-  want = evaluate.iwae_sums(model.parts, params, x, key, offset=jax.numpy.int32(2), **kw)
+  key, kw = jax.random.key(4), dict(num_samples=30, chunk_size=8, batch_size=3, num_chunks=2)
+  args = (jax.numpy.int32(2), jax.numpy.int32(1))  # rows from offset 2, chunks 1 and 2
+  want = evaluate.iwae_log_sums_rows(model.parts, params, x, key, *args, **kw)
   for options in (evaluate.CPU_COMPILER_OPTIONS, {"xla_cpu_no_such_option_in_any_xla": ""}):
     monkeypatch.setattr(evaluate, "CPU_COMPILER_OPTIONS", options)
-    compiled = evaluate.compile_iwae_sums(model.parts, params, x, key, **kw)
-    got = compiled(params, x, key, offset=jax.numpy.int32(2))
-    for name in want:
-      np.testing.assert_allclose(got[name], want[name], rtol=1e-5, err_msg=name)
+    compiled = evaluate.compile_iwae_log_sums(model.parts, params, x, key, **kw)
+    got = compiled(params, x, key, *args)
+    for g, w in zip(got, want):
+      np.testing.assert_allclose(g, w, rtol=1e-5)
+
+
+def test_log_sums_over_chunk_ranges_add_up_to_the_bound_and_its_groups(problem):
+  # Cutting the k samples into calls of a few chunks each changes no number.
+  model, params, x = problem
+  enc, dec, prior = model.parts(params)
+  key, k, chunk = jax.random.key(3), 37, 5
+  row_keys = [jax.random.fold_in(key, j) for j in range(x.shape[0])]
+  bound, groups = zip(*[vae_jax.objectives.iwae_bound_and_groups(
+      enc, dec, x[j:j + 1], row_keys[j], prior=prior, num_samples=k, chunk_size=chunk)
+      for j in range(x.shape[0])])
+  bound, groups = np.concatenate(bound), np.concatenate(groups, axis=1).T  # [n], [n, G]
+  parts = [evaluate.iwae_log_sums_rows(model.parts, params, x, key, jax.numpy.int32(0),
+                                       jax.numpy.int32(c0), num_samples=k, chunk_size=chunk,
+                                       num_chunks=c, batch_size=3) for c0, c in ((0, 3), (3, 1), (4, 4))]
+  lse = np.logaddexp.reduce(np.stack([np.asarray(p[0], np.float64) for p in parts]), axis=0)
+  lse_groups = np.logaddexp.reduce(np.stack([np.asarray(p[1], np.float64) for p in parts]), axis=0)
+  np.testing.assert_allclose(lse - np.log(k), bound, rtol=1e-5)
+  sizes = np.asarray([len(range(g, k, 10)) for g in range(10)])
+  np.testing.assert_allclose(lse_groups - np.log(sizes), groups, rtol=1e-5)
+  sums = evaluate.bound_sums(lse, lse_groups, k)
+  assert sums["log_px"] == pytest.approx(bound.sum(), rel=1e-5)
+  assert sums["var_small"] == pytest.approx(np.var(groups, axis=1, ddof=1).sum(), rel=1e-4)
+
+
+def test_a_long_evaluation_is_cut_into_short_calls_and_stops_within_one(problem, monkeypatch,
+                                                                         caplog):
+  model, params, x = problem
+  monkeypatch.setattr(evaluate, "POLL_SECONDS", 0.0)  # one chunk per call
+  polls = []
+
+  def stop():
+    polls.append(1)
+    return len(polls) == 3
+  with caplog.at_level("INFO"):
+    with pytest.raises(evaluate.EvaluationStopped, match="stopped after 0 of 7 examples"):
+      evaluate.marginal_log_likelihood(model.parts, params, x, jax.random.key(0), num_samples=40,
+                                       chunk_size=4, batch_size=7, block_size=7, stop=stop)
+  assert len(polls) == 3  # polled after each call, within the first block
+  first = caplog.records[0].getMessage()
+  assert first.startswith("log p(x), k=40 on 7 examples: about ") and "in all" in first
 
 
 def test_more_samples_never_lower_beyond_standard_error(problem):

@@ -391,7 +391,7 @@ def test_evaluation_memory_is_bounded_for_any_k_and_checked_before_the_work():
                                              num_samples=k, chunk_size=100, batch_size=20)
   small, huge = size(1_000), size(100_000_000)
   assert huge < 1.1 * small, (small, huge)  # O(chunk x batch), not O(k)
-  with pytest.raises(ValueError, match=r"needs about .* GiB per block \(chunk_size=1000000 "
+  with pytest.raises(ValueError, match=r"needs about .* GiB per call \(chunk_size=1000000 "
                                        r"samples x batch_size=40 examples\).*lower"):
     evaluate.marginal_log_likelihood(model.parts, params, x, jax.random.key(0),
                                      num_samples=10_000_000, chunk_size=1_000_000,

@@ -48,19 +48,31 @@ def checksum(tree) -> np.ndarray:
   return np.frombuffer(h.digest(), np.uint8).copy()
 
 
+def _missing_index_files(default: pathlib.Path) -> list[str]:
+  """The index files of an orbax (OCDBT) checkpoint directory that are not there."""
+  ocdbt = sorted(default.glob("ocdbt.process_*"))
+  if not ocdbt and not (default / "manifest.ocdbt").exists():
+    return []  # not an OCDBT checkpoint: orbax alone knows what it needs
+  needed = [default / "_METADATA", default / "manifest.ocdbt"]
+  needed += [d / "manifest.ocdbt" for d in ocdbt]
+  return [str(p.relative_to(default.parent)) for p in needed if not p.exists()]
+
+
 def _as_item(state):
   # A NamedTuple (TrainState) is saved under its field names; any other pytree as it is.
   return state._asdict() if hasattr(state, "_asdict") else state
 
 
 class Checkpointer:
-  """Saves and restores (epoch, state, root key) under `directory`, verified.
+  """Saves and restores (epoch, state, root key, record) under `directory`, verified.
 
   `state` is any pytree of arrays (e.g. a `TrainState`). Checkpoints are
   indexed by the number of completed epochs, and each carries a sha256 of its
-  arrays: `restore` checks it and, when the newest checkpoint is damaged or
-  incomplete, says so in one line and falls back to the newest intact one
-  (nothing is deleted).
+  arrays and its epoch, and the epoch's metrics record (JSON, in orbax's step
+  metadata): `restore` checks them and, when the newest checkpoint is damaged or
+  incomplete, says so in one line and falls back to the newest intact one. The
+  next `save` of an epoch at or below a damaged checkpoint replaces it, saying so
+  (orbax would otherwise skip a step at or below its newest).
   """
 
   def __init__(self, directory, *, max_to_keep: int = 3):
@@ -71,22 +83,49 @@ class Checkpointer:
         enable_async_checkpointing=True)
     self._manager = ocp.CheckpointManager(self.directory, options=self._options)
     self._failed = False
+    self._damaged = set()  # steps `restore` found damaged and passed over
 
   def latest_epoch(self) -> int | None:
     return self._manager.latest_step()
 
-  def save(self, epoch: int, state, root_key) -> None:
+  def save(self, epoch: int, state, root_key, record: dict | None = None) -> None:
     """Starts writing in the background; the arrays are copied first, so the
-    caller may donate `state` to the next epoch at once."""
+    caller may donate `state` to the next epoch at once. `record` (JSON-able)
+    is kept with the checkpoint (see `record`)."""
     self.wait()  # raises here if the previous save failed
+    self._replace_damaged(epoch)
     # Host numpy for the root key: a process-local jax.Array cannot be saved
     # by several processes; the state's arrays are global (replicated).
-    item = {"state": _as_item(state), "epoch": np.asarray(epoch, np.int32),
+    epoch_array = np.asarray(epoch, np.int32)
+    item = {"state": _as_item(state), "epoch": epoch_array,
             "root_key": np.asarray(jax.random.key_data(root_key)),
-            "sha256": checksum(_as_item(state))}
-    self._guard(lambda: self._manager.save(epoch, args=ocp.args.StandardSave(item)))
+            "sha256": checksum((_as_item(state), epoch_array))}
+    metadata = {"record": record} if record is not None else None
+    self._guard(lambda: self._manager.save(epoch, args=ocp.args.StandardSave(item),
+                                           custom_metadata=metadata))
 
-  def restore(self, template, root_key, epoch: int | None = None):
+  def _replace_damaged(self, epoch: int) -> None:
+    """Deletes the damaged checkpoints at or above `epoch`, which a run resumed from
+    an older one is now retraining, so that its save is not skipped."""
+    for step in sorted(s for s in self._manager.all_steps() if s >= epoch):
+      if step not in self._damaged:
+        raise CheckpointError(f"{self.directory}: saving epoch {epoch}, but checkpoint {step} "
+                              f"is already there; pass another workdir or fresh=True")
+      logging.warning("Replacing checkpoint %d in %s (damaged: restored from an older one) %s",
+                      step, self.directory, "with the retrained epoch" if step == epoch else
+                      f"as epoch {epoch} is retrained")
+      self._guard(lambda step=step: self._manager.delete(step))
+      self._damaged.discard(step)
+
+  def record(self, epoch: int) -> dict | None:
+    """The metrics record saved with checkpoint `epoch` (None if it has none)."""
+    try:
+      custom = self._manager.metadata(epoch).custom_metadata or {}
+    except Exception:  # pylint: disable=broad-except  # no readable metadata: no record
+      return None
+    return custom.get("record")
+
+  def restore(self, template, root_key, epoch: int | None = None, check=None):
     """The newest intact checkpoint (or exactly `epoch`) as (epoch, state).
 
     Args:
@@ -94,23 +133,40 @@ class Checkpointer:
         fresh `init_state`).
       root_key: the run's root key, checked against the saved one.
       epoch: which checkpoint; None for the newest intact one.
+      check: optional (epoch, state) -> None or the reason the pair is not
+        consistent (e.g. a step counter that does not match the epoch); such a
+        checkpoint counts as damaged.
 
     Raises:
       CheckpointError: no intact checkpoint (or `epoch` is missing or damaged).
       ValueError: the checkpoint was written with another seed.
     """
-    steps = sorted(self._manager.all_steps(), reverse=True)
+    steps = self._steps()
     if epoch is not None:
       if epoch not in steps:
         raise CheckpointError(f"{self.directory}: no checkpoint of epoch {epoch} (there: "
                               f"{sorted(steps) or 'none'}); pick one of those")
       steps = [epoch]
-    damaged, first_error = [], None
-    for step in steps:
+    damaged, first_error, tried = [], None, set()
+    while steps:
+      step = steps.pop(0)
+      tried.add(step)
       try:
         item = self._restore_verified(step, template, root_key)
+        state = (type(template)(**item["state"]) if hasattr(template, "_asdict")
+                 else item["state"])
+        reason = check(step, state) if check is not None else None
+        if reason:
+          raise _Damaged(reason)
       except _Damaged as e:
+        if epoch is None and not (self.directory / str(step)).exists():
+          # Deleted while we read it: a run writing this workdir rotated it away.
+          logging.info("Checkpoint %d in %s was removed while it was read (a run is "
+                       "writing there); taking the newest again", step, self.directory)
+          steps = [s for s in self._steps() if s not in tried]
+          continue
         damaged.append(step)
+        self._damaged.add(step)
         first_error = first_error or str(e)
         logging.warning("Checkpoint %d in %s is damaged or incomplete (%s); %s", step,
                         self.directory, e, "trying an older one" if epoch is None else
@@ -120,20 +176,27 @@ class Checkpointer:
         raise ValueError(f"{self.directory}: the checkpoint was written with another seed; "
                          f"pass the same seed, or fresh=True to start over")
       logging.info("Restored epoch %d from %s", step, self.directory)
-      state = item["state"]
-      return int(item["epoch"]), (type(template)(**state) if hasattr(template, "_asdict")
-                                  else state)
+      return int(item["epoch"]), state
     raise CheckpointError(
         f"{self.directory}: none of the checkpoints {damaged} could be restored into this model "
         f"(newest: {first_error}); they are kept there. If that run had other settings, pass "
         f"them again; else start over with fresh=True or another workdir")
 
+  def _steps(self) -> list[int]:
+    """The checkpoints on disk now, newest first."""
+    self._manager.reload()
+    return sorted(self._manager.all_steps(), reverse=True)
+
   def _restore_verified(self, step, template, root_key):
     abstract = {"state": _as_item(template), "epoch": np.asarray(0, np.int32),
                 "root_key": np.asarray(jax.random.key_data(root_key)),
                 "sha256": np.zeros(32, np.uint8)}
-    if not (self.directory / str(step) / "default").is_dir():
+    default = self.directory / str(step) / "default"
+    if not default.is_dir():
       raise _Damaged("its directory holds no checkpoint data")
+    missing = _missing_index_files(default)
+    if missing:  # orbax would fail on them with a burst of asyncio tracebacks
+      raise _Damaged(f"{', '.join(missing)} missing")
     self._check_shapes(step, abstract["state"])
     try:
       item = self._restore(step, abstract)
@@ -146,9 +209,16 @@ class Checkpointer:
       logging.warning("Checkpoint %d in %s has no checksum (an older version wrote it); "
                       "restored unverified", step, self.directory)
       return item
-    if not np.array_equal(np.asarray(item["sha256"]), checksum(item["state"])):
-      raise _Damaged("its arrays do not match the sha256 written with them")
-    return item
+    if int(item["epoch"]) != step:
+      raise _Damaged(f"its epoch record says {int(item['epoch'])}, its directory {step}")
+    saved = np.asarray(item["sha256"])
+    if np.array_equal(saved, checksum((item["state"], np.asarray(item["epoch"], np.int32)))):
+      return item
+    if np.array_equal(saved, checksum(item["state"])):
+      # Written before the checksum covered the epoch: the epoch was checked
+      # against the directory above, and the caller's `check` sees the step counter.
+      return item
+    raise _Damaged("its arrays or epoch do not match the sha256 written with them")
 
   def _check_shapes(self, step, state) -> None:
     """Refuses, before orbax starts reading, a checkpoint whose arrays have other

@@ -60,6 +60,13 @@ class RunConfig:
   eval_every: int = 1
   log_grad_norm: bool = False
 
+  def __post_init__(self):
+    # A non-finite number trains nothing and cannot be written as strict JSON.
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{field.name}={value}: must be a finite number")
+
   def root_key(self) -> jax.Array:
     """The run's root key, the source of all its randomness: `seed` under jax.random's
     `prng` implementation ("threefry2x32", JAX's default; "philox4x32", Random123's

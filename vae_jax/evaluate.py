@@ -93,38 +93,61 @@ def _elbo_sums(parts_fn, params, x, key, offset, *, num_samples, estimator, batc
   return _batched_sums(fn, x, key, batch_size, offset)
 
 
-@functools.partial(jax.jit, static_argnames=("parts_fn", "num_samples", "chunk_size",
-                                             "batch_size"))
-def iwae_sums(parts_fn, params, x, key, *, num_samples: int, chunk_size: int = 100,
-              batch_size: int = 100, offset=0) -> dict:
-  """Sums over rows of the k-sample IWAE bound, its square, and the variances of the
-  bounds of k/10-sample and k/2-sample groups (for the error bar).
+def _batched_rows(per_example_fn, x, key, batch_size, offset):
+  """per_example_fn(x_j [1, ...], fold_in(key, offset + j)) for every row j of x,
+  batch by batch under `lax.map`: a tuple of `[n, ...]` arrays (its outputs' leading
+  axis of 1 dropped)."""
+  n = x.shape[0]
+  num_batches = -(-n // batch_size)
+  pad = num_batches * batch_size - n
+  xb = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
+  xb = xb.reshape((num_batches, batch_size, 1) + x.shape[1:])
+  index = jnp.arange(num_batches * batch_size).reshape(num_batches, batch_size)
 
-  Example j uses `fold_in(key, offset + j)`; see `marginal_log_likelihood`.
-  """
+  def one(args):
+    xs, idx = args
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, offset + i))(idx)
+    return jax.vmap(per_example_fn)(xs, keys)
+
+  out = jax.lax.map(one, (xb, index))
+  return tuple(jnp.reshape(v, (num_batches * batch_size,) + v.shape[2:])[:n] for v in out)
+
+
+@functools.partial(jax.jit, static_argnames=("parts_fn", "num_samples", "chunk_size",
+                                             "num_chunks", "batch_size"))
+def iwae_log_sums_rows(parts_fn, params, x, key, offset, first_chunk, *, num_samples: int,
+                       chunk_size: int, num_chunks: int, batch_size: int):
+  """`objectives.iwae_log_sums` of every row of x over chunks first_chunk, ...,
+  first_chunk + num_chunks - 1: `[n]` and `[n, G]`. Row j's key is
+  `fold_in(key, offset + j)` (offset, first_chunk: traced int32)."""
   enc, dec, prior = parts_fn(params)
-  k = num_samples
-  groups = min(objectives.STDERR_GROUPS, k)
-  sizes = np.asarray([len(range(g, k, groups)) for g in range(groups)], np.float32)
 
   def fn(xj, kj):
-    bound, group_bounds = objectives.iwae_bound_and_groups(
-        enc, dec, xj, kj, prior=prior, num_samples=k, chunk_size=chunk_size)
-    # Every key always present: the sums are added up across processes by name.
-    zero = jnp.zeros_like(bound)
-    out = {"log_px": bound, "sq": jnp.square(bound), "var_small": zero, "var_half": zero}
-    if groups >= 2:
-      out["var_small"] = jnp.var(group_bounds, axis=0, ddof=1)
-    if groups == objectives.STDERR_GROUPS and groups % 2 == 0:
-      # The two halves (sample i in half i mod 2), from the groups they are made of.
-      lse = group_bounds + jnp.log(sizes)[:, None]
-      halves = jnp.stack([jax.nn.logsumexp(lse[h::2], axis=0) - np.log(sizes[h::2].sum())
-                          for h in (0, 1)])
-      out["var_half"] = jnp.var(halves, axis=0, ddof=1)
-    return out
-  if x.shape[0] == 0:
-    return {name: jnp.zeros(()) for name in ("log_px", "sq", "var_small", "var_half")}
-  return _batched_sums(fn, x, key, batch_size, offset)
+    lse, lse_groups = objectives.iwae_log_sums(
+        enc, dec, xj, kj, prior=prior, num_samples=num_samples, chunk_size=chunk_size,
+        first_chunk=first_chunk, num_chunks=num_chunks)
+    return lse[0], lse_groups[:, 0]
+  return _batched_rows(fn, x, key, batch_size, offset)
+
+
+def bound_sums(lse: np.ndarray, lse_groups: np.ndarray, num_samples: int) -> dict:
+  """From the complete log sums of n examples (`[n]`, `[n, G]`), in float64: the
+  sums over examples of the k-sample bound, its square, and the variances of the
+  bounds of the G groups (k/G samples each) and of the two halves (sample i in half
+  i mod 2) that `mc_stderr_of_mean` takes."""
+  lse, lse_groups = np.asarray(lse, np.float64), np.asarray(lse_groups, np.float64)
+  k, groups = num_samples, lse_groups.shape[1]
+  sizes = np.asarray([len(range(g, k, groups)) for g in range(groups)], np.float64)
+  bound = lse - math.log(k)
+  out = {"log_px": bound.sum(), "sq": np.square(bound).sum(), "var_small": 0.0,
+         "var_half": 0.0}
+  if groups >= 2:
+    out["var_small"] = np.var(lse_groups - np.log(sizes), axis=1, ddof=1).sum()
+  if groups == objectives.STDERR_GROUPS and groups % 2 == 0:
+    halves = np.stack([np.logaddexp.reduce(lse_groups[:, h::2], axis=1)
+                       - math.log(sizes[h::2].sum()) for h in (0, 1)])
+    out["var_half"] = np.var(halves, axis=0, ddof=1).sum()
+  return {name: float(v) for name, v in out.items()}
 
 
 def mc_stderr_of_mean(sums: dict, n: int, num_samples: int) -> tuple[float, float]:
@@ -185,17 +208,17 @@ def available_memory_bytes() -> int | None:
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
-def compile_iwae_sums(parts_fn, params, x, key, *, num_samples: int, chunk_size: int,
-                      batch_size: int):
-  """`iwae_sums` compiled ahead of time for x's shape, called as
-  `compiled(params, x, key, offset=jnp.int32(j0))`.
+def compile_iwae_log_sums(parts_fn, params, x, key, *, num_samples: int, chunk_size: int,
+                          num_chunks: int, batch_size: int):
+  """`iwae_log_sums_rows` compiled ahead of time for x's shape and `num_chunks`,
+  called as `compiled(params, x, key, jnp.int32(offset), jnp.int32(first_chunk))`.
 
   On a CPU with `CPU_COMPILER_OPTIONS` (an XLA that lacks the option compiles
   without it); elsewhere as `jax.jit` would.
   """
-  return compile_with_cpu_options(iwae_sums.lower(
-      parts_fn, params, x, key, num_samples=num_samples, chunk_size=chunk_size,
-      batch_size=batch_size, offset=jnp.int32(0)))
+  return compile_with_cpu_options(iwae_log_sums_rows.lower(
+      parts_fn, params, x, key, jnp.int32(0), jnp.int32(0), num_samples=num_samples,
+      chunk_size=chunk_size, num_chunks=num_chunks, batch_size=batch_size))
 
 
 def compile_with_cpu_options(lowered):
@@ -210,7 +233,7 @@ def compile_with_cpu_options(lowered):
   return lowered.compile()
 
 
-def _block_bytes(compiled) -> int:
+def _call_bytes(compiled) -> int:
   stats = compiled.memory_analysis()
   if stats is None:
     return 0
@@ -219,10 +242,91 @@ def _block_bytes(compiled) -> int:
 
 
 def iwae_block_bytes(parts_fn, params, x, key, *, num_samples, chunk_size, batch_size) -> int:
-  """XLA's own count of the memory one `iwae_sums` call on `x` needs (temporaries,
-  arguments, outputs): what a block of the evaluation costs, for any k."""
-  return _block_bytes(compile_iwae_sums(parts_fn, params, x, key, num_samples=num_samples,
-                                        chunk_size=chunk_size, batch_size=batch_size))
+  """XLA's own count of the memory one call of the k-sample evaluation on `x` needs
+  (temporaries, arguments, outputs): O(chunk_size x batch_size), for any k."""
+  return _call_bytes(compile_iwae_log_sums(parts_fn, params, x, key, num_samples=num_samples,
+                                           chunk_size=min(chunk_size, num_samples),
+                                           num_chunks=1, batch_size=batch_size))
+
+
+# A Ctrl-C waits at most about this long: the evaluation is cut into calls of this size.
+POLL_SECONDS = 2.0
+
+
+class _Calls:
+  """The k-sample evaluation as short compiled calls: rows x a range of chunks,
+  one executable per shape, each call's log sums added up per row."""
+
+  def __init__(self, parts_fn, params, key, num_samples, chunk_size, batch_size):
+    self.parts_fn, self.params, self.key = parts_fn, params, key
+    self.k, self.chunk, self.batch = num_samples, min(chunk_size, num_samples), batch_size
+    self.num_chunks = -(-self.k // self.chunk)
+    self._compiled = {}
+
+  def executable(self, rows, num_chunks: int):
+    shape = (rows.shape, num_chunks)
+    if shape not in self._compiled:
+      self._compiled[shape] = compile_iwae_log_sums(
+          self.parts_fn, self.params, rows, self.key, num_samples=self.k,
+          chunk_size=self.chunk, num_chunks=num_chunks,
+          batch_size=max(1, min(self.batch, rows.shape[0])))
+    return self._compiled[shape]
+
+  def run(self, rows, offset: int, first_chunk: int, num_chunks: int):
+    return self.executable(rows, num_chunks)(self.params, rows, self.key, jnp.int32(offset),
+                                             jnp.int32(first_chunk))
+
+  def log_sums(self, rows, offset: int, chunks_per_call: int, poll):
+    """The complete log sums of `rows` (`[n]`, `[n, G]`), `poll()` after each call."""
+    lse = lse_groups = None
+    for first in range(0, self.num_chunks, chunks_per_call):
+      part = jax.device_get(self.run(rows, offset, first,
+                                     min(chunks_per_call, self.num_chunks - first)))
+      if lse is None:
+        lse, lse_groups = (np.asarray(v, np.float64) for v in part)
+      else:
+        lse = np.logaddexp(lse, part[0])
+        lse_groups = np.logaddexp(lse_groups, part[1])
+      poll()
+    return lse, lse_groups
+
+
+def _plan(calls: _Calls, first_rows, free, block_size: int, progress: bool, n: int):
+  """(rows per call, chunks per call) that keep a call near `POLL_SECONDS`, from a
+  timed probe of one chunk on `first_rows`, after checking a call's memory against
+  `free`; with `progress`, the whole evaluation's expected time is logged first."""
+  try:
+    need = _call_bytes(calls.executable(first_rows, 1))
+  except jax.errors.JaxRuntimeError as e:
+    if not any(s in str(e) for s in ("RESOURCE_EXHAUSTED", "YNNPACK", "allocat")):
+      raise
+    need = float("inf")  # XLA could not even plan it
+  # Matmul libraries' buffers are outside XLA's count: at least the decoder's
+  # outputs for one chunk of one batch, one value per data entry.
+  need = max(need, 2 * 4 * calls.chunk * first_rows.shape[0] * math.prod(first_rows.shape[1:]))
+  if free is not None and need > 0.8 * free:
+    raise ValueError(f"the log p(x) estimate needs about {need / 2**30:.2f} GiB per call "
+                     f"(chunk_size={calls.chunk} samples x batch_size={first_rows.shape[0]} "
+                     f"examples), but {free / 2**30:.2f} GiB are free; lower chunk_size or "
+                     f"batch_size")
+  probe = lambda: jax.block_until_ready(calls.run(first_rows, 0, 0, 1))
+  unit = min(_timed(probe), _timed(probe))  # seconds for these rows x one chunk
+  rows = first_rows.shape[0]
+  if progress:
+    total = unit * calls.num_chunks * -(-n // rows) / jax.process_count()
+    logging.info("log p(x), k=%d on %d examples: about %s in all (a chunk of %d samples on %d "
+                 "examples took %.3fs), %.0f MB per call (%.0f MB free)", calls.k, n,
+                 _duration(total), calls.chunk, rows, unit, need / 2**20, (free or 0) / 2**20)
+  chunks = int(min(calls.num_chunks, max(1, POLL_SECONDS // max(unit, 1e-9))))
+  if chunks == calls.num_chunks:  # whole rows fit a call: take more of them
+    rows *= int(max(1, POLL_SECONDS // max(unit * calls.num_chunks, 1e-9)))
+  return max(1, min(rows, block_size)), chunks
+
+
+def _duration(seconds: float) -> str:
+  if seconds < 120:
+    return f"{seconds:.0f}s"
+  return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000,
@@ -230,96 +334,78 @@ def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000
                             progress: bool = True, stop=None) -> dict:
   """The importance-sampled estimate of log p(x) (the k-sample IWAE bound) over a data set.
 
-  Compiled in blocks of `block_size` examples (one progress line each), each a
-  `lax.map` over batches of `batch_size`, each a `lax.map` over chunks of
-  `chunk_size` samples: memory is O(batch_size * chunk_size * D) for any k, and
-  none of the three sizes changes the result. Before the work starts, XLA's count
-  of a block's memory is checked against the free memory, and (with `progress`)
-  the memory and the time a first batch took, scaled to the whole, are logged.
+  Cut into compiled calls of about `POLL_SECONDS` each (rows x a range of the
+  k samples' chunks; log sums added up per row on the host), each a `lax.map`
+  over batches of `batch_size` and a loop over chunks of `chunk_size` samples:
+  memory is O(batch_size * chunk_size * D) for any k, a stop request is seen
+  within a call, and none of the sizes changes the result. Before the work, a
+  call's memory (XLA's count) is checked against the free memory and one chunk
+  is timed: with `progress` the expected time is logged before the first block,
+  then a line per `block_size` examples.
 
   Args:
     parts_fn, params: the VAE (see `elbo_means`).
     x: `[n, ...]` float32 model inputs (`[n, H, W, C]` images or `[n, D]` vectors).
-    key: a `jax.random` key.
+    key: a `jax.random` key; example j uses `fold_in(key, j)`, its sample i
+      `fold_in(fold_in(key, j), i)`.
     num_samples: k (5000 in the papers).
-    chunk_size, batch_size, block_size: memory and progress granularity.
+    chunk_size, batch_size: memory; block_size: examples per progress line.
     progress: log the estimate and a line per block with the time left.
-    stop: a callable polled after each block; when it returns True the evaluation
-      raises `EvaluationStopped` (e.g. on SIGINT).
+    stop: a callable polled after each call (one process) or each block (several,
+      which must poll together); when it returns True the evaluation raises
+      `EvaluationStopped` (e.g. on SIGINT).
 
   Returns:
     {"log_px": mean over examples of the bound (nats), "mc_stderr": its Monte
     Carlo standard error (another key; `mc_stderr_of_mean`), "mc_rate": the
-    fitted rate a of Var ~ k^-a, "data_stderr": its standard error over the choice of examples, "num_samples",
-    "n", "seconds"}.
+    fitted rate a of Var ~ k^-a, "data_stderr": its standard error over the
+    choice of examples, "num_samples", "n", "seconds"}.
 
   Raises:
-    ValueError: a block would need more memory than is free (lower chunk_size or
+    ValueError: a call would need more memory than is free (lower chunk_size or
       batch_size).
   """
   n = x.shape[0]
-  params = train.local_copy(params)
-  chunk_size = min(chunk_size, num_samples)
+  calls = _Calls(parts_fn, train.local_copy(params), key, num_samples, chunk_size, batch_size)
   block_size = max(1, min(block_size, n))
-  first = x[:max(1, min(batch_size, block_size))]
-  free = available_memory_bytes()
-  compiled = {}  # one executable per block shape (the last block's, a process's share)
+  rows_per_call, chunks_per_call = _plan(calls, x[:max(1, min(batch_size, n))],
+                                         available_memory_bytes(), block_size, progress, n)
+  one_process = jax.process_count() == 1
 
-  def executable(xs):
-    if xs.shape not in compiled:
-      compiled[xs.shape] = compile_iwae_sums(parts_fn, params, xs, key, num_samples=num_samples,
-                                             chunk_size=chunk_size,
-                                             batch_size=max(1, min(batch_size, xs.shape[0])))
-    return compiled[xs.shape]
+  def check_stop(done):
+    if stop is not None and stop():
+      raise EvaluationStopped(f"stopped after {done} of {n} examples (a signal); nothing "
+                              f"written. Run the same command again to evaluate")
 
-  def run(xs, offset):
-    return executable(xs)(params, xs, key, offset=jnp.int32(offset))
-
-  try:
-    need = _block_bytes(executable(x[:block_size]))
-  except jax.errors.JaxRuntimeError as e:
-    if not any(s in str(e) for s in ("RESOURCE_EXHAUSTED", "YNNPACK", "allocat")):
-      raise
-    need = float("inf")  # XLA could not even plan it
-  # Matmul libraries' buffers are outside XLA's count: at least the decoder's
-  # outputs for one chunk of one batch, one value per data entry.
-  rows = chunk_size * max(1, min(batch_size, block_size))
-  need = max(need, 2 * 4 * rows * math.prod(x.shape[1:]))
-  if free is not None and need > 0.8 * free:
-    raise ValueError(f"the log p(x) estimate needs about {need / 2**30:.2f} GiB per block "
-                     f"(chunk_size={chunk_size} samples x batch_size={batch_size} examples), "
-                     f"but {free / 2**30:.2f} GiB are free; lower chunk_size or batch_size")
-  if progress:
-    run_first = lambda: jax.block_until_ready(run(first, 0))
-    seconds = _timed(run_first)
-    if seconds < 10.0:  # that one compiled: time it again
-      seconds = _timed(run_first)
-    logging.info("log p(x), k=%d on %d examples: about %.0f MB per block (%.0f MB free), "
-                 "about %.0fs in all (timed on %d examples)", num_samples, n, need / 2**20,
-                 (free or 0) / 2**20, seconds * n / first.shape[0], first.shape[0])
-  totals = {}
-  t0 = time.perf_counter()
+  totals, t0 = {}, time.perf_counter()
   for start in range(0, n, block_size):
     stop_at = min(n, start + block_size)
-    # Each process takes its own rows of the block.
-    lo, hi = (start + i for i in _process_share(stop_at - start))
-    sums = _sum_over_processes(run(x[lo:hi], lo))
-    for name, value in sums.items():
+    lo, hi = (start + i for i in _process_share(stop_at - start))  # this process's rows
+    block = dict.fromkeys(("log_px", "sq", "var_small", "var_half"), 0.0)
+    for r0 in range(lo, hi, rows_per_call):
+      lse, lse_groups = calls.log_sums(x[r0:min(hi, r0 + rows_per_call)], r0, chunks_per_call,
+                                       lambda: one_process and check_stop(start))
+      for name, value in bound_sums(lse, lse_groups, num_samples).items():
+        block[name] += value
+    for name, value in (block if one_process else _sum_over_processes(block)).items():
       totals[name] = totals.get(name, 0.0) + value
     if progress:
       elapsed = time.perf_counter() - t0
       logging.info("log p(x), k=%d: %d/%d examples, running mean %.3f nats, %.0fs, ~%.0fs left",
                    num_samples, stop_at, n, totals["log_px"] / stop_at, elapsed,
                    elapsed / stop_at * (n - stop_at))
-    if stop is not None and stop_at < n and stop():
-      raise EvaluationStopped(f"stopped after {stop_at} of {n} examples (a signal); nothing "
-                              f"written. Run the same command again to evaluate")
+    if stop_at < n and not one_process:
+      check_stop(stop_at)
+  return _summary(totals, n, num_samples, time.perf_counter() - t0)
+
+
+def _summary(totals: dict, n: int, num_samples: int, seconds: float) -> dict:
   mean = totals["log_px"] / n
   var = max(totals["sq"] / n - mean ** 2, 0.0)
   mc_stderr, rate = mc_stderr_of_mean(totals, n, num_samples)
   return {"log_px": mean, "mc_stderr": mc_stderr, "mc_rate": rate,
           "data_stderr": math.sqrt(var / n), "num_samples": num_samples, "n": n,
-          "seconds": time.perf_counter() - t0}
+          "seconds": seconds}
 
 
 @functools.partial(jax.jit, static_argnames=("parts_fn",))

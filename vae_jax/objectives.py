@@ -196,18 +196,46 @@ def iwae_bound_and_groups(encoder, decoder, x, key, *, prior=None, num_samples: 
 STDERR_GROUPS = 10
 
 
-def _iwae(encoder, decoder, x, key, prior, num_samples, chunk_size):
+def _chunking(num_samples, chunk_size) -> tuple[int, int]:
+  """(k, the chunk size) checked: k samples are evaluated `chunk` at a time."""
   k = int(num_samples)
   check(k)
   chunk = min(k, 100) if chunk_size is None else min(int(chunk_size), k)
   if chunk < 1:
     raise ValueError(f"chunk_size={chunk_size}: need at least 1")
-  n_chunks = -(-k // chunk)
-  posterior = encoder(x)
-
-  groups = min(STDERR_GROUPS, k)
   if k >= 2 ** 31:
     raise ValueError(f"num_samples={k}: at most 2**31 - 1 (sample indices are int32)")
+  return k, chunk
+
+
+def _iwae(encoder, decoder, x, key, prior, num_samples, chunk_size):
+  k, chunk = _chunking(num_samples, chunk_size)
+  lse, lse_groups = _log_sums(encoder(x), decoder, x, key, prior, k, chunk, 0, -(-k // chunk))
+  groups = lse_groups.shape[0]
+  bound = lse - math.log(k)
+  sizes = jnp.asarray([len(range(g, k, groups)) for g in range(groups)], jnp.float32)
+  return bound, lse_groups - jnp.log(sizes)[:, None]  # [G, batch]
+
+
+def iwae_log_sums(encoder, decoder, x, key, *, prior=None, num_samples: int,
+                  chunk_size: int, first_chunk, num_chunks: int
+                  ) -> tuple[jax.Array, jax.Array]:
+  """Part of the k-sample bound: log sum_i w_i over the samples of chunks
+  first_chunk, ..., first_chunk + num_chunks - 1 (chunk c holds samples
+  c * chunk_size ... up to k - 1), `[batch]`, and over each of the G interleaved
+  groups' share of them, `[G, batch]`. `first_chunk` may be traced.
+
+  Added up in log space over chunk ranges that partition the k samples, these
+  give `iwae_bound_and_groups` (times k, times the group sizes): a long
+  evaluation cut into short calls (`evaluate.marginal_log_likelihood`).
+  """
+  k, chunk = _chunking(num_samples, chunk_size)
+  return _log_sums(encoder(x), decoder, x, key, _prior(prior), k, chunk, first_chunk,
+                   num_chunks)
+
+
+def _log_sums(posterior, decoder, x, key, prior, k, chunk, first_chunk, num_chunks):
+  groups = min(STDERR_GROUPS, k)
 
   def chunk_stats(c):
     # This chunk's keys alone: memory O(chunk), whatever k is.
@@ -225,10 +253,8 @@ def _iwae(encoder, decoder, x, key, prior, num_samples, chunk_size):
     lse, lse_groups = chunk_stats(c)
     return jnp.logaddexp(carry[0], lse), jnp.logaddexp(carry[1], lse_groups)
 
-  lse, lse_groups = jax.lax.fori_loop(1, n_chunks, add_chunk, chunk_stats(0))
-  bound = lse - math.log(k)
-  sizes = jnp.asarray([len(range(g, k, groups)) for g in range(groups)], jnp.float32)
-  return bound, lse_groups - jnp.log(sizes)[:, None]  # [G, batch]
+  return jax.lax.fori_loop(first_chunk + 1, first_chunk + num_chunks, add_chunk,
+                           chunk_stats(first_chunk))
 
 
 def iwae_surrogate(encoder, decoder, x, key, *, prior=None, num_samples: int,

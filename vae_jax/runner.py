@@ -52,6 +52,7 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
   """
   workdir = pathlib.Path(workdir)
   workdir_lib.check_is_dir(workdir)
+  config = _estimator_for_model(config)
   _check_config(config, dataset)
   model = config.build_model(dataset.image_shape)
   optimizer = config_lib.make_optimizer(config, dataset.train.shape[0])
@@ -68,7 +69,17 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
 
 
 def _train(config, dataset, workdir, model, optimizer, settings) -> dict[str, Any]:
-  """The epochs of `train_and_evaluate`, once the workdir is locked and checked."""
+  """The epochs of `train_and_evaluate`, once the workdir is locked and checked.
+
+  SIGINT/SIGTERM are requests from here on, never exceptions (a KeyboardInterrupt
+  raised inside one of XLA's garbage-collector callbacks is swallowed): one that
+  arrives before the first epoch ends the run as an interruption, a later one
+  after the current epoch, with its checkpoint saved."""
+  with workdir_lib.StopRequest() as stop:
+    return _epochs(config, dataset, workdir, model, optimizer, settings, stop)
+
+
+def _epochs(config, dataset, workdir, model, optimizer, settings, stop) -> dict[str, Any]:
   train_images, test_x = data_lib.model_inputs(dataset, config.binarize)
   mesh = train.data_mesh()
   root = config.root_key()
@@ -76,9 +87,10 @@ def _train(config, dataset, workdir, model, optimizer, settings) -> dict[str, An
   ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
   log = None
   try:
-    start, state = _resume(ckpt, state, root)
+    steps_per_epoch = dataset.train.shape[0] // config.batch_size
+    start, state = _resume(ckpt, state, root, steps_per_epoch)
     workdir_lib.write_config(workdir, settings)  # only now, with the state accepted
-    log = workdir_lib.MetricsLog(workdir, start)
+    log = workdir_lib.MetricsLog(workdir, start, ckpt.record(start) if start else None)
     epoch_fn = _epoch_fn(config, model, optimizer, mesh, dataset.train.shape[0])
     if start >= config.epochs:
       logging.info("Nothing to train: the checkpoint in %s already has %d epochs", workdir, start)
@@ -86,35 +98,36 @@ def _train(config, dataset, workdir, model, optimizer, settings) -> dict[str, An
       return log.last_record()
     batches = train.epoch_batches(train_images, root, start, config.batch_size, mesh)
     epoch_fn = _compile_within_memory(epoch_fn, state, batches, root, config)
+    if train.any_process(stop.signal is not None):
+      raise KeyboardInterrupt  # before any work worth saving: the run ends here
     times, loop_start, record = [], time.perf_counter(), {}
-    with workdir_lib.StopRequest() as stop:
-      for epoch in range(start, config.epochs):
-        t0 = time.perf_counter()
-        state, m = epoch_fn(state, batches, root)
-        if epoch + 1 < config.epochs:  # the host gathers the next epoch while this one runs
-          batches = train.epoch_batches(train_images, root, epoch + 1, config.batch_size, mesh)
-        m = jax.device_get(m)  # the one host sync of the epoch
-        times.append(time.perf_counter() - t0)
-        _check_finite(m, epoch, ckpt.latest_epoch(), config)
-        last = epoch + 1 == config.epochs
-        stopping = train.any_process(stop.signal is not None)
-        if (epoch + 1) % config.eval_every and not last and not stopping:
-          continue  # evaluation, checkpoint and pictures every eval_every epochs
-        params = train.local_copy(state.params)
-        test = evaluate.elbo_means(
-            model.parts, params, test_x, train.eval_key(root), num_samples=config.num_samples,
-            estimator=config.estimator, batch_size=config.eval_batch_size)
-        ckpt.save(epoch + 1, state, root)
-        record = _record(config, epoch, state, m, test, times[-1], test_x, dataset,
-                         log.wall_before + time.perf_counter() - loop_start)
-        log.record(record)
-        _pictures(workdir, log, model, params, test_x, dataset, epoch + 1, last)
-        _log_epoch(config, record, times)
-        if stopping:
-          logging.warning("%s: stopping after epoch %d; its checkpoint is saved. Run the same "
-                          "command again to resume.", stop.signal or "a signal to another "
-                          "process", epoch + 1)
-          break
+    for epoch in range(start, config.epochs):
+      t0 = time.perf_counter()
+      state, m = epoch_fn(state, batches, root)
+      if epoch + 1 < config.epochs:  # the host gathers the next epoch while this one runs
+        batches = train.epoch_batches(train_images, root, epoch + 1, config.batch_size, mesh)
+      m = jax.device_get(m)  # the one host sync of the epoch
+      times.append(time.perf_counter() - t0)
+      _check_finite(m, epoch, ckpt.latest_epoch(), config)
+      last = epoch + 1 == config.epochs
+      stopping = train.any_process(stop.signal is not None)
+      if (epoch + 1) % config.eval_every and not last and not stopping:
+        continue  # evaluation, checkpoint and pictures every eval_every epochs
+      params = train.local_copy(state.params)
+      test = evaluate.elbo_means(
+          model.parts, params, test_x, train.eval_key(root), num_samples=config.num_samples,
+          estimator=config.estimator, batch_size=config.eval_batch_size)
+      record = _record(config, epoch, state, m, test, times[-1], test_x, dataset,
+                       log.wall_before + time.perf_counter() - loop_start)
+      ckpt.save(epoch + 1, state, root, record)
+      log.record(record)
+      _pictures(workdir, log, model, params, test_x, dataset, epoch + 1, last)
+      _log_epoch(config, record, times)
+      if stopping:
+        logging.warning("%s: stopping after epoch %d; its checkpoint is saved. Run the same "
+                        "command again to resume.", stop.signal or "a signal to another "
+                        "process", epoch + 1)
+        break
     return record
   finally:
     try:
@@ -166,9 +179,16 @@ def _check_config(config: RunConfig, dataset: data_lib.Dataset) -> None:
     raise ValueError(f"binarize={config.binarize}: the images have {dataset.image_shape[-1]} "
                      f"channels and only grey levels are binarized; use binarize=none with "
                      f"likelihood=discretized_logistic or continuous_bernoulli")
+
+
+def _estimator_for_model(config: RunConfig) -> RunConfig:
+  """The two-layer model's KL has no closed form: it takes estimator A
+  (monte_carlo), and says so once, instead of refusing the default."""
   if config.model == "two_layer" and config.estimator == "analytic":
-    raise ValueError("estimator=analytic: the two-layer model's KL has no closed form; use "
-                     "estimator=monte_carlo")
+    logging.warning("model=two_layer: its KL has no closed form, so the ELBO uses "
+                    "estimator=monte_carlo (estimator A)")
+    return dataclasses.replace(config, estimator="monte_carlo")
+  return config
 
 
 def _data_sizes(dataset: data_lib.Dataset) -> dict:
@@ -178,11 +198,20 @@ def _data_sizes(dataset: data_lib.Dataset) -> dict:
           "image_shape": list(dataset.image_shape)}
 
 
-def _resume(ckpt: checkpoint_lib.Checkpointer, state, root):
-  """(epochs done, state): from the newest intact checkpoint, or (0, `state`)."""
+def _resume(ckpt: checkpoint_lib.Checkpointer, state, root, steps_per_epoch: int):
+  """(epochs done, state): from the newest intact checkpoint whose step counter is
+  its epochs' steps, or (0, `state`)."""
   if ckpt.latest_epoch() is None:
     return 0, state
-  start, state = ckpt.restore(state, root)
+
+  def check(epoch, restored):
+    step = int(train.local_copy(restored.step))
+    if step != epoch * steps_per_epoch:
+      return (f"its step counter is {step}, but {epoch} epochs of {steps_per_epoch} steps "
+              f"make {epoch * steps_per_epoch}")
+    return None
+
+  start, state = ckpt.restore(state, root, check=check)
   logging.info("Resuming from the checkpoint of epoch %d in %s", start, ckpt.directory)
   return start, state
 
@@ -267,14 +296,23 @@ def _pictures(workdir, log, model, params, test_x, dataset, step: int, write_png
 
 
 def _log_epoch(config: RunConfig, record: dict, times: list[float]) -> None:
+  """One line per evaluated epoch. "train ELBO" is the ELBO itself; where the run
+  trains another objective (beta != 1, a KL warm-up, the IWAE bound) that one is
+  shown beside it under its own name."""
   # The first epoch of a process compiles: leave it out of the estimate.
   epoch = record["epoch"]
   left = (config.epochs - epoch) * float(np.median(times[1:])) if times[1:] else None
-  logging.info("epoch %d/%d  train %s %.2f  test ELBO %.2f (recon %.2f, KL %.2f) nats"
-               "  %.2fs (%.0f ex/s)  %s", epoch, config.epochs,
-               "IWAE" if config.objective == "iwae" else "ELBO", record["train_objective"],
-               record["test_elbo"], record["test_reconstruction"], record["test_kl"],
-               record["epoch_s"], record["examples_per_s"], _duration(left))
+  if "train_iwae_bound" in record:
+    train = f"train IWAE bound (k={config.iwae_samples}) {record['train_iwae_bound']:.2f}"
+  else:
+    train = f"train ELBO {record['train_elbo']:.2f}"
+    if record.get("train_beta", 1.0) != 1.0:
+      train += (f" (objective {record['train_objective']:.2f} with mean beta "
+                f"{record['train_beta']:.3g})")
+  logging.info("epoch %d/%d  %s  test ELBO %.2f (recon %.2f, KL %.2f) nats  %.2fs (%.0f ex/s)"
+               "  %s", epoch, config.epochs, train, record["test_elbo"],
+               record["test_reconstruction"], record["test_kl"], record["epoch_s"],
+               record["examples_per_s"], _duration(left))
 
 
 def _duration(seconds: float | None) -> str:

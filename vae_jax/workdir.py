@@ -152,13 +152,24 @@ def prepare(workdir: pathlib.Path, settings: dict, defaults: dict, resumable, fr
 
 def write_config(workdir: pathlib.Path, settings: dict) -> None:
   if jax.process_index() == 0:
-    write_atomic(workdir / "config.json", json.dumps(settings, indent=2) + "\n")
+    write_atomic(workdir / "config.json", json.dumps(settings, indent=2, allow_nan=False) + "\n")
 
 
 def check_disk_space(workdir: pathlib.Path, need_bytes: int) -> None:
-  """Refuses to start when the workdir's disk has less than `need_bytes` free."""
-  probe = workdir if workdir.exists() else next(p for p in workdir.parents if p.exists())
-  free = shutil.disk_usage(probe).free
+  """Creates `workdir` if needed and checks it can be written with `need_bytes`
+  free: each failure is refused with its real reason before any work."""
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise OSError(f"workdir={workdir}: cannot create it ({e.strerror or e}: {e.filename}); "
+                  f"pass a directory on a disk you can write to") from None
+  try:
+    with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_check"):
+      pass
+  except OSError as e:
+    raise OSError(f"workdir={workdir}: cannot write there ({e.strerror or e}); fix its "
+                  f"permissions or pass another workdir") from None
+  free = shutil.disk_usage(workdir).free
   if free < need_bytes:
     raise ValueError(f"workdir={workdir}: {free / 1e6:.1f} MB free on its disk, but "
                      f"checkpoints of this model need about {need_bytes / 1e6:.1f} MB; free "
@@ -199,11 +210,17 @@ class MetricsLog:
   images, resumed at epoch `start`: lines past it belong to epochs that run again.
   Process 0 writes; on the others every method does nothing."""
 
-  def __init__(self, workdir: pathlib.Path, start: int):
+  def __init__(self, workdir: pathlib.Path, start: int, start_record: dict | None = None):
+    """`start_record`: epoch `start`'s record as its checkpoint keeps it, written
+    back if metrics.jsonl lost it (a kill while appending tears the last line)."""
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
     self.path = workdir / "metrics.jsonl"
     self.primary = jax.process_index() == 0
     kept = [r for r in read_metrics(self.path) if r["epoch"] <= start]
+    if start_record is not None and (not kept or kept[-1]["epoch"] < start):
+      logging.warning("%s: epoch %d's line is missing; written again from its checkpoint",
+                      self.path, start)
+      kept.append(start_record)
     # Seconds of the run's earlier sittings, so that wall_s adds up over resumes.
     self.wall_before = kept[-1].get("wall_s", 0.0) if kept else 0.0
     self.writer = None

@@ -1,0 +1,105 @@
+"""A run's settings and what they build: the model each names, the optimizer and
+its schedules, the loss with its KL weight, keys, and the settings refused."""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vae_jax import config as C
+from vae_jax import models
+
+
+def _shapes(model, image_shape=(28, 28, 1)):
+  params = models.init_params(model, jax.random.key(0))
+  return {jax.tree_util.keystr(p): a.shape for p, a in jax.tree_util.tree_leaves_with_path(params)}
+
+
+def test_the_defaults_build_the_pytorch_examples_model():
+  shapes = _shapes(C.RunConfig().build_model((28, 28, 1)))
+  kernels = sorted(s for s in shapes.values() if len(s) == 2)
+  assert kernels == sorted([(784, 400), (400, 40), (20, 400), (400, 784)])
+  n = sum(math.prod(s) for s in shapes.values())
+  assert n == 784 * 400 + 400 + 400 * 40 + 40 + 20 * 400 + 400 + 400 * 784 + 784
+
+
+def test_two_layer_model_has_z1_of_twice_z2():
+  model = C.RunConfig(model="two_layer", latent_dim=3, hidden_sizes=(16,)).build_model((4, 4, 1))
+  enc, _, prior = model.parts(models.init_params(model, jax.random.key(0)))
+  z = enc(jnp.zeros((2, 16))).sample(jax.random.key(1))
+  assert z.shape == (2, 9)  # z1 (6) and z2 (3) side by side
+  assert prior.log_prob(z).shape == (2,)
+
+
+@pytest.mark.parametrize("field,value", [("learning_rate", float("inf")),
+                                         ("beta", float("nan")), ("adam_b2", float("-inf"))])
+def test_non_finite_settings_are_refused(field, value):
+  with pytest.raises(ValueError, match=f"{field}={value}: must be a finite number"):
+    C.RunConfig(**{field: value})
+
+
+def test_unknown_names_are_refused_naming_the_setting():
+  with pytest.raises(ValueError, match="model='big'"):
+    C.RunConfig(model="big").build_model((28, 28, 1))
+  with pytest.raises(ValueError, match="compute_dtype='float8'"):
+    C.RunConfig(compute_dtype="float8").build_model((28, 28, 1))
+  with pytest.raises(ValueError, match="prng='nope'"):
+    C.RunConfig(prng="nope").root_key()
+  with pytest.raises(ValueError, match="objective='vi'"):
+    C.make_loss(C.RunConfig(objective="vi"), None, 100)
+
+
+def test_prng_names_the_generator_of_the_root_key():
+  a, b = C.RunConfig(prng="threefry2x32").root_key(), C.RunConfig(prng="philox4x32").root_key()
+  assert "threefry" in str(jax.random.key_impl(a)) and "philox" in str(jax.random.key_impl(b))
+
+
+def test_warmup_cosine_schedule_peaks_and_ends_at_zero():
+  config = C.RunConfig(lr_schedule="warmup_cosine", learning_rate=2e-3, warmup_epochs=2,
+                       epochs=10, batch_size=10, optimizer="sgd")
+  opt = C.make_optimizer(config, num_train=100)  # 10 steps per epoch
+  params = {"w": jnp.zeros(())}
+  state = opt.init(params)
+  rates = []
+  for _ in range(100):  # sgd: the update is -lr * gradient
+    updates, state = opt.update({"w": jnp.ones(())}, state, params)
+    rates.append(-float(updates["w"]))
+  assert rates[0] == 0.0 and rates[20] == pytest.approx(2e-3)
+  assert rates[60] == pytest.approx(1e-3 * (1 + math.cos(math.pi * 40 / 80)), rel=1e-5)
+  assert rates[-1] < 1e-5
+
+
+def test_burda_schedule_drops_by_10_to_the_minus_1_7_at_each_stage_end():
+  from vae_jax import train  # pylint: disable=g-import-not-at-top
+  lr = train.burda_schedule(1e-3, steps_per_epoch=2)
+  ends = np.cumsum([3 ** i for i in range(7)])  # epochs 1, 4, 13, ...
+  for i, end in enumerate(ends):
+    assert float(lr(2 * end - 1)) == pytest.approx(1e-3 * 10 ** (-i / 7), rel=1e-5)
+    assert float(lr(2 * end)) == pytest.approx(1e-3 * 10 ** (-(i + 1) / 7), rel=1e-5)
+
+
+def test_the_loss_weights_the_kl_by_beta_and_its_warmup():
+  config = C.RunConfig(beta=0.5, kl_warmup_epochs=2, batch_size=10, latent_dim=2,
+                       hidden_sizes=(8,))
+  model = config.build_model((2, 2, 1))
+  loss = C.make_loss(config, model, num_train=50)  # warm-up over 10 steps
+  params = models.init_params(model, jax.random.key(0))
+  x = jnp.ones((3, 2, 2, 1))
+  for step, beta in ((0, 0.0), (5, 0.25), (10, 0.5), (99, 0.5)):
+    value, m = loss(params, x, jax.random.key(1), step)
+    assert float(m["beta"]) == pytest.approx(beta)
+    assert float(m["objective"]) == pytest.approx(float(m["reconstruction"] - beta * m["kl"]),
+                                                  rel=1e-5)
+    assert float(value) == pytest.approx(-float(m["objective"]))
+    assert float(m["elbo"]) == pytest.approx(float(m["reconstruction"] - m["kl"]), rel=1e-5)
+
+
+def test_the_run_config_is_frozen_and_round_trips_through_its_dict():
+  config = C.RunConfig(hidden_sizes=(200, 200), latent_dim=50)
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    config.latent_dim = 3
+  saved = dataclasses.asdict(config)
+  assert C.RunConfig(**{**saved, "hidden_sizes": tuple(saved["hidden_sizes"])}) == config
