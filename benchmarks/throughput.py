@@ -27,6 +27,7 @@ from benchmarks import common
 from vae_jax import data
 from vae_jax import losses
 from vae_jax import models
+from vae_jax import optimizers
 from vae_jax import train
 
 BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["20", "128", "1024"], "Batch sizes to time.")
@@ -44,10 +45,10 @@ def _images(n):
 def our_epoch(images, batch_size, num_samples=1):
   """A run() callable: one epoch of our compiled training (`train.make_train_epoch`)."""
   model = models.pytorch_example()
-  opt = train.make_optimizer("adam", 1e-3)
+  opt = optimizers.make_optimizer("adam", 1e-3)
   root = jax.random.key(0)
   epoch_fn = train.make_train_epoch(losses.elbo_loss(model.parts, num_samples=num_samples), opt,
-                                    binarize="dynamic")
+                                    transform=data.binarizer("dynamic"))
   box = {"state": train.init_state(models.init_params(model, root), opt), "epoch": 0}
   def run():
     batches = train.epoch_batches(images, root, box["epoch"], batch_size)
@@ -129,7 +130,7 @@ def interleaved(runs: dict, repeats: int) -> dict:
 def jax_loop(images, batch_size, repeats=3):
   """Epoch seconds of a jitted train_step called from a Python loop."""
   model = models.pytorch_example()
-  opt = train.make_optimizer("adam", 1e-3)
+  opt = optimizers.make_optimizer("adam", 1e-3)
   root = jax.random.key(0)
   step = jax.jit(train.make_train_step(losses.elbo_loss(model.parts), opt), donate_argnums=0)
   box = {"state": train.init_state(models.init_params(model, root), opt)}

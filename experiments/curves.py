@@ -11,42 +11,54 @@ schedule (--lr_schedule=burda) get their stage boundaries (epochs 1, 4, 13, 40,
 sittings; it is this machine's, so compare runs measured on the same one.
 """
 
+import dataclasses
 import pathlib
 
-from absl import flags
-
-from experiments import common
+from experiments import cli
 from vae_jax import plots
+from vae_jax import settings
 from vae_jax import workdir as workdir_lib
-
-RUNS = flags.DEFINE_list("runs", None, "LABEL=WORKDIR pairs.")
-OUT = flags.DEFINE_string("out", "docs/learning_curves.png", "The PNG to write.")
-flags.mark_flag_as_required("runs")
+from vae_jax.settings import setting
 
 # Burda et al.'s schedule: stage i (i = 0..7) runs 3^i epochs; these are its ends.
 STAGE_ENDS = [sum(3 ** j for j in range(i + 1)) for i in range(8)]
 
 
-def curves() -> None:
+@dataclasses.dataclass(frozen=True)
+class CurvesOptions:
+  runs: tuple[str, ...] = setting((), "LABEL=WORKDIR pairs (required).", nonempty=False)
+  out: str = setting("docs/learning_curves.png", "The PNG to write.")
+
+  def __post_init__(self):
+    settings.check(self)
+
+
+def curves(ns) -> None:
+  if not ns.curves.runs:
+    raise ValueError("runs: give at least one LABEL=WORKDIR, e.g. runs=mine=runs/mnist")
   runs, marks = {}, {}
-  for item in RUNS.value:
+  for item in ns.curves.runs:
     label, sep, path = item.partition("=")
     if not sep or not label or not path:
-      raise ValueError(f"--runs: {item!r} is not LABEL=WORKDIR")
+      raise ValueError(f"runs: {item!r} is not LABEL=WORKDIR")
     workdir = pathlib.Path(path).expanduser()
     records = workdir_lib.read_metrics(workdir / "metrics.jsonl")
     if not records:
-      raise ValueError(f"--runs: {workdir} holds no metrics.jsonl records; pass a run's workdir")
+      raise ValueError(f"runs: {workdir} holds no metrics.jsonl records; pass a run's workdir")
     runs[label] = records
     config_path = workdir / "config.json"
     if config_path.exists() and workdir_lib.read_json(config_path).get("lr_schedule") == "burda":
       marks[label] = STAGE_ENDS
-  out = pathlib.Path(OUT.value)
+  out = pathlib.Path(ns.curves.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   plots.save_time_curves(out, runs, "test ELBO against training time (dots: ends of the "
                          "3^i-epoch stages)" if marks else "test ELBO against training time",
                          marks)
 
 
+def main(argv: list[str] | None = None) -> int:
+  return cli.main(cli.Entry(curves, {"curves": CurvesOptions}), argv)
+
+
 if __name__ == "__main__":
-  common.run(curves)
+  cli.run(main)

@@ -8,21 +8,21 @@ r"""Trains a VAE on MNIST: the project's main command.
   python -m experiments.mnist --model=conv --workdir=runs/conv
   python -m experiments.evaluate --workdir=runs/burda_fast    # log p(x), k = 5000
 
-Every flag of `experiments.train` (the same flag set; `--dataset` defaults to
-mnist here). Presets, with their commands and results: experiments/presets.py.
+Every flag of `experiments.train` (the same command; --dataset defaults to mnist).
+Presets, with their commands and results: vae_jax/presets.py.
 
 Defaults are the PyTorch example's (784-400-20, relu, batch 128, Adam 1e-3) with
 dynamic binarization, so the bound is a true Bernoulli likelihood. Expected:
 a test ELBO of about -102.9 nats after 10 epochs and -99.5 after 30 (README).
 """
 
-from absl import flags
+from experiments import cli
+from experiments import sweep
 
-from experiments import common
 
-flags.adopt_module_key_flags(common)
-flags.set_default(common.WORKDIR, "runs/mnist")
+def main(argv: list[str] | None = None) -> int:
+  return cli.main(sweep.entry(), argv)
 
 
 if __name__ == "__main__":
-  common.run(common.train_main)
+  cli.run(main)

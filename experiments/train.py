@@ -4,7 +4,8 @@ r"""Trains a VAE on any data set: MNIST, Frey Face, your own arrays, a folder of
   python -m experiments.train --dataset=folder --data_path=faces/ --image_size=32 \
       --model=conv --binarize=none --likelihood=discretized_logistic
   python -m experiments.train --dataset=tfds --tfds_name=fashion_mnist --model=conv
-  python -m experiments.train --dataset=mnist --model=two_layer --estimator=monte_carlo
+  python -m experiments.train --dataset=mnist --model=two_layer
+  python -m experiments.train --model=examples.nnx_vae:build   # your own model
 
 Images flow as [batch, H, W, C]; --model=mlp flattens them inside the model.
 Grey-level data takes any --binarize; colour data --binarize=none with the
@@ -12,12 +13,13 @@ discretized logistic or continuous Bernoulli likelihood. The workdir defaults to
 runs/<dataset>. Same flags as `experiments.mnist`.
 """
 
-from absl import flags
+from experiments import cli
+from experiments import sweep
 
-from experiments import common
 
-flags.adopt_module_key_flags(common)
+def main(argv: list[str] | None = None) -> int:
+  return cli.main(sweep.entry(), argv)
 
 
 if __name__ == "__main__":
-  common.run(common.train_main)
+  cli.run(main)

@@ -1,10 +1,43 @@
-"""Shared fixtures: the real data sets from $VAE_JAX_DATA (default ../shared/data)."""
+"""Shared fixtures: the real data sets from $VAE_JAX_DATA (default ../shared/data), and
+one XLA compilation cache for the whole session.
 
+Compiling, not computing, is most of this suite's time: XLA's CPU backend spends it
+in LLVM's optimizer. The tests run with LLVM's optimizations off
+(`--xla_backend_optimization_level=0`, about half the fast tier's time): the same
+XLA computations, fusions and float semantics (no fast-math either way), only less
+optimized machine code, which these small problems do not notice. The commands and
+benchmarks run as users run them, outside the tests.
+
+The cache: many tests compile the same small computations (the same tiny model in
+different workdirs, the same command in several subprocesses). JAX's persistent
+compilation cache keys an executable by its computation and compiler options, so a
+second compile of the same computation is a file read and the numbers are the same
+executable's. The controller creates the directory; xdist's workers and the tests'
+subprocesses inherit it through the environment; it is removed at the end.
+"""
+
+import os
 import pathlib
+import shutil
+import tempfile
 
-import pytest
+os.environ["XLA_FLAGS"] = " ".join(
+    [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]).strip()
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vae_jax_test_xla_")
+  os.environ["VAE_JAX_TEST_OWNS_CACHE"] = "1"
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
-from vae_jax import data
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from vae_jax import data  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def pytest_sessionfinish(session):  # pylint: disable=unused-argument
+  # The controller (or a run without xdist) made the cache; its workers did not.
+  if os.environ.get("VAE_JAX_TEST_OWNS_CACHE") and "PYTEST_XDIST_WORKER" not in os.environ:
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """Small models with known answers, shared by the tests."""
 
+import functools
 import json
 
 import flax.linen as nn
@@ -55,9 +56,17 @@ def worse_encoder(params, shift=0.5, logvar_shift=0.7):
 
 
 def bound(fn, model, params, x, key, **kwargs):
-  """fn(encoder, decoder, x, key, prior=prior, **kwargs) for a linen `model` with `params`."""
+  """fn(encoder, decoder, x, key, prior=prior, **kwargs) for a linen `model` with `params`,
+  compiled (one XLA computation, not one per operation: most of these tests' time was
+  eager dispatch; test_objectives checks that compiled and eager numbers agree, and
+  under `jax.disable_jit` this runs eagerly)."""
+  return _bound(fn, model, tuple(sorted(kwargs.items())), params, x, key)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _bound(fn, model, kwargs, params, x, key):
   enc, dec, prior = model.parts(params)
-  return fn(enc, dec, x, key, prior=prior, **kwargs)
+  return fn(enc, dec, x, key, prior=prior, **dict(kwargs))
 
 
 def small_vae(input_dim, latent_dim, hidden, n):
@@ -80,3 +89,13 @@ def run_metrics(workdir):
   """A run's metrics.jsonl records without the timing fields (which vary run to run)."""
   lines = (workdir / "metrics.jsonl").read_text().splitlines()
   return [{k: v for k, v in json.loads(l).items() if k not in TIMING} for l in lines]
+
+
+def cli(capfd, module: str, *args) -> tuple[int, str]:
+  """Runs `python -m <module> <args>` in this process (its `main`): (exit status,
+  what it wrote to stderr). For what needs no process of its own: signals,
+  locks held by another process and os._exit stay in subprocesses."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  capfd.readouterr()
+  code = importlib.import_module(module).main(list(args))
+  return code, capfd.readouterr().err

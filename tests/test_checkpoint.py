@@ -114,6 +114,7 @@ def _replace(**kwargs):
   return runner.RunConfig(**{**CONFIG.__dict__, **kwargs})
 
 
+@pytest.mark.slow
 def test_a_checkpoint_whose_step_counter_disagrees_with_its_epoch_is_not_resumed(small, tmp_path):
   runner.train_and_evaluate(CONFIG, small, tmp_path)
   # Epoch 2's state saved as epoch 3, consistently checksummed: only the step counter
@@ -128,6 +129,7 @@ def test_a_checkpoint_whose_step_counter_disagrees_with_its_epoch_is_not_resumed
   assert [m["epoch"] for m in helpers.run_metrics(tmp_path)] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_after_a_fallback_the_retrained_epoch_is_saved_in_place_of_the_damaged_one(
     small, tmp_path, caplog):
   runner.train_and_evaluate(CONFIG, small, tmp_path)
@@ -144,6 +146,7 @@ def test_after_a_fallback_the_retrained_epoch_is_saved_in_place_of_the_damaged_o
   assert any("Nothing to train" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.slow
 def test_a_torn_last_metrics_line_whose_checkpoint_exists_is_written_again(small, tmp_path):
   runner.train_and_evaluate(CONFIG, small, tmp_path)
   path = tmp_path / "metrics.jsonl"

@@ -113,6 +113,7 @@ def test_unknown_source_and_missing_options():
     datasets.load("tfds")
 
 
+@pytest.mark.slow
 def test_mnist_through_tfds_equals_the_idx_files(data_root, tmp_path):
   """TFDS reads the four official files from the shared folder as its manual_dir, offline."""
   idx = data.load_mnist(data_root / "mnist")

@@ -6,7 +6,7 @@ import pytest
 from scipy import special, stats
 
 import vae_jax
-from vae_jax import evaluate
+from vae_jax import evaluate, optimizers
 import vae_jax.objectives  # pylint: disable=unused-import
 from tests import helpers
 
@@ -40,7 +40,9 @@ def _reference_log_px(model, params, x, key, k):
   return np.array(out)
 
 
-@pytest.mark.parametrize("chunk,batch,block", [(40, 7, 7), (7, 2, 3), (1, 1, 5), (100, 4, 100)])
+@pytest.mark.parametrize("chunk,batch,block", [
+    (40, 7, 7), (7, 2, 3), pytest.param(1, 1, 5, marks=pytest.mark.slow),
+    pytest.param(100, 4, 100, marks=pytest.mark.slow)])
 def test_log_likelihood_matches_plain_loop_for_any_chunking(problem, chunk, batch, block):
   model, params, x = problem
   key, k = jax.random.key(5), 40
@@ -138,16 +140,18 @@ def trained(mnist):
   from vae_jax import data, losses, train  # pylint: disable=g-import-not-at-top
   model = vae_jax.VAE(latent_dim=50, hidden_sizes=(200, 200), activation="tanh",
                       image_shape=(28, 28, 1))
-  opt = train.make_optimizer("adam", 1e-3)
+  opt = optimizers.make_optimizer("adam", 1e-3)
   root = jax.random.key(0)
   state = train.init_state(vae_jax.init_params(model, train.init_key(root)), opt)
-  epoch_fn = train.make_train_epoch(losses.elbo_loss(model.parts), opt, binarize="dynamic")
+  epoch_fn = train.make_train_epoch(losses.elbo_loss(model.parts), opt,
+                                    transform=data.binarizer("dynamic"))
   for e in range(3):
     state, _ = epoch_fn(state, train.epoch_batches(mnist.train[:10000], root, e, 100), root)
   x = data.to_unit_interval(jax.numpy.asarray(data.fixed_binarization(mnist.test[:100], 1)))
   return model, state.params, x
 
 
+@pytest.mark.slow
 def test_monte_carlo_stderr_is_calibrated_on_a_trained_model(trained):
   """The reported standard error of the mean log p(x) estimate against its spread
   over 40 independent keys (pooled over 100 test images): ratio within 0.8 to 1.25.
@@ -167,6 +171,7 @@ def test_monte_carlo_stderr_is_calibrated_on_a_trained_model(trained):
   assert reported[0]["mc_rate"] < 0.9  # heavy tails: slower than 1/k
 
 
+@pytest.mark.slow
 def test_bfloat16_matmuls_stay_close_to_float32_on_a_trained_model(trained):
   """Mixed precision (matmuls in bfloat16, likelihood and KL summed in float32)
   moves the test ELBO of a trained model by well under a nat per image."""
@@ -178,3 +183,22 @@ def test_bfloat16_matmuls_stay_close_to_float32_on_a_trained_model(trained):
   b16 = evaluate.elbo_means(half.parts, params, x, key, num_samples=10)["elbo"]
   assert abs(b16 - f32) < 0.5, (f32, b16)
   assert abs(b16 - f32) > 0.0  # the bfloat16 path really ran
+
+
+def _evaluation_problem():
+  model = vae_jax.VAE(input_dim=784, latent_dim=8, hidden_sizes=(64,))
+  params = vae_jax.init_params(model, jax.random.key(0))
+  return model, params, helpers.binary_data(jax.random.key(1), n=40, dim=784)
+
+
+def test_evaluation_memory_is_bounded_for_any_k_and_checked_before_the_work():
+  model, params, x = _evaluation_problem()
+  size = lambda k: evaluate.iwae_block_bytes(model.parts, params, x, jax.random.key(0),
+                                             num_samples=k, chunk_size=100, batch_size=20)
+  small, huge = size(1_000), size(100_000_000)
+  assert huge < 1.1 * small, (small, huge)  # O(chunk x batch), not O(k)
+  with pytest.raises(ValueError, match=r"needs about .* GiB per call \(chunk_size=1000000 "
+                                       r"samples x batch_size=40 examples\).*lower"):
+    evaluate.marginal_log_likelihood(model.parts, params, x, jax.random.key(0),
+                                     num_samples=10_000_000, chunk_size=1_000_000,
+                                     batch_size=40, progress=False)

@@ -1,4 +1,6 @@
-"""The command lines, run as a user runs them (in a subprocess)."""
+"""The command lines, run as a user runs them: in this process through each entry
+point's `main` (the same parsing, error policy and body as `python -m`), or in a
+subprocess where the process itself is under test."""
 
 import csv
 import json
@@ -9,9 +11,18 @@ import sys
 
 import pytest
 
+from tests import helpers
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--epochs=1", "--train_examples=512", "--test_examples=200", "--hidden_sizes=32",
         "--batch_size=64"]
+
+
+def in_process(capfd, module, *args):
+  """`run` in this process (the entry point's `main`): same parsing, policy and body."""
+  import types  # pylint: disable=g-import-not-at-top
+  code, err = helpers.cli(capfd, module, *args)
+  return types.SimpleNamespace(returncode=code, stderr=err)
 
 
 def run(module, *args, data_root=None):
@@ -22,9 +33,24 @@ def run(module, *args, data_root=None):
                         capture_output=True, text=True, timeout=600)
 
 
-def test_mnist_sweep_writes_a_summary(data_root, tmp_path):
-  out = run("experiments.mnist", *TINY, "--latent_dims=2,3", f"--workdir={tmp_path}",
-            "--L=2", data_root=data_root)
+def test_the_main_command_trains_writes_its_files_and_resumes(data_root, tmp_path, capfd):
+  # The fast tier's end-to-end run: the main command as a user types it.
+  args = ["--epochs=1", "--train_examples=256", "--test_examples=100", "--hidden_sizes=16",
+          "--latent_dim=2", "--batch_size=64", f"--workdir={tmp_path}"]
+  code, err = helpers.cli(capfd, "experiments.mnist", *args)
+  assert code == 0, err[-3000:]
+  assert "epoch 1/1  train ELBO" in err
+  for name in ("config.json", "metrics.jsonl", "samples.png", "manifold.png"):
+    assert (tmp_path / name).is_file(), name
+  code, err = helpers.cli(capfd, "experiments.mnist", *args[1:], "--epochs=2")
+  assert code == 0 and "Resuming from the checkpoint of epoch 1" in err, err[-3000:]
+  assert [json.loads(l)["epoch"] for l in open(tmp_path / "metrics.jsonl")] == [1, 2]
+
+
+@pytest.mark.slow
+def test_mnist_sweep_writes_a_summary(data_root, tmp_path, capfd):
+  out = in_process(capfd, "experiments.mnist", *TINY, "--latent_dims=2,3", f"--workdir={tmp_path}",
+            "--L=2")
   assert out.returncode == 0, out.stderr[-3000:]
   rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
   assert [r["latent_dim"] for r in rows] == ["2", "3"]
@@ -32,75 +58,85 @@ def test_mnist_sweep_writes_a_summary(data_root, tmp_path):
   assert (tmp_path / "summary.md").read_text().startswith("| latent_dim |")
   assert (tmp_path / "latent_2" / "manifold.png").exists()
   assert "epoch 1/1" in out.stderr
-  again = run("experiments.mnist", *TINY, "--epochs=2", "--latent_dims=2", "--L=2",
-              f"--workdir={tmp_path}", data_root=data_root)
+  again = in_process(capfd, "experiments.mnist", *TINY, "--epochs=2", "--latent_dims=2", "--L=2",
+              f"--workdir={tmp_path}")
   assert "Resuming from the checkpoint of epoch 1" in again.stderr, again.stderr[-2000:]
   assert "epoch 2/2" in again.stderr
 
 
 @pytest.mark.parametrize("flag,words", [
-    ("--L=0", "--L=0"),
-    ("--latent_dim=0", "--latent_dim=0"),
-    ("--estimator=exact", "--estimator"),
+    ("--L=0", "--L=0: must be >= 1"),
+    ("--latent_dim=0", "--latent_dim=0: must be >= 1"),
+    ("--estimator=exact", "--estimator=exact: value should be one of"),
     ("--binarize=sometimes", "--binarize"),
-    ("--learning_rate=-1", "--learning_rate must be > 0"),
-    ("--latent_dims=2,five", "--latent_dims must be a comma-separated list"),
-    ("--hidden_sizes=0", "--hidden_sizes must be"),
+    ("--learning_rate=-1", "--learning_rate=-1.0: must be > 0"),
+    ("--learning_rate=inf", "--learning_rate=inf: must be a finite number"),
+    ("--beta=nan", "--beta=nan: must be a finite number"),
+    ("--latent_dims=2,five", "--latent_dims=2,five: must be a comma-separated list of integers"),
+    ("--latent_dims=2,2", "--latent_dims=2,2: lists a value twice"),
+    ("--hidden_sizes=0", "--hidden_sizes=0: must be >= 1"),
+    ("--seed=-1", "--seed=-1: must be >= 0"),
+    ("--seed=9223372036854775808", "--seed=9223372036854775808: must be <= "),
     ("--batch_size=100000", "--batch_size=100000: larger than the 512"),
+    ("--preset=nope", "--preset=nope: value should be one of"),
+    ("extra", "unexpected arguments: ['extra']"),
 ])
-def test_bad_flags_get_one_clear_line(flag, words, data_root, tmp_path):
-  out = run("experiments.mnist", *TINY, flag, f"--workdir={tmp_path / 'w'}", data_root=data_root)
-  assert out.returncode != 0
-  assert words in out.stderr, out.stderr[-2000:]
-  assert "Traceback" not in out.stderr
+def test_bad_flags_get_one_clear_line(flag, words, data_root, tmp_path, capfd):
+  code, err = helpers.cli(capfd, "experiments.mnist", *TINY, flag, f"--workdir={tmp_path / 'w'}")
+  lines = err.strip().splitlines()
+  assert code == 1 and lines[-1].startswith("error: ") and words in lines[-1], err[-2000:]
+  assert "Traceback" not in err
   assert not (tmp_path / "w" / "checkpoints").exists()
+  assert not (tmp_path / "w" / "config.json").exists()
 
 
-def test_workdir_that_is_a_file_and_missing_data(data_root, tmp_path):
+def test_workdir_that_is_a_file_and_missing_data(data_root, tmp_path, capfd):
   (tmp_path / "f").write_text("")
-  out = run("experiments.mnist", *TINY, f"--workdir={tmp_path / 'f'}", data_root=data_root)
-  assert out.returncode != 0 and "--workdir names a file" in out.stderr
-  out = run("experiments.mnist", *TINY, f"--data_dir={tmp_path / 'empty'}", "--nodownload",
-            f"--workdir={tmp_path / 'w'}")
-  assert out.returncode == 1 and "Traceback" not in out.stderr
-  line = out.stderr.strip().splitlines()[-1]
+  code, err = helpers.cli(capfd, "experiments.mnist", *TINY, f"--workdir={tmp_path / 'f'}")
+  assert code == 1 and "is a file, not a directory" in err.splitlines()[-1]
+  code, err = helpers.cli(capfd, "experiments.mnist", *TINY, f"--data_dir={tmp_path / 'empty'}",
+                          "--nodownload", f"--workdir={tmp_path / 'w'}")
+  assert code == 1 and "Traceback" not in err
+  line = err.strip().splitlines()[-1]
   assert str(tmp_path / "empty") in line and "--download" in line and "tfds" in line
 
 
-def test_frey_face_and_figure2(data_root, tmp_path):
-  out = run("experiments.figure2", "--dataset=frey_face", "--epochs=2", "--latent_dims=2,3",
-            "--train_examples=400", "--hidden_sizes=32", f"--workdir={tmp_path}",
-            data_root=data_root)
+@pytest.mark.slow
+def test_frey_face_and_figure2(data_root, tmp_path, capfd):
+  out = in_process(capfd, "experiments.figure2", "--dataset=frey_face", "--epochs=2", "--latent_dims=2,3",
+            "--train_examples=400", "--hidden_sizes=32", f"--workdir={tmp_path}")
   assert out.returncode == 0, out.stderr[-3000:]
   assert (tmp_path / "figure2_frey_face.png").stat().st_size > 0
   assert (tmp_path / "latent_2" / "manifold.png").exists()
   config = (tmp_path / "latent_3" / "config.json").read_text()
   assert '"likelihood": "gaussian_sigmoid_mean"' in config and '"optimizer": "adagrad"' in config
-  out = run("experiments.frey_face", "--epochs=1", "--train_examples=300", "--hidden_sizes=16",
-            f"--workdir={tmp_path / 'frey'}", data_root=data_root)
+  out = in_process(capfd, "experiments.frey_face", "--epochs=1", "--train_examples=300", "--hidden_sizes=16",
+            f"--workdir={tmp_path / 'frey'}")
   assert out.returncode == 0, out.stderr[-3000:]
   assert (tmp_path / "frey" / "manifold.png").exists()
 
 
-def test_evaluate_and_gradient_variance(data_root, tmp_path):
+@pytest.mark.slow
+def test_evaluate_and_gradient_variance(data_root, tmp_path, capfd):
   common = ["--train_examples=512", "--test_examples=100", f"--workdir={tmp_path}"]
-  out = run("experiments.gradient_variance", *common, "--epochs=1", "--hidden_sizes=32",
-            "--Ls=1,4", "--repeats=5", "--minibatch=10", data_root=data_root)
+  out = in_process(capfd, "experiments.gradient_variance", *common, "--epochs=1", "--hidden_sizes=32",
+            "--Ls=1,4", "--repeats=5", "--minibatch=10")
   assert out.returncode == 0, out.stderr[-3000:]
   rows = json.loads((tmp_path / "gradient_variance.json").read_text())["rows"]
   assert [r["L"] for r in rows] == [1, 4]
   assert all(r["variance_ratio"] > 1 for r in rows)
   assert (tmp_path / "gradient_variance.png").exists()
-  out = run("experiments.evaluate", *common, "--k=20", "--large_L=5", data_root=data_root)
+  out = in_process(capfd, "experiments.evaluate", *common, "--k=20", "--large_L=5")
   assert out.returncode == 0, out.stderr[-3000:]
   result = json.loads((tmp_path / "evaluation.json").read_text())
   assert result["test_examples"] == 100 and result["epoch"] == 1
   assert result["log_px_k20"]["log_px"] > result["elbo_L5"]["elbo"] - 1.0
   assert "log p(x), k=20: 100/100 examples" in out.stderr
-  out = run("experiments.evaluate", f"--workdir={tmp_path / 'nothing'}", data_root=data_root)
+  out = in_process(capfd, "experiments.evaluate", f"--workdir={tmp_path / 'nothing'}")
   assert out.returncode == 1 and "no config.json there" in out.stderr.splitlines()[-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags,key", [
     (["--objective=iwae", "--k=5"], "train_iwae_bound"),
     (["--objective=iwae", "--k=5", "--iwae_gradient=dreg"], "train_iwae_bound"),
@@ -108,9 +144,8 @@ def test_evaluate_and_gradient_variance(data_root, tmp_path):
     (["--kl_warmup_epochs=10"], "train_beta"),
     (["--likelihood=continuous_bernoulli", "--binarize=none"], "train_elbo"),
 ])
-def test_objectives_and_likelihoods_train_and_evaluate(flags, key, data_root, tmp_path):
-  out = run("experiments.mnist", *TINY, "--epochs=2", *flags, f"--workdir={tmp_path}",
-            data_root=data_root)
+def test_objectives_and_likelihoods_train_and_evaluate(flags, key, data_root, tmp_path, capfd):
+  out = in_process(capfd, "experiments.mnist", *TINY, "--epochs=2", *flags, f"--workdir={tmp_path}")
   assert out.returncode == 0, out.stderr[-3000:]
   records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert key in records[-1] and records[-1]["test_elbo"] > records[0]["test_elbo"] - 1.0
@@ -121,8 +156,8 @@ def test_objectives_and_likelihoods_train_and_evaluate(flags, key, data_root, tm
   if "--kl_warmup_epochs=10" in flags:
     # Mean of beta over epoch 2's steps s = 8..15 of 80: (8 + ... + 15) / 8 / 80.
     assert records[-1]["train_beta"] == pytest.approx(11.5 / 80, rel=1e-5)
-  ev = run("experiments.evaluate", f"--workdir={tmp_path}", "--k=20", "--large_L=3",
-           "--test_examples=200", data_root=data_root)
+  ev = in_process(capfd, "experiments.evaluate", f"--workdir={tmp_path}", "--k=20", "--large_L=3",
+           "--test_examples=200")
   assert ev.returncode == 0, ev.stderr[-3000:]
   result = json.loads((tmp_path / "evaluation.json").read_text())
   # The k = 20 bound lies above the L = 1 ELBO (up to Monte Carlo noise).
@@ -138,9 +173,10 @@ def _colour_folder(root):
     Image.fromarray(rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)).save(root / f"{i}.png")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["npz_conv", "folder_conv", "mnist_two_layer"])
 def test_general_entry_point_trains_and_evaluates_each_source_and_model(source, data_root,
-                                                                      tmp_path):
+                                                                      tmp_path, capfd):
   import numpy as np  # pylint: disable=g-import-not-at-top
   if source == "npz_conv":
     rng = np.random.default_rng(0)
@@ -152,42 +188,73 @@ def test_general_entry_point_trains_and_evaluates_each_source_and_model(source, 
     flags = ["--dataset=folder", f"--data_path={tmp_path / 'imgs'}", "--image_size=8",
              "--model=conv", "--binarize=none", "--likelihood=discretized_logistic"]
   else:
-    flags = ["--model=two_layer", "--estimator=monte_carlo", "--latent_dim=4",
+    flags = ["--model=two_layer", "--latent_dim=4",
              "--train_examples=512", "--test_examples=100"]
   w = tmp_path / "w"
-  out = run("experiments.train", *flags, "--epochs=2", "--batch_size=32", f"--workdir={w}",
-            data_root=data_root)
+  out = in_process(capfd, "experiments.train", *flags, "--epochs=2", "--batch_size=32", f"--workdir={w}")
   assert out.returncode == 0, out.stderr[-3000:]
   records = [json.loads(l) for l in (w / "metrics.jsonl").read_text().splitlines()]
   assert len(records) == 2 and np.isfinite(records[-1]["test_elbo"])
   assert (w / "samples.png").is_file()
-  ev = run("experiments.evaluate", f"--workdir={w}", "--k=10", "--large_L=2",
-           "--test_examples=40", data_root=data_root)
+  ev = in_process(capfd, "experiments.evaluate", f"--workdir={w}", "--k=10", "--large_L=2",
+           "--test_examples=40")
   assert ev.returncode == 0, ev.stderr[-3000:]
   result = json.loads((w / "evaluation.json").read_text())
   assert result["log_px_k10"]["log_px"] > result["elbo_L1"]["elbo"] - 1.0
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--dataset=npz"], "--dataset=npz needs --data_path"),
+    (["--dataset=npz"], "--dataset=npz needs --data_path=FILE.npz"),
     (["--dataset=tfds"], "--dataset=tfds needs --tfds_name"),
-    (["--model=two_layer"], "--estimator=monte_carlo"),
-    (["--model=conv", "--dataset=frey_face", "--hidden_sizes=8"], None),
-    (["--workdir="], "--workdir is empty"),
+    (["--workdir="], "--workdir='': empty"),
     (["--prng=nope"], "--prng='nope': unrecognized PRNG implementation"),
+    (["--model=big"], "--model='big': expected one of"),
+    (["--model=no_such_module:build"], "No module named 'no_such_module'"),
 ])
-def test_general_entry_point_bad_settings_get_one_line(flags, message, data_root, tmp_path):
-  out = run("experiments.train", "--epochs=1", "--train_examples=256", "--test_examples=64",
-            "--batch_size=32", f"--workdir={tmp_path / 'w'}", *flags, data_root=data_root)
-  if message is None:  # Frey Face (28x20) fits the conv model: it trains
-    assert out.returncode == 0, out.stderr[-2000:]
-    return
-  assert out.returncode == 1 and message in out.stderr.splitlines()[-1], out.stderr[-2000:]
+def test_general_entry_point_bad_settings_get_one_line(flags, message, data_root, tmp_path,
+                                                       capfd):
+  code, err = helpers.cli(capfd, "experiments.train", "--epochs=1", "--train_examples=256",
+                          "--test_examples=64", "--batch_size=32", f"--workdir={tmp_path / 'w'}",
+                          *flags)
+  assert code == 1 and message in err.splitlines()[-1], err[-2000:]
+
+
+@pytest.mark.slow
+def test_two_layer_takes_estimator_a_and_says_so_and_frey_face_fits_the_conv_model(
+    data_root, tmp_path, capfd):
+  code, err = helpers.cli(capfd, "experiments.train", "--model=two_layer", "--epochs=1",
+                          "--train_examples=256", "--test_examples=64", "--batch_size=32",
+                          "--latent_dim=2", "--hidden_sizes=16", f"--workdir={tmp_path / 'a'}")
+  assert code == 0, err[-2000:]
+  assert err.count("its KL has no closed form, so the ELBO uses estimator=monte_carlo") == 1
+  assert json.loads((tmp_path / "a" / "config.json").read_text())["estimator"] == "monte_carlo"
+  code, err = helpers.cli(capfd, "experiments.train", "--model=conv", "--dataset=frey_face",
+                          "--epochs=1", "--train_examples=256", "--test_examples=64",
+                          "--batch_size=32", f"--workdir={tmp_path / 'b'}")
+  assert code == 0, err[-2000:]  # Frey Face (28x20) fits the conv model
+
+
+def test_log_line_names_what_it_shows(data_root, tmp_path, capfd):
+  # beta != 1: the ELBO and, beside it, the objective trained on, by name.
+  code, err = helpers.cli(capfd, "experiments.mnist", *TINY, "--beta=0.5",
+                          f"--workdir={tmp_path}")
+  assert code == 0, err[-2000:]
+  record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+  line = next(l for l in err.splitlines() if "epoch 1/1" in l)
+  assert f"train ELBO {record['train_elbo']:.2f} (objective {record['train_objective']:.2f} " \
+         f"with mean beta 0.5)" in line, line
 
 
 def test_library_errors_are_shown_as_the_flags_typed():
   # The library names its arguments; the command line shows the flag each came from.
-  from experiments import common, evaluate  # pylint: disable=g-import-not-at-top,unused-import
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from experiments import cli, errors, sweep  # pylint: disable=g-import-not-at-top
+  entry = sweep.entry()
+  fv = flags.FlagValues()
+  for cls in entry.schemas.values():
+    cli.define(fv, cls)
+  renames = cli.flag_renames(entry)
+  assert renames["num_samples"] == "L" and renames["iwae_samples"] == "k"
   cases = {
       "batch_size=4096: larger than the 2048 training images":
           "--batch_size=4096: larger than the 2048 training images",
@@ -196,18 +263,22 @@ def test_library_errors_are_shown_as_the_flags_typed():
       "workdir=/tmp/a_b holds a run with other settings; use another workdir, or fresh=True":
           "--workdir=/tmp/a_b holds a run with other settings; use another --workdir, or --fresh",
       "the model's seed and the workdir of a run": "the model's seed and the workdir of a run",
-      "--workdir is empty": "--workdir is empty",
   }
   for library, shown in cases.items():
-    assert common.as_flags(library) == shown
-  assert (common.as_flags("lower chunk_size or batch_size", {"batch_size": "iwae_batch_size"})
+    assert errors.as_flags(library, fv, renames) == shown
+  from experiments import evaluate  # pylint: disable=g-import-not-at-top
+  fv = flags.FlagValues()
+  for cls in evaluate.ENTRY.schemas.values():
+    cli.define(fv, cls)
+  assert (errors.as_flags("lower chunk_size or batch_size", fv, cli.flag_renames(evaluate.ENTRY))
           == "lower --chunk_size or --iwae_batch_size")
 
 
-def test_table1_trains_each_row_for_the_budget_and_scores_it(data_root, tmp_path):
-  out = run("experiments.table1", "--rows=vae_1layer,iwae_1layer", "--minutes=0.1",
+@pytest.mark.slow
+def test_table1_trains_each_row_for_the_budget_and_scores_it(data_root, tmp_path, capfd):
+  out = in_process(capfd, "experiments.table1", "--rows=vae_1layer,iwae_1layer", "--minutes=0.1",
             "--train_examples=1000", "--test_examples=100", "--eval_k=50",
-            f"--workdir={tmp_path}", data_root=data_root)
+            f"--workdir={tmp_path}")
   assert out.returncode == 0, out.stderr[-3000:]
   rows = json.loads((tmp_path / "table1.json").read_text())
   assert [r["row"] for r in rows] == ["vae_1layer", "iwae_1layer"]

@@ -1,5 +1,7 @@
 """The encoder/decoder MLPs and the presets."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -96,15 +98,21 @@ def test_image_shaped_mlp_is_the_flat_mlp_on_flattened_images():
   assert vae_jax.generate(images.parts(params), key, 5).shape == (5, 3, 4, 1)
 
 
+@pytest.mark.slow  # three conv models compiled: 40 s on 2 cores
 def test_conv_model_shapes_and_its_image_size_check():
   for model, shape in ((vae_jax.conv_mnist(), (28, 28, 1)), (vae_jax.conv_32x32x3(), (32, 32, 3)),
                        (models.ConvVAE(image_shape=(28, 20, 1)), (28, 20, 1))):
-    params = vae_jax.init_params(model, jax.random.key(0))
-    parts = model.parts(params)
+    params = jax.jit(vae_jax.init_params, static_argnums=0)(model, jax.random.key(0))
     x = jnp.round(jax.random.uniform(jax.random.key(1), (2, 3) + shape) * 255) / 255
-    assert parts.encoder(x).mean.shape == (2, 3, model.latent_dim)  # any leading axes
-    assert parts.decoder(parts.encoder(x).mean).log_prob(x).shape == (2, 3)
-    assert vae_jax.generate(parts, jax.random.key(2), 4).shape == (4,) + shape
+
+    @jax.jit
+    def shapes(params, x):
+      parts = model.parts(params)
+      mean = parts.encoder(x).mean
+      return mean, parts.decoder(mean).log_prob(x), vae_jax.generate(parts, jax.random.key(2), 4)
+    mean, log_prob, generated = shapes(params, x)
+    assert mean.shape == (2, 3, model.latent_dim)  # any leading axes
+    assert log_prob.shape == (2, 3) and generated.shape == (4,) + shape
   with pytest.raises(ValueError, match="divisible by 4"):
     vae_jax.init_params(models.ConvVAE(image_shape=(30, 28, 1)), jax.random.key(0))
 
@@ -120,14 +128,18 @@ def test_two_layer_iwae_with_one_sample_is_its_elbo_and_rises_with_k():
   model, params, x = _tiny_two_layer()
   enc, dec, prior = model.parts(params)
   key = jax.random.key(3)
-  elbo = vae_jax.elbo(enc, dec, x, key, prior=prior, estimator="monte_carlo")
-  np.testing.assert_allclose(vae_jax.iwae_bound(enc, dec, x, key, prior=prior, num_samples=1),
-                             elbo, rtol=1e-6)
+  # Compiled (eager dispatch of every small op is most of a minute here; the
+  # objectives' tests check that jit and eager agree).
+  elbo = jax.jit(lambda x, key: vae_jax.elbo(*model.parts(params)[:2], x, key,
+                                             prior=model.parts(params).prior,
+                                             estimator="monte_carlo"))(x, key)
+  iwae = jax.jit(lambda x, key, k, chunk: vae_jax.iwae_bound(
+      *model.parts(params)[:2], x, key, prior=model.parts(params).prior, num_samples=k,
+      chunk_size=chunk), static_argnums=(2, 3))
+  np.testing.assert_allclose(iwae(x, key, 1, None), elbo, rtol=1e-6)
   # Chunking changes nothing; the bound rises with k (means over keys and examples,
   # far apart compared with their Monte Carlo error).
-  a = vae_jax.iwae_bound(enc, dec, x, key, prior=prior, num_samples=50, chunk_size=7)
-  b = vae_jax.iwae_bound(enc, dec, x, key, prior=prior, num_samples=50, chunk_size=50)
-  np.testing.assert_allclose(a, b, rtol=1e-5)
+  np.testing.assert_allclose(iwae(x, key, 50, 7), iwae(x, key, 50, 50), rtol=1e-5)
   keys = jax.random.split(jax.random.key(4), 20)
   means = []
   for k in (1, 10, 100):
@@ -136,9 +148,9 @@ def test_two_layer_iwae_with_one_sample_is_its_elbo_and_rises_with_k():
     means.append((float(vals.mean()), float(vals.std() / np.sqrt(vals.size))))
   for (lo, se_lo), (hi, se_hi) in zip(means, means[1:]):
     assert hi - lo > 3 * np.hypot(se_lo, se_hi), means
-  # The analytic estimator has no closed form to use here.
+  # The analytic estimator has no closed form to use here (refused when traced).
   with pytest.raises(NotImplementedError, match="monte_carlo"):
-    vae_jax.elbo(enc, dec, x, key, prior=prior)
+    jax.eval_shape(lambda x: vae_jax.elbo(enc, dec, x, key, prior=prior), x)
 
 
 def test_two_level_gaussian_is_a_normalized_density_and_samples_from_it():
@@ -147,13 +159,19 @@ def test_two_level_gaussian_is_a_normalized_density_and_samples_from_it():
   model = models.TwoLayerVAE(input_dim=4, latent_dims=(1, 1), hidden_sizes=((3,), (3,)))
   params = vae_jax.init_params(model, jax.random.key(5))
   params = jax.tree_util.tree_map(lambda a: 3 * a, params)  # a non-trivial conditional
-  for dist in (model.parts(params).prior, model.parts(params).encoder(jnp.ones((4,)) * 0.5)):
-    g = jnp.linspace(-12.0, 12.0, 801)
-    z = jnp.stack(jnp.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
-    mass = jnp.exp(dist.log_prob(z)).sum() * (g[1] - g[0]) ** 2
+  g = jnp.linspace(-12.0, 12.0, 801)
+  z = jnp.stack(jnp.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def density_and_draws(which, params):
+    parts = model.parts(params)
+    dist = parts.prior if which == "prior" else parts.encoder(jnp.ones((4,)) * 0.5)
+    return jnp.exp(dist.log_prob(z)), dist.sample(jax.random.key(0), (200_000,))
+  for which in ("prior", "posterior"):
+    density, draws = density_and_draws(which, params)
+    mass = density.sum() * (g[1] - g[0]) ** 2
     assert float(mass) == pytest.approx(1.0, abs=1e-3)
-    draws = dist.sample(jax.random.key(0), (200_000,))
-    p = jnp.exp(dist.log_prob(z)) * (g[1] - g[0]) ** 2
+    p = density * (g[1] - g[0]) ** 2
     for f in (lambda v: v[:, 0], lambda v: v[:, 1], lambda v: v[:, 0] * v[:, 1]):
       exact, mc = float((p * f(z)).sum()), f(draws)
       assert abs(float(mc.mean()) - exact) < 4 * float(mc.std()) / np.sqrt(len(mc)) + 1e-3
@@ -168,7 +186,7 @@ def test_two_layer_dreg_holds_every_encoder_parameter_fixed_inside_log_q():
       enc, dec, prior = model.parts(p)
       return -vae_jax.iwae_surrogate(enc, dec, x, jax.random.key(4), prior=prior,
                                      num_samples=8, gradient=gradient).mean()
-    return jax.grad(loss)(params)["params"]
+    return jax.jit(jax.grad(loss))(params)["params"]
   std, dreg = grad("standard"), grad("dreg")
   for name in ("decoder", "p_z1"):
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),

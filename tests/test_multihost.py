@@ -15,6 +15,8 @@ import pytest
 
 from vae_jax import runner
 
+pytestmark = pytest.mark.slow  # two JAX processes
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ARGS = ["--train_examples=1024", "--test_examples=300", "--batch_size=64", "--hidden_sizes=64",
         "--latent_dim=8", "--eval_batch_size=128", "--log_grad_norm"]

@@ -89,7 +89,8 @@ def test_iwae_with_one_sample_equals_monte_carlo_elbo(linear, mlp):
         rtol=1e-6, atol=1e-5)
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 50, 64])
+@pytest.mark.parametrize("chunk", [7, pytest.param(1, marks=pytest.mark.slow),
+                                   pytest.param(50, marks=pytest.mark.slow), 64])
 def test_iwae_does_not_depend_on_chunk_size(mlp, chunk):
   model, params, x = mlp
   key = jax.random.key(3)

@@ -13,6 +13,12 @@ def test_readme_has_the_four_api_examples():
   assert len(SNIPPETS) >= 4
 
 
-@pytest.mark.parametrize("index", range(len(SNIPPETS)))
+# Blocks that train a model for seconds belong to the slow tier.
+TRAINS = re.compile(r"for \w+ in range\(\d{2,}\)|train_and_evaluate|make_train_epoch|num_samples=5000")
+
+
+@pytest.mark.parametrize("index", [
+    pytest.param(i, marks=pytest.mark.slow) if TRAINS.search(s) else i
+    for i, s in enumerate(SNIPPETS)])
 def test_readme_snippet_runs(index):
   exec(compile(SNIPPETS[index], f"README.md, python block {index + 1}", "exec"), {})

@@ -13,6 +13,8 @@ from vae_jax import data, runner
 
 
 
+pytestmark = pytest.mark.slow  # whole runs of a few epochs
+
 @pytest.fixture(scope="module")
 def small(mnist):
   return data.subset(mnist, 2048, 500)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import vae_jax
-from vae_jax import data, losses, objectives, train
+from vae_jax import data, losses, multihost, objectives, optimizers, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BATCH = 64
@@ -26,7 +26,7 @@ def images(mnist):
 
 def _setup(lr=1e-3):
   model = vae_jax.VAE(latent_dim=8, hidden_sizes=(64,), image_shape=(28, 28, 1))
-  opt = train.make_optimizer("adam", lr)
+  opt = optimizers.make_optimizer("adam", lr)
   root = jax.random.key(0)
   return model, opt, root, train.init_state(vae_jax.init_params(model, train.init_key(root)), opt)
 
@@ -51,7 +51,7 @@ def _python_loop(model, opt, root, state, images, epochs):
 def test_epoch_scan_equals_step_by_step_python_loop(images):
   model, opt, root, state = _setup()
   ref = _python_loop(model, opt, root, state, images, epochs=2)
-  epoch_fn = train.make_train_epoch(_loss(model, 2), opt, binarize="dynamic")
+  epoch_fn = train.make_train_epoch(_loss(model, 2), opt, transform=data.binarizer("dynamic"))
   _, _, _, state = _setup()
   for e in range(2):
     state, metrics = epoch_fn(state, train.epoch_batches(images, root, e, BATCH), root)
@@ -61,6 +61,7 @@ def test_epoch_scan_equals_step_by_step_python_loop(images):
   assert metrics["nonfinite_steps"] == 0 and metrics["first_nonfinite_step"] == -1
 
 
+@pytest.mark.slow
 def test_host_loop_epoch_equals_the_scanned_epoch(images):
   # The conv models' path on a CPU (jax-ml/jax#12868): same keys, same steps, same metrics,
   # through the ahead-of-time compile the runner uses, with non-finite steps located.
@@ -68,7 +69,7 @@ def test_host_loop_epoch_equals_the_scanned_epoch(images):
     results = []
     for host_loop in (False, True):
       model, opt, root, state = _setup(lr=lr)
-      epoch_fn = train.make_train_epoch(_loss(model, 2), opt, binarize="dynamic",
+      epoch_fn = train.make_train_epoch(_loss(model, 2), opt, transform=data.binarizer("dynamic"),
                                         host_loop=host_loop)
       batches = train.epoch_batches(images, root, 0, BATCH)
       compiled = epoch_fn.lower(state, batches, root).compile()
@@ -95,7 +96,7 @@ def test_train_step_is_traced_once_across_steps_and_epochs(images, monkeypatch):
   real = objectives.elbo_terms
   monkeypatch.setattr(objectives, "elbo_terms", lambda *a, **k: traces.append(1) or real(*a, **k))
   model, opt, root, state = _setup()
-  epoch_fn = train.make_train_epoch(_loss(model), opt, binarize="dynamic")
+  epoch_fn = train.make_train_epoch(_loss(model), opt, transform=data.binarizer("dynamic"))
   for e in range(3):
     state, _ = epoch_fn(state, train.epoch_batches(images, root, e, BATCH), root)
   assert len(traces) == 1
@@ -109,7 +110,7 @@ def test_train_step_is_traced_once_across_steps_and_epochs(images, monkeypatch):
 
 def test_training_improves_the_bound(images):
   model, opt, root, state = _setup()
-  epoch_fn = train.make_train_epoch(_loss(model), opt, binarize="dynamic")
+  epoch_fn = train.make_train_epoch(_loss(model), opt, transform=data.binarizer("dynamic"))
   bounds = []
   for e in range(4):
     state, m = epoch_fn(state, train.epoch_batches(images, root, e, BATCH), root)
@@ -120,7 +121,7 @@ def test_training_improves_the_bound(images):
 def test_nonfinite_steps_are_reported_or_skipped(images):
   for skip in (False, True):
     model, opt, root, state = _setup(lr=1e6)
-    epoch_fn = train.make_train_epoch(_loss(model), opt, binarize="dynamic",
+    epoch_fn = train.make_train_epoch(_loss(model), opt, transform=data.binarizer("dynamic"),
                                       skip_nonfinite=skip)
     state, m = epoch_fn(state, train.epoch_batches(images, root, 0, BATCH), root)
     assert m["nonfinite_steps"] > 0 and m["first_nonfinite_step"] >= 0
@@ -132,15 +133,15 @@ _SHARDED = """
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
 import vae_jax
-from vae_jax import data, losses, train
+from vae_jax import data, losses, multihost, optimizers, train
 assert jax.device_count() == int(sys.argv[2]), jax.devices()
 images = data.load_mnist(sys.argv[1]).train[:1024]
 model = vae_jax.VAE(latent_dim=8, hidden_sizes=(64,), image_shape=(28, 28, 1))
-opt = train.make_optimizer("adam", 1e-3)
+opt = optimizers.make_optimizer("adam", 1e-3)
 root = jax.random.key(0)
-mesh = train.data_mesh()
-state = train.replicate(train.init_state(vae_jax.init_params(model, train.init_key(root)), opt), mesh)
-epoch = train.make_train_epoch(losses.elbo_loss(model.parts), opt, binarize="dynamic", mesh=mesh)
+mesh = multihost.data_mesh()
+state = multihost.replicate(train.init_state(vae_jax.init_params(model, train.init_key(root)), opt), mesh)
+epoch = train.make_train_epoch(losses.elbo_loss(model.parts), opt, transform=data.binarizer("dynamic"), mesh=mesh)
 for e in range(2):
   state, m = epoch(state, train.epoch_batches(images, root, e, 64, mesh), root)
 leaves = [np.asarray(p).ravel().tolist() for p in jax.tree_util.tree_leaves(state.params)]
@@ -156,6 +157,7 @@ def _run_on(devices: int, data_root) -> dict:
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_four_devices_match_one(data_root):
   one, four = _run_on(1, data_root), _run_on(4, data_root)
   np.testing.assert_allclose(four["elbo"], one["elbo"], rtol=1e-5)
@@ -163,12 +165,13 @@ def test_four_devices_match_one(data_root):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_conv_vae_one_short_epoch_on_mnist_improves_the_test_bound(mnist):
   """Images flow as [batch, 28, 28, 1] through the scanned epoch and the padded
   evaluation, whose value does not depend on its batch size."""
   from vae_jax import evaluate  # pylint: disable=g-import-not-at-top
   model = vae_jax.conv_mnist(latent_dim=8)
-  opt = train.make_optimizer("adam", 1e-3)
+  opt = optimizers.make_optimizer("adam", 1e-3)
   root = jax.random.key(0)
   state = train.init_state(vae_jax.init_params(model, train.init_key(root)), opt)
   test_x = data.to_unit_interval(jnp.asarray(data.fixed_binarization(mnist.test[:200], 1)))
@@ -176,7 +179,7 @@ def test_conv_vae_one_short_epoch_on_mnist_improves_the_test_bound(mnist):
   bound = lambda params, bs: evaluate.elbo_means(model.parts, params, test_x, key,
                                                  batch_size=bs)["elbo"]
   before = bound(state.params, 64)
-  epoch_fn = train.make_train_epoch(_loss(model), opt, binarize="dynamic")
+  epoch_fn = train.make_train_epoch(_loss(model), opt, transform=data.binarizer("dynamic"))
   state, metrics = epoch_fn(state, train.epoch_batches(mnist.train[:1280], root, 0, BATCH), root)
   after = bound(state.params, 64)
   assert int(state.step) == 20 and np.isfinite(float(metrics["objective"]))

@@ -115,3 +115,9 @@ def test_stop_request_turns_signals_into_a_flag_and_restores_the_handlers():
 
 def test_markdown_table():
   assert W.markdown_table(["a", "b"], [[1, 2.345]]) == "| a | b |\n|---|---|\n| 1 | 2.35 |"
+
+
+def test_evaluation_checks_its_workdir_is_writable_first(tmp_path):
+  with pytest.raises(OSError, match="cannot write there"):
+    W.check_writable(pathlib.Path("/proc"))  # read-only even for root
+  W.check_writable(tmp_path)

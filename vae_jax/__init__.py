@@ -1,5 +1,6 @@
 """vae-jax: variational autoencoders in JAX (Kingma & Welling, 2014)."""
 
+from vae_jax.config import RunConfig
 from vae_jax.distributions import (Bernoulli, ContinuousBernoulli, DiagonalGaussian,
                                    DiscretizedLogistic, Gaussian, MixtureOfGaussians,
                                    StandardNormal, TwoLevelGaussian, bits_per_dim, kl_divergence)
@@ -12,4 +13,4 @@ from vae_jax.models import (LIKELIHOODS, PRESETS, VAE, ConvVAE, TwoLayerVAE, ini
 from vae_jax.objectives import (ESTIMATORS, ElboTerms, Parts, elbo, elbo_terms, iwae_bound,
                                 iwae_bound_and_stderr, iwae_surrogate, log_weights)
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"  # the one place it is said (pyproject.toml reads it)

@@ -1,23 +1,36 @@
-"""The settings of one training run (`RunConfig`) and what they build: the model,
-the optimizer, the loss and the initial state. Plain arguments, no flags: the
-experiments parse their flags into a `RunConfig`.
+"""The settings of one training run (`RunConfig`, each declared once with its help and
+bounds) and what they build for the runner (`Recipe`): the model, the loss, the
+optimizer, the input transform and the extra metrics. Plain arguments, no flags:
+`experiments/cli.py` derives the command line from these declarations.
 """
 
 import dataclasses
+import importlib
+import logging
 import math
+from typing import Any, Callable, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
+import optax
 
+from vae_jax import data
+from vae_jax import datasets
+from vae_jax import distributions
 from vae_jax import losses
 from vae_jax import models
+from vae_jax import objectives
+from vae_jax import optimizers
+from vae_jax import settings
 from vae_jax import train
+from vae_jax.settings import setting
 
 # Settings that may change when a run resumes (train longer, lower the step size);
 # every other one must match.
 RESUMABLE = ("epochs", "keep_checkpoints", "skip_nonfinite", "learning_rate", "eval_every",
              "data_path", "log_grad_norm")
 MODELS = ("mlp", "conv", "two_layer")
+OBJECTIVES = ("elbo", "iwae")
 # Mixed precision: matmuls in bfloat16, parameters, optimizer state, likelihoods and KLs float32.
 COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 # Runs written before images were [H, W, C] recorded only the flattened size.
@@ -26,46 +39,96 @@ LEGACY_IMAGE_SHAPES = {784: (28, 28, 1), 560: (28, 20, 1)}
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-  """The settings of one training run (the experiments' flags, parsed)."""
-  dataset: str = "mnist"
-  data_path: str = ""
-  tfds_name: str = ""
-  image_size: int = 0
-  model: str = "mlp"
-  compute_dtype: str = "float32"
-  latent_dim: int = 20
-  hidden_sizes: tuple[int, ...] = (400,)
-  activation: str = "relu"
-  likelihood: str = "bernoulli"
-  objective: str = "elbo"
-  num_samples: int = 1
-  estimator: str = "analytic"
-  beta: float = 1.0
-  kl_warmup_epochs: int = 0
-  iwae_samples: int = 5
-  iwae_gradient: str = "standard"
-  batch_size: int = 128
-  epochs: int = 10
-  optimizer: str = "adam"
-  learning_rate: float = 1e-3
-  lr_schedule: str = "constant"
-  warmup_epochs: int = 0
-  adam_b2: float = 0.999
-  binarize: str = "dynamic"
-  seed: int = 0
-  prng: str = "threefry2x32"
-  eval_batch_size: int = 1000
-  keep_checkpoints: int = 3
-  skip_nonfinite: bool = False
-  eval_every: int = 1
-  log_grad_norm: bool = False
+  """The settings of one training run. Each field is one setting: its help, bounds
+  and command-line name are declared here and nowhere else."""
+  # The data.
+  dataset: str = setting("mnist", "mnist, frey_face, npz (--data_path=FILE.npz with 'train' "
+                         "and 'test' arrays), folder (--data_path=DIR of PNG/JPEG images), "
+                         "tfds (--tfds_name=NAME).", choices=datasets.SOURCES)
+  data_path: str = setting("", "The .npz file (--dataset=npz) or image directory "
+                           "(--dataset=folder).")
+  tfds_name: str = setting("", "A TFDS image data set with train and test splits "
+                           "(--dataset=tfds), e.g. fashion_mnist.")
+  image_size: int = setting(0, "Resize --dataset=folder images to this many pixels square "
+                            "(0: keep their size).", lower=0)
+  binarize: str = setting(
+      "dynamic", "dynamic: a fresh Bernoulli draw of each pixel every time an image is used; "
+      "fixed: one draw made once with a constant seed; none: grey levels (the PyTorch "
+      "example's inputs, for which the Bernoulli bound is not a likelihood; colour data takes "
+      "none).", choices=data.BINARIZATIONS)
+  # The model.
+  model: str = setting("mlp", "mlp (--hidden_sizes each side), conv (strided convs down, "
+                       "transposed convs up), two_layer (Burda et al.'s two stochastic layers: "
+                       "z2 of --latent_dim over z1 of twice that; its ELBO takes "
+                       "--estimator=monte_carlo), or your own as MODULE:FUNCTION, a function "
+                       "(config, image_shape) -> model with init(key) and parts(params).")
+  latent_dim: int = setting(20, "Size of z.", lower=1)
+  conv_channels: tuple[int, ...] = setting((32, 64), "Conv widths going down, reversed going "
+                                           "up (--model=conv); each layer halves H and W.",
+                                           lower=1, nonempty=True)
+  conv_hidden: int = setting(256, "Dense units between the convs and z, each side "
+                             "(--model=conv).", lower=1)
+  hidden_sizes: tuple[int, ...] = setting((400,), "Encoder hidden widths; the decoder mirrors "
+                                          "them.", lower=1, nonempty=True)
+  activation: str = setting("relu", "Hidden activation (tanh as in the paper, relu as in "
+                            "PyTorch's).", choices=sorted(models.ACTIVATIONS))
+  likelihood: str = setting(
+      "bernoulli", "p(x|z): bernoulli (binary data), continuous_bernoulli (grey levels, "
+      "--binarize=none), gaussian, gaussian_sigmoid_mean, discretized_logistic (8-bit data, "
+      "--binarize=none).", choices=sorted(models.LIKELIHOODS))
+  compute_dtype: str = setting(
+      "float32", "Matmul precision: bfloat16 for mixed precision on a GPU or TPU (parameters, "
+      "optimizer state, likelihoods and KLs stay float32); float32 everywhere else.",
+      choices=tuple(COMPUTE_DTYPES))
+  # The objective.
+  objective: str = setting("elbo", "Training objective: elbo (with --L, --estimator, --beta, "
+                           "--kl_warmup_epochs) or iwae (the k-sample bound, --k).",
+                           choices=OBJECTIVES)
+  num_samples: int = setting(1, "Monte Carlo samples of z per data point.", flag="L", lower=1)
+  estimator: str = setting("analytic", "analytic: closed-form KL (B); monte_carlo: full "
+                           "estimator (A).", choices=objectives.ESTIMATORS)
+  beta: float = setting(1.0, "KL weight of the ELBO objective (1: the ELBO; other values: the "
+                        "beta-VAE objective).", lower=0.0)
+  kl_warmup_epochs: int = setting(0, "Epochs over which the KL weight rises linearly from 0 to "
+                                  "--beta.", lower=0)
+  iwae_samples: int = setting(5, "Importance samples of the IWAE training objective "
+                              "(--objective=iwae).", flag="k", lower=1)
+  iwae_gradient: str = setting("standard", "Encoder gradient of the IWAE objective: standard, "
+                               "or dreg (doubly reparameterized, Tucker et al. 2019).",
+                               choices=("standard", "dreg"))
+  # The optimizer and its schedule.
+  batch_size: int = setting(128, "Examples per step.", lower=1)
+  epochs: int = setting(10, "Epochs to train (in all, counting resumed ones).", lower=1)
+  optimizer: str = setting("adam", "adam, adagrad as in the paper, or sgd.",
+                           choices=optimizers.OPTIMIZERS)
+  learning_rate: float = setting(1e-3, "Step size (peak of a schedule).", above=0.0)
+  lr_schedule: str = setting("constant", "constant; burda: Burda et al.'s 10**(-i/7) decay "
+                             "over 3**i epochs (with Adam's eps 1e-4); warmup_cosine: "
+                             "--warmup_epochs of linear warm-up, then a cosine decay to 0 at "
+                             "--epochs.", choices=optimizers.SCHEDULES)
+  warmup_epochs: int = setting(0, "Linear learning-rate warm-up of "
+                               "--lr_schedule=warmup_cosine.", lower=0)
+  adam_b2: float = setting(0.999, "Adam's second-moment decay.", lower=0.0, upper=0.999999)
+  skip_nonfinite: bool = setting(False, "Skip (and count) steps whose loss or gradient is not "
+                                 "finite instead of stopping.")
+  log_grad_norm: bool = setting(False, "Log the gradient's global norm (epoch mean; always with "
+                                "--skip_nonfinite). One more pass over the gradients each step.")
+  # Keys, evaluation and checkpoints.
+  seed: int = setting(0, "Root of every key: init, shuffle, binarization, z.", lower=0,
+                      upper=2 ** 63 - 1)
+  prng: str = setting("threefry2x32", "jax.random's generator for the root key: threefry2x32 "
+                      "(JAX's default) or philox4x32 (Random123's Philox: the binarization "
+                      "noise twice as fast on a CPU).")
+  eval_every: int = setting(1, "Evaluate, checkpoint and log every N epochs (and at the last "
+                            "one, or when stopped).", lower=1)
+  eval_batch_size: int = setting(1000, "Test examples evaluated at once.", lower=1)
+  keep_checkpoints: int = setting(3, "Checkpoints kept.", lower=1)
 
   def __post_init__(self):
-    # A non-finite number trains nothing and cannot be written as strict JSON.
-    for field in dataclasses.fields(self):
-      value = getattr(self, field.name)
-      if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{field.name}={value}: must be a finite number")
+    settings.check(self)
+    if self.model not in MODELS and ":" not in self.model:
+      raise ValueError(f"model={self.model!r}: expected one of {list(MODELS)} or "
+                       f"MODULE:FUNCTION (your own model)")
 
   def root_key(self) -> jax.Array:
     """The run's root key, the source of all its randomness: `seed` under jax.random's
@@ -77,59 +140,110 @@ class RunConfig:
       raise ValueError(f"prng={self.prng!r}: {e} (jax {jax.__version__})") from None
 
   def build_model(self, image_shape: tuple[int, ...]):
-    """The model of these settings for images of `image_shape` (H, W, C).
+    """The model of these settings for images of `image_shape` (H, W, C): an object
+    with `init(key) -> params` and `parts(params) -> objectives.Parts`.
 
     mlp: `hidden_sizes` each side. conv: `models.ConvVAE`. two_layer: Burda et
     al.'s two stochastic layers, z2 of `latent_dim` on top of z1 of twice that,
-    `hidden_sizes` between x and z1 and two layers of 2 * latent_dim between z1 and z2.
+    `hidden_sizes` between x and z1 and two layers of 2 * latent_dim between z1 and
+    z2. MODULE:FUNCTION: `FUNCTION(config, image_shape)` from that module.
     """
-    head = models.likelihood_head(self.likelihood)
     image_shape = tuple(image_shape)
-    if self.compute_dtype not in COMPUTE_DTYPES:
-      raise ValueError(f"compute_dtype={self.compute_dtype!r}: expected one of "
-                       f"{list(COMPUTE_DTYPES)}")
-    dtype = COMPUTE_DTYPES[self.compute_dtype]
+    if ":" in self.model:
+      module, _, name = self.model.partition(":")
+      try:
+        build = getattr(importlib.import_module(module), name)
+      except (ImportError, AttributeError) as e:
+        raise ValueError(f"model={self.model!r}: cannot import it ({e}); give MODULE:FUNCTION "
+                         f"importable from here, e.g. examples.nnx_vae:build") from None
+      return build(self, image_shape)
+    head, dtype = models.likelihood_head(self.likelihood), COMPUTE_DTYPES[self.compute_dtype]
     if self.model == "mlp":
-      return models.VAE(input_dim=math.prod(image_shape), latent_dim=self.latent_dim,
-                        hidden_sizes=tuple(self.hidden_sizes), activation=self.activation,
-                        likelihood=head, image_shape=image_shape, dtype=dtype)
-    if self.model == "conv":
-      return models.ConvVAE(image_shape=image_shape, latent_dim=self.latent_dim, likelihood=head,
-                            dtype=dtype)
-    if self.model == "two_layer":
+      module = models.VAE(input_dim=math.prod(image_shape), latent_dim=self.latent_dim,
+                          hidden_sizes=tuple(self.hidden_sizes), activation=self.activation,
+                          likelihood=head, image_shape=image_shape, dtype=dtype)
+    elif self.model == "conv":
+      module = models.ConvVAE(image_shape=image_shape, latent_dim=self.latent_dim,
+                              channels=tuple(self.conv_channels), hidden=self.conv_hidden,
+                              likelihood=head, dtype=dtype)
+    else:
       d = self.latent_dim
-      return models.TwoLayerVAE(input_dim=math.prod(image_shape), latent_dims=(2 * d, d),
-                                hidden_sizes=(tuple(self.hidden_sizes), (2 * d, 2 * d)),
-                                activation=self.activation, likelihood=head,
-                                image_shape=image_shape, dtype=dtype)
-    raise ValueError(f"model={self.model!r}: expected one of {list(MODELS)}")
+      module = models.TwoLayerVAE(input_dim=math.prod(image_shape), latent_dims=(2 * d, d),
+                                  hidden_sizes=(tuple(self.hidden_sizes), (2 * d, 2 * d)),
+                                  activation=self.activation, likelihood=head,
+                                  image_shape=image_shape, dtype=dtype)
+    return models.LinenModel(module)
 
 
-OBJECTIVES = ("elbo", "iwae")
+class Model(Protocol):
+  """What the runner trains: any object with these two methods (hashable, since
+  `parts` is a static argument of compiled evaluations)."""
+
+  def init(self, key: jax.Array) -> Any: ...  # the initial parameters, a pytree of arrays
+
+  def parts(self, params) -> objectives.Parts: ...  # (encoder, decoder, prior)
 
 
-def make_optimizer(config: RunConfig, num_train: int):
-  return train.make_optimizer(config.optimizer, config.learning_rate,
-                              schedule=config.lr_schedule,
-                              steps_per_epoch=num_train // config.batch_size,
-                              epochs=config.epochs, warmup_epochs=config.warmup_epochs,
-                              b2=config.adam_b2)
+class Recipe(NamedTuple):
+  """What a run is made of, built once from its settings and handed to the loop."""
+  model: Model
+  loss: losses.LossFn
+  optimizer: optax.GradientTransformation
+  transform: Callable  # (key, batch of stored images) -> model inputs
+  host_loop: bool  # train step by step from Python (XLA's CPU convolutions, jax#12868)
+  extra_metrics: Callable[[dict], dict]  # an evaluated epoch's record -> more entries
+  memory_knob: str  # the setting that scales a step's memory, e.g. "num_samples=5"
 
 
-def make_loss(config: RunConfig, model: models.VAE, num_train: int):
+def resolve(config: RunConfig) -> RunConfig:
+  """The settings a run actually uses: the two-layer model's KL has no closed form,
+  so its ELBO takes estimator A (monte_carlo), said once, instead of refusing the
+  default."""
+  if config.model == "two_layer" and config.estimator == "analytic":
+    logging.warning("model=two_layer: its KL has no closed form, so the ELBO uses "
+                    "estimator=monte_carlo (estimator A)")
+    return dataclasses.replace(config, estimator="monte_carlo")
+  return config
+
+
+def build(config: RunConfig, image_shape, num_train: int, model: Model | None = None) -> Recipe:
+  """The `Recipe` of `config` for images of `image_shape` and `num_train` training
+  examples; `model` (any `Model`) replaces the one `config.model` names."""
+  model = config.build_model(image_shape) if model is None else model
+  conv_on_cpu = (config.model == "conv" and jax.default_backend() == "cpu"
+                 and jax.process_count() == 1)
+  extra = lambda record: {}
+  if config.likelihood == "discretized_logistic":  # 8-bit data: the papers' unit
+    dims = math.prod(image_shape)
+    extra = lambda record: {"test_bits_per_dim": float(
+        distributions.bits_per_dim(record["test_elbo"], dims))}
+  knob = (f"iwae_samples={config.iwae_samples}" if config.objective == "iwae"
+          else f"num_samples={config.num_samples}")
+  return Recipe(model, make_loss(config, model, num_train), make_optimizer(config, num_train),
+                data.binarizer(config.binarize), conv_on_cpu, extra,
+                knob)
+
+
+def make_optimizer(config: RunConfig, num_train: int) -> optax.GradientTransformation:
+  return optimizers.make_optimizer(config.optimizer, config.learning_rate,
+                                   schedule=config.lr_schedule,
+                                   steps_per_epoch=num_train // config.batch_size,
+                                   epochs=config.epochs, warmup_epochs=config.warmup_epochs,
+                                   b2=config.adam_b2)
+
+
+def make_loss(config: RunConfig, model: Model, num_train: int) -> losses.LossFn:
   """The training loss of `config`: the (beta-weighted, warmed-up) ELBO or the IWAE bound."""
   if config.objective == "iwae":
     return losses.iwae_loss(model.parts, num_samples=config.iwae_samples,
                             gradient=config.iwae_gradient)
   if config.objective != "elbo":
     raise ValueError(f"objective={config.objective!r}: expected one of {list(OBJECTIVES)}")
-  if not config.beta >= 0:
-    raise ValueError(f"beta={config.beta}: must be >= 0")
   warmup = losses.kl_warmup(config.kl_warmup_epochs * (num_train // config.batch_size))
   beta = lambda step: config.beta * warmup(step)
   return losses.elbo_loss(model.parts, num_samples=config.num_samples,
                           estimator=config.estimator, beta=beta)
 
 
-def initial_state(config: RunConfig, model: models.VAE, optimizer, root) -> train.TrainState:
-  return train.init_state(models.init_params(model, train.init_key(root)), optimizer)
+def initial_state(model: Model, optimizer, root) -> train.TrainState:
+  return train.init_state(model.init(train.init_key(root)), optimizer)

@@ -5,6 +5,7 @@ Every failure raises `DataError` with one line that names the file, what is
 wrong with it and how to fix it.
 """
 
+import functools
 import gzip
 import hashlib
 import logging
@@ -257,6 +258,13 @@ def binarize(key: jax.Array, images: jax.Array, method: str) -> jax.Array:
   if method == "dynamic":
     return jax.random.bernoulli(key, x).astype(jnp.float32)
   return x
+
+
+def binarizer(method: str):
+  """`binarize` with `method` fixed: (key, images) -> model inputs, a run's input transform."""
+  if method not in BINARIZATIONS:
+    raise ValueError(f"binarize={method}: expected one of {list(BINARIZATIONS)}")
+  return functools.partial(binarize, method=method)
 
 
 def to_unit_interval(images: jax.Array) -> jax.Array:

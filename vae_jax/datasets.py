@@ -6,6 +6,7 @@ line naming the file and the fix. To add a source, write a loader
 `fn(options: Options) -> Dataset` and register it in `SOURCES`.
 """
 
+import dataclasses
 import pathlib
 from typing import NamedTuple
 
@@ -13,7 +14,9 @@ import jax
 import numpy as np
 
 from vae_jax import data
+from vae_jax import settings
 from vae_jax.data import DataError, Dataset
+from vae_jax.settings import setting
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 FOLDER_TEST_FRACTION = 0.1  # held out when a folder has no train/ and test/ subfolders
@@ -79,6 +82,42 @@ def load(name: str, options: Options = Options()) -> Dataset:
   if name not in SOURCES:
     raise ValueError(f"dataset={name!r}: expected one of {list(SOURCES)}")
   return SOURCES[name](options)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataOptions:
+  """Where this machine finds a run's data, and how much of it to use: settings of a
+  command, not of the run (a resumed run may read its files from elsewhere)."""
+  data_dir: str | None = setting(None, "Directory of the data files (default: "
+                                 f"${data.DATA_ENV}/<data set>); TFDS's manual_dir.")
+  data_source: str = setting("idx", "MNIST from idx: the four official files in --data_dir; "
+                             "tfds: tfds.load('mnist') (needs tensorflow).",
+                             choices=("idx", "tfds"))
+  tfds_data_dir: str | None = setting(None, "Where TFDS keeps prepared data (default: its "
+                                      "own, ~/tensorflow_datasets).")
+  download: bool = setting(True, "Download missing MNIST files (sha256 checked).")
+  train_examples: int = setting(0, "Use only the first N training examples (0: all); for "
+                                "quick trials.", lower=0)
+  test_examples: int = setting(0, "Use only the first N test examples (0: all).", lower=0)
+
+  def __post_init__(self):
+    settings.check(self)
+
+
+def load_for(config, options: DataOptions = DataOptions()) -> Dataset:
+  """The data set a run's settings name (`config.dataset`, `data_path`, `tfds_name`,
+  `image_size`: a `config.RunConfig`), read as `options` say and cut to their sizes."""
+  needs = {"npz": ("data_path", "data_path=FILE.npz holding 'train' and 'test' arrays"),
+           "folder": ("data_path", "data_path=DIR holding PNG or JPEG images"),
+           "tfds": ("tfds_name", "tfds_name, e.g. tfds_name=fashion_mnist")}
+  if config.dataset in needs and not getattr(config, needs[config.dataset][0]):
+    raise ValueError(f"dataset={config.dataset} needs {needs[config.dataset][1]}")
+  dataset = load(config.dataset, Options(
+      data_dir=options.data_dir, data_path=config.data_path or None,
+      tfds_name=config.tfds_name or None, tfds_data_dir=options.tfds_data_dir,
+      image_size=config.image_size, download=options.download,
+      mnist_source=options.data_source))
+  return data.subset(dataset, options.train_examples or None, options.test_examples or None)
 
 
 def _checked_images(images, source: str) -> np.ndarray:

@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vae_jax import memory
+from vae_jax import multihost
 from vae_jax import objectives
-from vae_jax import train
 
 
 def _process_share(n: int) -> tuple[int, int]:
@@ -74,7 +75,7 @@ def elbo_means(parts_fn, params, x, key, *, num_samples: int = 1, estimator: str
   """
   n = x.shape[0]
   start, stop = _process_share(n)
-  params = train.local_copy(params)
+  params = multihost.local_copy(params)
   sums = _elbo_sums(parts_fn, params, x[start:stop], key, jnp.int32(start),
                     num_samples=num_samples, estimator=estimator,
                     batch_size=max(1, min(batch_size, stop - start)))
@@ -181,24 +182,6 @@ class EvaluationStopped(RuntimeError):
   """The evaluation was asked to stop (a signal) before it finished; nothing was written."""
 
 
-def available_memory_bytes() -> int | None:
-  """Memory free for this process's arrays: the accelerator's free bytes, else the
-  host's MemAvailable (Linux); None when unknown."""
-  device = jax.local_devices()[0]
-  if device.platform != "cpu":
-    stats = device.memory_stats() or {}
-    if "bytes_limit" in stats:
-      return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
-  try:
-    with open("/proc/meminfo") as f:
-      for line in f:
-        if line.startswith("MemAvailable:"):
-          return int(line.split()[1]) * 1024
-  except OSError:
-    pass
-  return None
-
-
 # XLA's CPU backend hands dots and their fused neighbours to YNNPACK by default.
 # For the k-sample evaluation's decoder (rows = chunk x batch, the weights
 # arguments) XLA's own dot emitter is faster: the PyTorch example's k = 5000
@@ -291,10 +274,10 @@ class _Calls:
     return lse, lse_groups
 
 
-def _plan(calls: _Calls, first_rows, free, block_size: int, progress: bool, n: int):
+def _plan(calls: _Calls, first_rows, block_size: int, progress: bool, n: int):
   """(rows per call, chunks per call) that keep a call near `POLL_SECONDS`, from a
-  timed probe of one chunk on `first_rows`, after checking a call's memory against
-  `free`; with `progress`, the whole evaluation's expected time is logged first."""
+  timed probe of one chunk on `first_rows`, after checking a call's memory; with
+  `progress`, the whole evaluation's expected time is logged first."""
   try:
     need = _call_bytes(calls.executable(first_rows, 1))
   except jax.errors.JaxRuntimeError as e:
@@ -304,19 +287,17 @@ def _plan(calls: _Calls, first_rows, free, block_size: int, progress: bool, n: i
   # Matmul libraries' buffers are outside XLA's count: at least the decoder's
   # outputs for one chunk of one batch, one value per data entry.
   need = max(need, 2 * 4 * calls.chunk * first_rows.shape[0] * math.prod(first_rows.shape[1:]))
-  if free is not None and need > 0.8 * free:
-    raise ValueError(f"the log p(x) estimate needs about {need / 2**30:.2f} GiB per call "
-                     f"(chunk_size={calls.chunk} samples x batch_size={first_rows.shape[0]} "
-                     f"examples), but {free / 2**30:.2f} GiB are free; lower chunk_size or "
-                     f"batch_size")
+  memory.check_fits(need, 0.8, f"the log p(x) estimate needs about {{gib}} per call "
+                    f"(chunk_size={calls.chunk} samples x batch_size={first_rows.shape[0]} "
+                    f"examples)", "lower chunk_size or batch_size")
   probe = lambda: jax.block_until_ready(calls.run(first_rows, 0, 0, 1))
   unit = min(_timed(probe), _timed(probe))  # seconds for these rows x one chunk
   rows = first_rows.shape[0]
   if progress:
     total = unit * calls.num_chunks * -(-n // rows) / jax.process_count()
     logging.info("log p(x), k=%d on %d examples: about %s in all (a chunk of %d samples on %d "
-                 "examples took %.3fs), %.0f MB per call (%.0f MB free)", calls.k, n,
-                 _duration(total), calls.chunk, rows, unit, need / 2**20, (free or 0) / 2**20)
+                 "examples took %.3fs), %.0f MB per call", calls.k, n, _duration(total),
+                 calls.chunk, rows, unit, need / 2**20)
   chunks = int(min(calls.num_chunks, max(1, POLL_SECONDS // max(unit, 1e-9))))
   if chunks == calls.num_chunks:  # whole rows fit a call: take more of them
     rows *= int(max(1, POLL_SECONDS // max(unit * calls.num_chunks, 1e-9)))
@@ -366,10 +347,10 @@ def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000
       batch_size).
   """
   n = x.shape[0]
-  calls = _Calls(parts_fn, train.local_copy(params), key, num_samples, chunk_size, batch_size)
+  calls = _Calls(parts_fn, multihost.local_copy(params), key, num_samples, chunk_size, batch_size)
   block_size = max(1, min(block_size, n))
-  rows_per_call, chunks_per_call = _plan(calls, x[:max(1, min(batch_size, n))],
-                                         available_memory_bytes(), block_size, progress, n)
+  rows_per_call, chunks_per_call = _plan(calls, x[:max(1, min(batch_size, n))], block_size,
+                                         progress, n)
   one_process = jax.process_count() == 1
 
   def check_stop(done):

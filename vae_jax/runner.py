@@ -1,11 +1,12 @@
 """A whole training run: compiled epochs, evaluation, checkpoints, metrics and
 pictures in one workdir, resumable from its checkpoints.
 
-The experiments in `experiments/` parse their flags into a `config.RunConfig`
-and call `train_and_evaluate`; nothing here reads flags. The parts live in
-their own modules: settings and what they build (`config`), the workdir's files
-(`workdir`), the epoch (`train`), the test bound (`evaluate`), the pictures
-(`plots`), checkpoints (`checkpoint`).
+`train_and_evaluate` takes a `config.RunConfig` and, optionally, your own model
+(any object with `init(key)` and `parts(params)`); everything else a run needs
+comes built from the config (`config.build`), so nothing here switches on a
+setting's name. The parts live in their own modules: settings and what they
+build (`config`), the workdir's files (`workdir`), the epoch (`train`), the test
+bound (`evaluate`), the pictures (`plots`), checkpoints (`checkpoint`).
 """
 
 import contextlib
@@ -22,8 +23,9 @@ import numpy as np
 from vae_jax import checkpoint as checkpoint_lib
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
-from vae_jax import distributions
 from vae_jax import evaluate
+from vae_jax import memory
+from vae_jax import multihost
 from vae_jax import plots
 from vae_jax import train
 from vae_jax import workdir as workdir_lib
@@ -34,8 +36,9 @@ class NonFiniteError(RuntimeError):
   """Training produced a non-finite loss or gradient."""
 
 
-def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
-                       *, fresh: bool = False) -> dict[str, Any]:
+def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir, *,
+                       model: config_lib.Model | None = None,
+                       fresh: bool = False) -> dict[str, Any]:
   """Trains `config` on `dataset`, writing everything into `workdir`; returns the last metrics.
 
   A workdir that holds a checkpoint of the same configuration resumes from its
@@ -45,6 +48,16 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
   TensorBoard scalars and image grids; PNGs land at the end. SIGINT/SIGTERM
   stop it after the current epoch, with its checkpoint saved.
 
+  Args:
+    config: the run's settings.
+    dataset: images `[n, H, W, C]` (see `data.Dataset`).
+    workdir: where everything goes.
+    model: your own model (an object with `init(key) -> params` and
+      `parts(params) -> objectives.Parts`, hashable) instead of the one
+      `config.model` names; set `config.model` to the "MODULE:FUNCTION" that
+      builds it so that `load_run` (and `experiments.evaluate`) can rebuild it.
+    fresh: start over, deleting the workdir's run.
+
   Raises:
     ValueError: an inconsistent configuration or workdir (the message names the argument).
     NonFiniteError: a non-finite loss or gradient (unless `skip_nonfinite`); the
@@ -52,11 +65,10 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
   """
   workdir = pathlib.Path(workdir)
   workdir_lib.check_is_dir(workdir)
-  config = _estimator_for_model(config)
+  config = config_lib.resolve(config)
   _check_config(config, dataset)
-  model = config.build_model(dataset.image_shape)
-  optimizer = config_lib.make_optimizer(config, dataset.train.shape[0])
-  abstract = jax.eval_shape(lambda k: config_lib.initial_state(config, model, optimizer, k),
+  recipe = config_lib.build(config, dataset.image_shape, dataset.train.shape[0], model)
+  abstract = jax.eval_shape(lambda k: config_lib.initial_state(recipe.model, recipe.optimizer, k),
                             jax.random.key(0))
   workdir_lib.check_disk_space(workdir, 2 * checkpoint_lib.state_bytes(abstract) + (1 << 20))
   settings = {**dataclasses.asdict(config), "data": _data_sizes(dataset)}
@@ -65,10 +77,10 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir,
   with workdir_lib.Lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
     workdir_lib.prepare(workdir, settings, dataclasses.asdict(RunConfig()),
                         config_lib.RESUMABLE, fresh)
-    return _train(config, dataset, workdir, model, optimizer, settings)
+    return _train(config, recipe, dataset, workdir, settings)
 
 
-def _train(config, dataset, workdir, model, optimizer, settings) -> dict[str, Any]:
+def _train(config, recipe, dataset, workdir, settings) -> dict[str, Any]:
   """The epochs of `train_and_evaluate`, once the workdir is locked and checked.
 
   SIGINT/SIGTERM are requests from here on, never exceptions (a KeyboardInterrupt
@@ -76,14 +88,13 @@ def _train(config, dataset, workdir, model, optimizer, settings) -> dict[str, An
   arrives before the first epoch ends the run as an interruption, a later one
   after the current epoch, with its checkpoint saved."""
   with workdir_lib.StopRequest() as stop:
-    return _epochs(config, dataset, workdir, model, optimizer, settings, stop)
+    return _epochs(config, recipe, dataset, workdir, settings, stop)
 
 
-def _epochs(config, dataset, workdir, model, optimizer, settings, stop) -> dict[str, Any]:
+def _epochs(config, recipe, dataset, workdir, settings, stop) -> dict[str, Any]:
   train_images, test_x = data_lib.model_inputs(dataset, config.binarize)
-  mesh = train.data_mesh()
-  root = config.root_key()
-  state = train.replicate(config_lib.initial_state(config, model, optimizer, root), mesh)
+  model, mesh, root = recipe.model, multihost.data_mesh(), config.root_key()
+  state = multihost.replicate(config_lib.initial_state(model, recipe.optimizer, root), mesh)
   ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
   log = None
   try:
@@ -91,14 +102,14 @@ def _epochs(config, dataset, workdir, model, optimizer, settings, stop) -> dict[
     start, state = _resume(ckpt, state, root, steps_per_epoch)
     workdir_lib.write_config(workdir, settings)  # only now, with the state accepted
     log = workdir_lib.MetricsLog(workdir, start, ckpt.record(start) if start else None)
-    epoch_fn = _epoch_fn(config, model, optimizer, mesh, dataset.train.shape[0])
+    epoch_fn = _epoch_fn(config, recipe, mesh)
     if start >= config.epochs:
       logging.info("Nothing to train: the checkpoint in %s already has %d epochs", workdir, start)
-      _pictures(workdir, log, model, train.local_copy(state.params), test_x, dataset, start, True)
+      _pictures(workdir, log, model, multihost.local_copy(state.params), test_x, dataset, start, True)
       return log.last_record()
     batches = train.epoch_batches(train_images, root, start, config.batch_size, mesh)
-    epoch_fn = _compile_within_memory(epoch_fn, state, batches, root, config)
-    if train.any_process(stop.signal is not None):
+    epoch_fn = _compile_within_memory(epoch_fn, state, batches, root, config, recipe)
+    if multihost.any_process(stop.signal is not None):
       raise KeyboardInterrupt  # before any work worth saving: the run ends here
     times, loop_start, record = [], time.perf_counter(), {}
     for epoch in range(start, config.epochs):
@@ -110,14 +121,14 @@ def _epochs(config, dataset, workdir, model, optimizer, settings, stop) -> dict[
       times.append(time.perf_counter() - t0)
       _check_finite(m, epoch, ckpt.latest_epoch(), config)
       last = epoch + 1 == config.epochs
-      stopping = train.any_process(stop.signal is not None)
+      stopping = multihost.any_process(stop.signal is not None)
       if (epoch + 1) % config.eval_every and not last and not stopping:
         continue  # evaluation, checkpoint and pictures every eval_every epochs
-      params = train.local_copy(state.params)
+      params = multihost.local_copy(state.params)
       test = evaluate.elbo_means(
           model.parts, params, test_x, train.eval_key(root), num_samples=config.num_samples,
           estimator=config.estimator, batch_size=config.eval_batch_size)
-      record = _record(config, epoch, state, m, test, times[-1], test_x, dataset,
+      record = _record(config, recipe, epoch, state, m, test, times[-1],
                        log.wall_before + time.perf_counter() - loop_start)
       ckpt.save(epoch + 1, state, root, record)
       log.record(record)
@@ -138,15 +149,15 @@ def _epochs(config, dataset, workdir, model, optimizer, settings, stop) -> dict[
 
 
 def load_run(workdir, epoch: int | None = None):
-  """A finished or running run's (RunConfig, model, TrainState, epoch) from its workdir."""
+  """A finished or running run's (RunConfig, model, TrainState, epoch) from its workdir;
+  `model` has `init` and `parts` (see `train_and_evaluate`)."""
   workdir = pathlib.Path(workdir)
   if not (workdir / "config.json").is_file():
     raise ValueError(f"workdir={workdir}: no config.json there; pass the workdir of a "
                      f"training run")
   saved = workdir_lib.read_json(workdir / "config.json")
   sizes = saved.pop("data")
-  saved["hidden_sizes"] = tuple(saved["hidden_sizes"])
-  config = RunConfig(**saved)
+  config = RunConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
   image_shape = (sizes.get("image_shape")
                  or config_lib.LEGACY_IMAGE_SHAPES[sizes.get("input_dim", 784)])
   model = config.build_model(tuple(image_shape))
@@ -156,9 +167,9 @@ def load_run(workdir, epoch: int | None = None):
   try:
     if ckpt.latest_epoch() is None:
       raise ValueError(f"workdir={workdir}: holds no checkpoint yet")
-    template = config_lib.initial_state(config, model, optimizer, root)
+    template = config_lib.initial_state(model, optimizer, root)
     if jax.process_count() > 1:  # several processes restore global arrays together
-      template = train.replicate(template, train.data_mesh())
+      template = multihost.replicate(template, multihost.data_mesh())
     epoch, state = ckpt.restore(template, root, epoch)
   finally:
     ckpt.close()
@@ -181,16 +192,6 @@ def _check_config(config: RunConfig, dataset: data_lib.Dataset) -> None:
                      f"likelihood=discretized_logistic or continuous_bernoulli")
 
 
-def _estimator_for_model(config: RunConfig) -> RunConfig:
-  """The two-layer model's KL has no closed form: it takes estimator A
-  (monte_carlo), and says so once, instead of refusing the default."""
-  if config.model == "two_layer" and config.estimator == "analytic":
-    logging.warning("model=two_layer: its KL has no closed form, so the ELBO uses "
-                    "estimator=monte_carlo (estimator A)")
-    return dataclasses.replace(config, estimator="monte_carlo")
-  return config
-
-
 def _data_sizes(dataset: data_lib.Dataset) -> dict:
   return {"train_examples": int(dataset.train.shape[0]),
           "test_examples": int(dataset.test.shape[0]),
@@ -205,7 +206,7 @@ def _resume(ckpt: checkpoint_lib.Checkpointer, state, root, steps_per_epoch: int
     return 0, state
 
   def check(epoch, restored):
-    step = int(train.local_copy(restored.step))
+    step = int(multihost.local_copy(restored.step))
     if step != epoch * steps_per_epoch:
       return (f"its step counter is {step}, but {epoch} epochs of {steps_per_epoch} steps "
               f"make {epoch * steps_per_epoch}")
@@ -216,30 +217,25 @@ def _resume(ckpt: checkpoint_lib.Checkpointer, state, root, steps_per_epoch: int
   return start, state
 
 
-def _epoch_fn(config: RunConfig, model, optimizer, mesh, n_train: int):
+def _epoch_fn(config: RunConfig, recipe: config_lib.Recipe, mesh):
   return train.make_train_epoch(
-      config_lib.make_loss(config, model, n_train), optimizer, binarize=config.binarize,
+      recipe.loss, recipe.optimizer, transform=recipe.transform,
       skip_nonfinite=config.skip_nonfinite, mesh=mesh,
-      grad_norm=config.log_grad_norm or config.skip_nonfinite,
-      host_loop=(config.model == "conv" and jax.default_backend() == "cpu"
-                 and jax.process_count() == 1))
+      grad_norm=config.log_grad_norm or config.skip_nonfinite, host_loop=recipe.host_loop)
 
 
-def _compile_within_memory(epoch_fn, state, batches, root, config: RunConfig):
+def _compile_within_memory(epoch_fn, state, batches, root, config, recipe):
   """The epoch compiled ahead of its first call (its shapes never change), refused
   with one line when XLA's count of the memory it needs beyond its inputs
   exceeds what is free: a setting too large fails here, not after minutes."""
   compiled = epoch_fn.lower(state, batches, root).compile()
   stats = compiled.memory_analysis()
-  free = evaluate.available_memory_bytes()
-  if stats is not None and free is not None:
-    need = stats.temp_size_in_bytes + stats.output_size_in_bytes
-    if need > 0.9 * free:
-      samples = (f"iwae_samples={config.iwae_samples}" if config.objective == "iwae"
-                 else f"num_samples={config.num_samples}")
-      raise ValueError(f"a training step needs about {need / 2**30:.1f} GiB ({samples}, "
-                       f"batch_size={config.batch_size}), but {free / 2**30:.1f} GiB are "
-                       f"free; lower {samples.split('=')[0]} or batch_size")
+  if stats is not None:
+    knob = recipe.memory_knob
+    memory.check_fits(stats.temp_size_in_bytes + stats.output_size_in_bytes, 0.9,
+                      f"a training step needs about {{gib}} ({knob}, "
+                      f"batch_size={config.batch_size})",
+                      f"lower {knob.split('=')[0]} or batch_size")
   return compiled
 
 
@@ -261,10 +257,10 @@ def _check_finite(m: dict, epoch: int, last_good: int | None, config: RunConfig)
                     epoch + 1, int(m["nonfinite_steps"]), steps)
 
 
-def _record(config, epoch, state, m, test, seconds, test_x, dataset, wall_s) -> dict:
+def _record(config, recipe, epoch, state, m, test, seconds, wall_s) -> dict:
   """The metrics.jsonl line of an evaluated epoch."""
   examples = int(m["steps"]) * config.batch_size
-  record = {"epoch": epoch + 1, "step": int(train.local_copy(state.step)),
+  record = {"epoch": epoch + 1, "step": int(multihost.local_copy(state.step)),
             **{f"train_{k}": float(v) for k, v in m.items()
                if k not in ("grad_norm", "nonfinite_steps", "first_nonfinite_step", "steps")},
             "test_elbo": test["elbo"], "test_reconstruction": test["reconstruction"],
@@ -274,10 +270,7 @@ def _record(config, epoch, state, m, test, seconds, test_x, dataset, wall_s) -> 
             "examples_per_s": examples / seconds, "epoch_s": seconds,
             "examples_seen": (epoch + 1) * examples,
             "wall_s": wall_s}  # seconds of this run so far, resumed sittings added up
-  if config.likelihood == "discretized_logistic":  # 8-bit data: the papers' unit
-    record["test_bits_per_dim"] = float(distributions.bits_per_dim(
-        record["test_elbo"], int(np.prod(dataset.image_shape))))
-  return record
+  return {**record, **recipe.extra_metrics(record)}
 
 
 def _pictures(workdir, log, model, params, test_x, dataset, step: int, write_png: bool) -> None:

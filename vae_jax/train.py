@@ -15,10 +15,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from vae_jax import data as data_lib
 
-OPTIMIZERS = ("adam", "adagrad", "sgd")
-SCHEDULES = ("constant", "burda", "warmup_cosine")
 # Independent key streams derived from the root key.
 _INIT, _SHUFFLE, _STEP, _EVAL = range(4)
 
@@ -28,53 +25,6 @@ class TrainState(NamedTuple):
   step: jax.Array  # int32 []
   params: Any
   opt_state: Any
-
-
-def burda_schedule(learning_rate: float, steps_per_epoch: int) -> optax.Schedule:
-  """Burda et al. (2016): learning_rate * 10**(-i/7) for 3**i epochs, i = 0..7 (3,280 epochs)."""
-  boundaries, epochs = {}, 0
-  for i in range(1, 8):
-    epochs += 3 ** (i - 1)
-    boundaries[epochs * steps_per_epoch] = 10 ** (-1 / 7)
-  return optax.piecewise_constant_schedule(learning_rate, boundaries)
-
-
-def make_optimizer(name: str, learning_rate: float, *, schedule: str = "constant",
-                   steps_per_epoch: int = 1, epochs: int = 1, warmup_epochs: int = 0,
-                   b2: float = 0.999) -> optax.GradientTransformation:
-  """Adam (the default), Adagrad (Kingma & Welling, 2014) or plain SGD.
-
-  Args:
-    name: "adam", "adagrad" or "sgd".
-    learning_rate: the (peak) step size, > 0.
-    schedule: "constant"; "burda" (`burda_schedule`, with Adam's epsilon 1e-4
-      as in Burda et al.); or "warmup_cosine": linear warm-up over
-      `warmup_epochs`, then a cosine decay to 0 at `epochs`.
-    steps_per_epoch: for schedules counted in epochs.
-    epochs, warmup_epochs: the length of the cosine schedule and its warm-up.
-    b2: Adam's second-moment decay (0.999 by default; 0.95 trains Burda et
-      al.'s VAE to a given bound in fewer epochs, see the burda_2016_fast preset).
-  """
-  if not learning_rate > 0:
-    raise ValueError(f"learning_rate={learning_rate}: must be > 0")
-  if schedule not in SCHEDULES:
-    raise ValueError(f"lr_schedule={schedule!r}: expected one of {list(SCHEDULES)}")
-  if schedule == "burda":
-    lr = burda_schedule(learning_rate, steps_per_epoch)
-  elif schedule == "warmup_cosine":
-    total = max(1, epochs * steps_per_epoch)
-    lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate,
-                                            min(warmup_epochs * steps_per_epoch, total - 1),
-                                            total, end_value=0.0)
-  else:
-    lr = learning_rate
-  if name == "adam":
-    return optax.adam(lr, b2=b2, eps=1e-4 if schedule == "burda" else 1e-8)
-  if name == "adagrad":
-    return optax.adagrad(lr)
-  if name == "sgd":
-    return optax.sgd(lr)
-  raise ValueError(f"optimizer={name!r}: expected one of {list(OPTIMIZERS)}")
 
 
 def init_key(root_key):
@@ -146,7 +96,7 @@ def make_train_step(loss_fn, optimizer, *, skip_nonfinite: bool = False,
   return train_step
 
 
-def make_train_epoch(loss_fn, optimizer, *, binarize: str, skip_nonfinite: bool = False,
+def make_train_epoch(loss_fn, optimizer, *, transform: Callable, skip_nonfinite: bool = False,
                      mesh: Mesh | None = None, grad_norm: bool | None = None,
                      host_loop: bool = False) -> Callable:
   """One epoch as one compiled `lax.scan` over its batches.
@@ -154,15 +104,17 @@ def make_train_epoch(loss_fn, optimizer, *, binarize: str, skip_nonfinite: bool 
   The batches come in order, `[steps, batch, ...]` (see `epoch_batches`: the
   shuffle of `epoch_permutation(root, epoch, n)`, the last partial batch
   dropped), so every step has the same shape and nothing compiles twice.
-  Each step's key `step_key(root, state.step)` splits into the binarization
-  key and the loss's key. With `mesh`, every batch is sharded over its "data"
-  axis (parameters replicated), across processes too, and XLA inserts the
-  gradient all-reduce; the random draws do not depend on the sharding.
+  Each step's key `step_key(root, state.step)` splits into the input
+  transform's key (the binarization noise) and the loss's key. With `mesh`,
+  every batch is sharded over its "data" axis (parameters replicated), across
+  processes too, and XLA inserts the gradient all-reduce; the random draws do
+  not depend on the sharding.
 
   Args:
     loss_fn: as for `make_train_step`.
     optimizer: an optax transformation.
-    binarize: "dynamic", "fixed" or "none" (see `data.binarize`).
+    transform: (key, batch of stored images) -> model inputs, e.g.
+      `functools.partial(data.binarize, method="dynamic")` (a `config.Recipe`'s).
     skip_nonfinite, grad_norm: as for `make_train_step`.
     mesh: a mesh with a "data" axis, or None.
     host_loop: each step its own compiled call from a Python loop instead of
@@ -182,7 +134,7 @@ def make_train_epoch(loss_fn, optimizer, *, binarize: str, skip_nonfinite: bool 
 
   def body(state, batch, stream):
     data_key, sample_key = jax.random.split(jax.random.fold_in(stream, state.step))
-    x = data_lib.binarize(data_key, batch, binarize)
+    x = transform(data_key, batch)
     if batch_sharding is not None:
       x = jax.lax.with_sharding_constraint(x, batch_sharding)
     return train_step(state, x, sample_key)
@@ -273,34 +225,3 @@ def epoch_batches(images: np.ndarray, root_key, epoch: int, batch_size: int,
   per_process = batch_size // jax.process_count()
   mine = order[:, jax.process_index() * per_process:(jax.process_index() + 1) * per_process]
   return jax.make_array_from_process_local_data(sharding, images[mine], shape)
-
-
-def local_copy(tree):
-  """Each array of `tree` as this process's own replica: what host-side code
-  (pictures, one-process evaluation) can compute with. Needs replicated arrays."""
-  def one(a):
-    if isinstance(a, jax.Array) and not a.is_fully_addressable:
-      return a.addressable_data(0)
-    return a
-  return jax.tree_util.tree_map(one, tree)
-
-
-def any_process(flag: bool) -> bool:
-  """Whether `flag` holds on any process: so that every process stops at the same epoch."""
-  if jax.process_count() == 1:
-    return flag
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
-
-
-def replicate(tree, mesh: Mesh | None):
-  """Places every array of `tree` on every device of `mesh` (no-op without one)."""
-  if mesh is None:
-    return tree
-  return jax.device_put(tree, NamedSharding(mesh, P()))
-
-
-def data_mesh(devices=None) -> Mesh:
-  """A one-axis mesh named "data" over `devices` (default: all devices, all hosts)."""
-  devices = jax.devices() if devices is None else devices
-  return Mesh(devices, ("data",))

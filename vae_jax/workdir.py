@@ -17,6 +17,8 @@ import time
 
 import jax
 
+from vae_jax import multihost
+
 
 def write_atomic(path: pathlib.Path, text: str) -> None:
   """Writes `text` to `path` through a temporary file and a rename: never half a file."""
@@ -147,7 +149,7 @@ def prepare(workdir: pathlib.Path, settings: dict, defaults: dict, resumable, fr
     if diff:
       raise ValueError(f"workdir={workdir} holds a run with other settings ({'; '.join(diff)}); "
                        f"use another workdir, or fresh=True to replace that run")
-  barrier("vae_jax: workdir prepared")
+  multihost.barrier("vae_jax: workdir prepared")
 
 
 def write_config(workdir: pathlib.Path, settings: dict) -> None:
@@ -174,13 +176,6 @@ def check_disk_space(workdir: pathlib.Path, need_bytes: int) -> None:
     raise ValueError(f"workdir={workdir}: {free / 1e6:.1f} MB free on its disk, but "
                      f"checkpoints of this model need about {need_bytes / 1e6:.1f} MB; free "
                      f"some space or pass another workdir")
-
-
-def barrier(name: str) -> None:
-  """Waits for every process (nothing to wait for with one)."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    multihost_utils.sync_global_devices(name)
 
 
 def read_metrics(path: pathlib.Path) -> list[dict]:

@@ -1,0 +1,1 @@
+"""Research models written as a user would, outside the library, trained by its runner."""

@@ -1,0 +1,116 @@
+"""The error policy of every entry point: the user's errors, running out of memory
+and Ctrl-C each end with one line naming the flag to change and a non-zero exit;
+anything else is a bug and keeps its traceback."""
+
+import logging as std_logging
+import os
+import re
+import signal
+import sys
+
+from absl import logging
+
+
+class Failure(Exception):
+  """An entry point's own one-line error (e.g. a coordinator that never answered)."""
+
+
+def _user_errors() -> tuple:
+  from vae_jax import checkpoint, data, evaluate, runner, workdir  # pylint: disable=g-import-not-at-top
+  return (ValueError, OSError, Failure, data.DataError, runner.NonFiniteError,
+          checkpoint.CheckpointError, workdir.WorkdirBusy, evaluate.EvaluationStopped)
+
+
+def report(message: str, code: int = 1) -> int:
+  """Writes `error: message` as one line on stderr; returns `code`."""
+  sys.stdout.flush()
+  sys.stderr.write(f"error: {message}\n")
+  sys.stderr.flush()
+  return code
+
+
+class Interrupts:
+  """SIGINT handler: raises KeyboardInterrupt and counts, so that an interruption
+  Python swallowed (one raised inside a garbage-collector callback) is still seen."""
+
+  def __init__(self):
+    self.count = 0
+
+  def __call__(self, signum, frame):  # pylint: disable=unused-argument
+    self.count += 1
+    raise KeyboardInterrupt
+
+
+def check_interrupted() -> None:
+  """Raises KeyboardInterrupt if a Ctrl-C arrived and was swallowed so far."""
+  if getattr(signal.getsignal(signal.SIGINT), "count", 0):
+    raise KeyboardInterrupt
+
+
+def _out_of_memory(e: Exception) -> bool:
+  return type(e).__name__ in ("XlaRuntimeError", "JaxRuntimeError") and any(
+      s in str(e) for s in ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory",
+                            "Unable to allocate", "Failed to allocate"))
+
+
+def run_under_policy(body, shown) -> int:
+  """Runs `body()`; returns 0, or the exit status after one line (`shown` turns a
+  library message into the command line's words)."""
+  # Ctrl-C raises KeyboardInterrupt even where the parent started us with SIGINT
+  # ignored (a background job, a test runner's worker), and is remembered.
+  interrupts = Interrupts()
+  previous = signal.signal(signal.SIGINT, interrupts)
+  try:
+    body()
+    if interrupts.count:
+      raise KeyboardInterrupt
+    return 0
+  except _user_errors() as e:
+    return report(shown(str(e)))
+  except MemoryError:
+    return report("out of host memory; lower --batch_size, --L, --k or --eval_batch_size (or "
+                  "use fewer --train_examples)")
+  except KeyboardInterrupt:
+    return report("interrupted (Ctrl-C); a run resumes from its last checkpoint with the same "
+                  "command", 130)
+  except Exception as e:  # pylint: disable=broad-except
+    if not _out_of_memory(e):
+      raise
+    first = str(e).strip().splitlines()[0][:200]
+    return report(f"out of memory ({first}); lower --batch_size, --L, --k, --chunk_size or "
+                  f"--eval_batch_size")
+  finally:
+    signal.signal(signal.SIGINT, previous)
+
+
+_ARGUMENT = re.compile(r"(?<![\w\-/.$])([A-Za-z_]\w*)(=True\b|=)?")
+
+
+def as_flags(message: str, fv, renames: dict) -> str:
+  """A library message in the command line's words: the library names its
+  arguments (`batch_size=4096`, `fresh=True`, `lower num_samples`), the user
+  typed flags (`--batch_size=4096`, `--fresh`, `lower --L`). Bare words are taken
+  for arguments only when they hold an underscore, are renamed, or read "another
+  workdir". `fv`: the entry's flags; `renames`: argument -> flag."""
+  def one(m: re.Match) -> str:
+    name, value = m.group(1), m.group(2)
+    flag = renames.get(name, name)
+    bare_ok = "_" in name or name in renames or message[max(0, m.start() - 8):m.start()] == "another "
+    if flag not in fv or (value is None and not bare_ok):
+      return m.group(0)
+    return f"--{flag}" if value == "=True" else f"--{flag}{value or ''}"
+  return _ARGUMENT.sub(one, message)
+
+
+class QuietLibraries:
+  """Drops orbax's INFO chatter (a dozen lines per checkpoint) from the absl log."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno > std_logging.INFO or "/orbax/" not in record.pathname
+
+
+def exit_now(code: int) -> None:
+  """Leaves the process at once with `code` (see `cli.run`)."""
+  logging.flush()
+  sys.stderr.flush()
+  os._exit(code)

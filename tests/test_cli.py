@@ -1,0 +1,114 @@
+"""The command line derived from the settings: every flag of the previous README means
+what it meant, presets are whole configurations that flags override, and each
+setting is declared once."""
+
+import dataclasses
+import pathlib
+import re
+
+import pytest
+
+from experiments import cli, evaluate, figure2, gradient_variance, sweep, table1
+from vae_jax import config, presets, settings
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# (flag as typed, settings attribute, field, value): the previous README's flags.
+TRAIN_FLAGS = [
+    ("--L=5", "run", "num_samples", 5), ("--latent_dim=5", "run", "latent_dim", 5),
+    ("--hidden_sizes=200,200", "run", "hidden_sizes", (200, 200)),
+    ("--activation=tanh", "run", "activation", "tanh"), ("--batch_size=20", "run", "batch_size", 20),
+    ("--epochs=3", "run", "epochs", 3), ("--optimizer=adagrad", "run", "optimizer", "adagrad"),
+    ("--learning_rate=0.02", "run", "learning_rate", 0.02),
+    ("--lr_schedule=warmup_cosine", "run", "lr_schedule", "warmup_cosine"),
+    ("--warmup_epochs=5", "run", "warmup_epochs", 5), ("--adam_b2=0.95", "run", "adam_b2", 0.95),
+    ("--objective=iwae", "run", "objective", "iwae"), ("--k=50", "run", "iwae_samples", 50),
+    ("--iwae_gradient=dreg", "run", "iwae_gradient", "dreg"),
+    ("--estimator=monte_carlo", "run", "estimator", "monte_carlo"), ("--beta=0.5", "run", "beta", 0.5),
+    ("--kl_warmup_epochs=10", "run", "kl_warmup_epochs", 10),
+    ("--likelihood=continuous_bernoulli", "run", "likelihood", "continuous_bernoulli"),
+    ("--binarize=none", "run", "binarize", "none"), ("--seed=7", "run", "seed", 7),
+    ("--prng=philox4x32", "run", "prng", "philox4x32"),
+    ("--skip_nonfinite", "run", "skip_nonfinite", True), ("--eval_every=10", "run", "eval_every", 10),
+    ("--model=conv", "run", "model", "conv"), ("--dataset=frey_face", "run", "dataset", "frey_face"),
+    ("--data_path=x.npz", "run", "data_path", "x.npz"), ("--tfds_name=fashion_mnist", "run", "tfds_name", "fashion_mnist"),
+    ("--image_size=32", "run", "image_size", 32), ("--compute_dtype=bfloat16", "run", "compute_dtype", "bfloat16"),
+    ("--log_grad_norm", "run", "log_grad_norm", True), ("--eval_batch_size=200", "run", "eval_batch_size", 200),
+    ("--keep_checkpoints=5", "run", "keep_checkpoints", 5),
+    ("--workdir=runs/x", "train", "workdir", "runs/x"), ("--fresh", "train", "fresh", True),
+    ("--latent_dims=2,5,10", "train", "latent_dims", (2, 5, 10)),
+    ("--preset=burda_2016", "train", "preset", "burda_2016"),
+    ("--data_dir=/d", "data", "data_dir", "/d"), ("--tfds_data_dir=/t", "data", "tfds_data_dir", "/t"),
+    ("--data_source=tfds", "data", "data_source", "tfds"), ("--nodownload", "data", "download", False),
+    ("--train_examples=512", "data", "train_examples", 512), ("--test_examples=100", "data", "test_examples", 100),
+    ("--distributed", "cluster", "distributed", True),
+    ("--coordinator_address=127.0.0.1:1234", "cluster", "coordinator_address", "127.0.0.1:1234"),
+    ("--num_processes=2", "cluster", "num_processes", 2), ("--process_id=1", "cluster", "process_id", 1),
+    ("--coordinator_timeout=60", "cluster", "coordinator_timeout", 60),
+]
+OTHER_FLAGS = [
+    (evaluate.ENTRY, "--k=20", "evaluate", "k", 20), (evaluate.ENTRY, "--large_L=5", "evaluate", "large_L", 5),
+    (evaluate.ENTRY, "--chunk_size=50", "evaluate", "chunk_size", 50),
+    (evaluate.ENTRY, "--iwae_batch_size=4", "evaluate", "iwae_batch_size", 4),
+    (evaluate.ENTRY, "--block_size=10", "evaluate", "block_size", 10),
+    (evaluate.ENTRY, "--eval_seed=3", "evaluate", "eval_seed", 3), (evaluate.ENTRY, "--epoch=2", "evaluate", "epoch", 2),
+    (evaluate.ENTRY, "--workdir=runs/x", "evaluate", "workdir", "runs/x"),
+]
+
+
+@pytest.mark.parametrize("flag,attr,field,value", TRAIN_FLAGS)
+def test_every_training_flag_of_the_previous_readme_sets_its_setting(flag, attr, field, value):
+  ns = cli.parse(sweep.entry(), [flag])
+  assert getattr(getattr(ns, attr), field) == value
+
+
+def test_the_other_entry_points_flags_and_their_defaults():
+  for entry, flag, attr, field, value in OTHER_FLAGS:
+    assert getattr(getattr(cli.parse(entry, [flag]), attr), field) == value, flag
+  assert cli.parse(evaluate.ENTRY, []).evaluate.k == 5000  # evaluate's own default
+  assert cli.parse(sweep.entry(), []).run.iwae_samples == 5  # training's, in the same process
+  f2 = cli.parse(figure2.ENTRY, ["--dataset=frey_face", "--budget=paper"])
+  assert f2.figure2.budget == "paper" and f2.run.likelihood == "gaussian_sigmoid_mean"
+  assert f2.run.optimizer == "adagrad"
+  t1 = cli.parse(table1.ENTRY, ["--rows=vae_1layer,conv", "--minutes=0.5", "--eval_k=50", "--eval_examples=10"])
+  assert t1.table1.rows == ("vae_1layer", "conv") and t1.table1.minutes == 0.5
+  gv = cli.parse(gradient_variance.ENTRY, ["--Ls=1,4", "--repeats=5", "--minibatch=10"])
+  assert gv.gradient_variance.Ls == (1, 4) and gv.gradient_variance.repeats == 5
+
+
+def test_a_preset_is_a_whole_configuration_and_flags_override_it():
+  ns = cli.parse(sweep.entry(), ["--preset=burda_2016_fast", "--epochs=7"])
+  assert ns.run == dataclasses.replace(presets.burda_2016_fast(), epochs=7)
+  # A flag given with the preset's own value, or the default's, still wins.
+  ns = cli.parse(sweep.entry(), ["--preset=burda_2016", "--batch_size=128"])
+  assert ns.run.batch_size == 128 and ns.run.hidden_sizes == (200, 200)
+  frey = cli.parse(sweep.entry(default_preset="frey_face"), [])
+  assert frey.run == presets.frey_face()
+
+
+def test_presets_are_whole_valid_configurations_documented_with_a_command():
+  for name, fn in presets.PRESETS.items():
+    assert isinstance(fn(), config.RunConfig), name
+    assert "python -m " in fn.__doc__, name
+  # The Python constructors read the same definitions: one architecture, one place.
+  from vae_jax import models  # pylint: disable=g-import-not-at-top
+  burda = models.burda_2016()
+  assert burda.hidden_sizes == presets.burda_2016().hidden_sizes and burda.activation == "tanh"
+  assert models.conv_32x32x3().channels == presets.conv_32x32x3().conv_channels
+
+
+def test_each_setting_is_declared_once_and_flags_are_only_generated():
+  # Every RunConfig field carries its help (the flag is made from it), and the
+  # experiments define no flag by hand beyond the generator's six calls.
+  assert all("help" in f.metadata for f in dataclasses.fields(config.RunConfig))
+  text = "".join(p.read_text() for p in (ROOT / "experiments").glob("*.py"))
+  assert len(re.findall(r"flags\.DEFINE", text)) <= 12
+  names = [settings.flag_name(f) for f in settings.fields(config.RunConfig)]
+  assert len(names) == len(set(names))
+
+
+def test_help_lists_the_flags_with_their_help(capsys):
+  from experiments import mnist  # pylint: disable=g-import-not-at-top
+  assert mnist.main(["--helpshort"]) == 0
+  out = capsys.readouterr().out
+  assert "--L: Monte Carlo samples of z per data point." in out and "--latent_dims" in out

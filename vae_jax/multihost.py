@@ -1,0 +1,45 @@
+"""Several processes (and devices) as one run: the data mesh, replicated state,
+each process's own copy, and agreement between processes. With one process every
+helper is the identity or a no-op."""
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+
+def local_copy(tree):
+  """Each array of `tree` as this process's own replica: what host-side code
+  (pictures, one-process evaluation) can compute with. Needs replicated arrays."""
+  def one(a):
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+      return a.addressable_data(0)
+    return a
+  return jax.tree_util.tree_map(one, tree)
+
+
+def any_process(flag: bool) -> bool:
+  """Whether `flag` holds on any process: so that every process stops at the same epoch."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
+
+
+def replicate(tree, mesh: Mesh | None):
+  """Places every array of `tree` on every device of `mesh` (no-op without one)."""
+  if mesh is None:
+    return tree
+  return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def data_mesh(devices=None) -> Mesh:
+  """A one-axis mesh named "data" over `devices` (default: all devices, all hosts)."""
+  devices = jax.devices() if devices is None else devices
+  return Mesh(devices, ("data",))
+
+
+def barrier(name: str) -> None:
+  """Waits for every process (nothing to wait for with one)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)

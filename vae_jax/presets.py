@@ -1,0 +1,168 @@
+"""Every named configuration, in one home: each a complete `RunConfig`, its docstring
+giving the command that runs it and the result it reached. `--preset=NAME` starts
+from one (flags given on the command line still win); the Python constructors
+(`vae_jax.burda_2016()` ...), Figure 2, Frey Face and Table 1 read the same ones,
+so an architecture is defined once.
+
+To add a preset: write a function here returning a RunConfig, and list it in `PRESETS`.
+"""
+
+import dataclasses
+
+from vae_jax.config import RunConfig
+
+
+def pytorch_example() -> RunConfig:
+  """pytorch/examples `vae/main.py`: 784-400-20 relu, batch 128, Adam 1e-3 (the defaults).
+
+  python -m experiments.mnist
+  Measured: test ELBO -102.86 nats after 10 epochs (19 s), -99.54 after 30 (README).
+  """
+  return RunConfig()
+
+
+def kingma_welling() -> RunConfig:
+  """Kingma & Welling (2014), MNIST: 500 tanh units each side, Adagrad 0.02, batch 100.
+
+  python -m experiments.mnist --preset=kingma_welling --epochs=100
+  """
+  return RunConfig(hidden_sizes=(500,), activation="tanh", optimizer="adagrad",
+                   learning_rate=0.02, batch_size=100)
+
+
+def frey_face() -> RunConfig:
+  """Kingma & Welling (2014), Frey Face: 560-200-2 tanh, a Gaussian decoder whose mean goes
+  through a sigmoid (learned variance), grey levels; Adam 1e-3, batch 100, 300 epochs.
+
+  python -m experiments.frey_face
+  Measured: test ELBO 848 nats per image (train 854), about 30 s (README).
+  """
+  return RunConfig(dataset="frey_face", binarize="none", likelihood="gaussian_sigmoid_mean",
+                   latent_dim=2, hidden_sizes=(200,), activation="tanh", batch_size=100,
+                   epochs=300, eval_batch_size=200)
+
+
+def figure2_mnist() -> RunConfig:
+  """Kingma & Welling's Figure 2 setting for MNIST: 500 tanh units, Adagrad 0.02, batch
+  100, L = 1, the analytic KL, 10 epochs per latent size (--budget=paper: 10^8 samples).
+
+  python -m experiments.figure2 --dataset=mnist
+  Measured: test bound -150.8, -132.1, -118.1, -111.0, -120.5 for 3, 5, 10, 20, 200 latent
+  units after 10 epochs (README).
+  """
+  return dataclasses.replace(kingma_welling(), epochs=10)
+
+
+def figure2_frey_face() -> RunConfig:
+  """Kingma & Welling's Figure 2 setting for Frey Face: 200 tanh units, Adagrad 0.02,
+  batch 100, the Gaussian decoder with a sigmoid mean, 200 epochs per latent size.
+
+  python -m experiments.figure2 --dataset=frey_face --epochs=100
+  """
+  return dataclasses.replace(frey_face(), optimizer="adagrad", learning_rate=0.02, epochs=200,
+                             latent_dim=10, eval_batch_size=1000)
+
+
+def burda_2016() -> RunConfig:
+  """Burda et al. (2016), one stochastic layer: 784-200-200-50 tanh, batch 20, Adam with
+  their 3^i-epoch schedule (eps 1e-4), 3,280 epochs.
+
+  python -m experiments.mnist --preset=burda_2016 --workdir=runs/burda
+  The paper: -86.76 nats (k = 5000) after 3,280 epochs. Measured alone on a 2-core CPU:
+  epoch 557 after 46.9 min, test ELBO -92.36, log p(x) -87.87 (README's curve).
+  """
+  return RunConfig(hidden_sizes=(200, 200), activation="tanh", latent_dim=50, batch_size=20,
+                   lr_schedule="burda", epochs=3280)
+
+
+def burda_2016_fast() -> RunConfig:
+  """Burda et al.'s one-layer VAE row in a fraction of their schedule: the same model and
+  objective (ELBO, L = 1, dynamic binarization), batch 250, Adam 2e-3 with b2 = 0.95,
+  5 epochs of warm-up then a cosine decay over 1,200 epochs, evaluated every 10; Philox
+  draws (its binarization noise costs a CPU half of Threefry's).
+
+  python -m experiments.mnist --preset=burda_2016_fast --workdir=runs/burda_fast
+  python -m experiments.evaluate --workdir=runs/burda_fast
+  Measured alone on a 2-core CPU: 43.9 min of training, test ELBO -90.20 (L = 1),
+  log p(x) -86.70 (k = 5000; Monte Carlo s.e. 0.005, over the test images 0.23).
+  With Threefry (--prng=threefry2x32): 45.9 min, -90.11, -86.63.
+  """
+  return dataclasses.replace(burda_2016(), batch_size=250, learning_rate=2e-3, adam_b2=0.95,
+                             lr_schedule="warmup_cosine", warmup_epochs=5, epochs=1200,
+                             eval_every=10, prng="philox4x32")
+
+
+def burda_2016_two_layer() -> RunConfig:
+  """Burda et al. (2016), two stochastic layers: 784-200-200-100(z1)-100-100-50(z2) tanh,
+  the ELBO with estimator A (no closed-form KL), the fast preset's optimizer.
+
+  python -m experiments.mnist --preset=burda_2016_two_layer --workdir=runs/burda_2layer
+  The paper: -85.33 nats (k = 5000) after 3,280 epochs of their schedule.
+  """
+  return dataclasses.replace(burda_2016_fast(), model="two_layer", estimator="monte_carlo")
+
+
+def conv_mnist() -> RunConfig:
+  """A conv VAE (32 and 64 channels of 4x4 stride-2 convs, 256 dense units, 20 latent) on
+  binarized MNIST, Adam 1e-3, batch 128.
+
+  python -m experiments.mnist --preset=conv_mnist --workdir=runs/conv
+  Measured: one epoch 92 s on 2 cores (655 images/s, README).
+  """
+  return RunConfig(model="conv", latent_dim=20)
+
+
+def conv_32x32x3() -> RunConfig:
+  """A conv VAE for 32x32 colour images (CIFAR-10, SVHN): 64 and 128 channels, 512 dense
+  units, 64 latent units, grey levels kept, a discretized logistic likelihood (bits per
+  dimension are logged).
+
+  python -m experiments.train --dataset=tfds --tfds_name=cifar10 --preset=conv_32x32x3
+  """
+  return RunConfig(model="conv", latent_dim=64, conv_channels=(64, 128), conv_hidden=512,
+                   binarize="none", likelihood="discretized_logistic")
+
+
+def gradient_variance() -> RunConfig:
+  """The PyTorch example's model after 2 epochs: the model of the gradient-variance study.
+
+  python -m experiments.gradient_variance
+  Measured: the score-function estimator's variance about 6,000 times the
+  reparameterization estimator's at L = 1, 5 and 50 (README).
+  """
+  return dataclasses.replace(pytorch_example(), epochs=2)
+
+
+def table1_row(name: str, epochs: int) -> RunConfig:
+  """A row of Burda et al.'s Table 1 at a budget of `epochs`: the fast preset's model and
+  optimizer (its warm-up and evaluation scaled to the epochs), with the row's objective
+  or model. Rows: vae_1layer, iwae_1layer (IWAE, k = 5), vae_2layer (two stochastic
+  layers), conv (the conv VAE).
+
+  python -m experiments.table1 --minutes=8 --rows=vae_1layer,iwae_1layer,vae_2layer,conv
+  Measured at 8 minutes a row (README): log p(x) -89.27, -90.12, -92.83 (2,000 images),
+  -89.08 (conv, 200 images).
+  """
+  base = dataclasses.replace(burda_2016_fast(), epochs=epochs,
+                             warmup_epochs=max(1, epochs // 100),
+                             eval_every=max(1, epochs // 10))
+  rows = {"vae_1layer": {}, "iwae_1layer": dict(objective="iwae", iwae_samples=5),
+          "vae_2layer": dict(model="two_layer", estimator="monte_carlo"),
+          "conv": dict(model="conv", latent_dim=20)}
+  if name not in rows:
+    raise ValueError(f"rows: unknown {name!r}; expected some of {list(rows)}")
+  return dataclasses.replace(base, **rows[name])
+
+
+TABLE1_ROWS = ("vae_1layer", "iwae_1layer", "vae_2layer", "conv")
+
+PRESETS = {f.__name__: f for f in (
+    pytorch_example, kingma_welling, frey_face, figure2_mnist, figure2_frey_face, burda_2016,
+    burda_2016_fast, burda_2016_two_layer, conv_mnist, conv_32x32x3, gradient_variance)}
+
+
+def get(name: str) -> RunConfig:
+  """The RunConfig of preset `name`."""
+  if name not in PRESETS:
+    raise ValueError(f"preset={name}: expected one of {sorted(PRESETS)}")
+  return PRESETS[name]()

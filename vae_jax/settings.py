@@ -1,0 +1,91 @@
+"""Declaring settings once: a dataclass field that carries its help, its
+command-line name, its bounds or choices, and the check that enforces them.
+
+A settings class (`config.RunConfig`, `datasets.DataOptions`, an entry point's
+own options) declares each setting as `setting(default, help, ...)` and calls
+`check(self)` in `__post_init__`; the command line (`experiments/cli.py`) is
+derived from the same fields, so a setting is written in one place. No flags here.
+"""
+
+import dataclasses
+import math
+import typing
+from typing import Any, Sequence
+
+
+def setting(default: Any, help: str, *, flag: str | None = None,  # pylint: disable=redefined-builtin
+            choices: Sequence[str] | None = None, lower: float | None = None,
+            upper: float | None = None, above: float | None = None,
+            unique: bool = False, nonempty: bool = False) -> Any:
+  """A dataclass field declaring one setting.
+
+  Args:
+    default: its value when nothing else sets it (tuples for lists).
+    help: one or two sentences for `--help`.
+    flag: its command-line name when that differs from the field's (e.g. "L").
+    choices: the values a string setting may take.
+    lower, upper: inclusive bounds of a number (of each item of a tuple).
+    above: an exclusive lower bound (e.g. a step size > 0).
+    unique: a tuple's items must differ.
+    nonempty: a tuple must hold at least one item.
+  """
+  meta = {"help": help, "flag": flag, "choices": tuple(choices) if choices else None,
+          "lower": lower, "upper": upper, "above": above, "unique": unique,
+          "nonempty": nonempty}
+  return dataclasses.field(default=default, metadata=meta)
+
+
+def flag_name(field: dataclasses.Field) -> str:
+  return field.metadata.get("flag") or field.name
+
+
+def fields(cls_or_instance) -> list[dataclasses.Field]:
+  """The declared settings of a settings class (fields made with `setting`)."""
+  return [f for f in dataclasses.fields(cls_or_instance) if "help" in f.metadata]
+
+
+def base_type(cls, field: dataclasses.Field):
+  """(the type of a setting's values, whether it is a tuple of them, whether it may be None)."""
+  hint = typing.get_type_hints(cls)[field.name]
+  optional = type(None) in typing.get_args(hint)
+  if optional:
+    hint = next(a for a in typing.get_args(hint) if a is not type(None))
+  if typing.get_origin(hint) is tuple:
+    return typing.get_args(hint)[0], True, optional
+  return hint, False, optional
+
+
+def check(instance) -> None:
+  """Raises ValueError naming the first setting of `instance` outside its declaration:
+  `name=value: must be ...`."""
+  for f in fields(instance):
+    value = getattr(instance, f.name)
+    _, is_tuple, _ = base_type(type(instance), f)
+    items = value if is_tuple else (value,)
+    problem = _problem(f.metadata, items, is_tuple)
+    if problem:
+      shown = ",".join(str(v) for v in value) if is_tuple else value
+      raise ValueError(f"{f.name}={shown}: {problem}")
+
+
+def _problem(meta: dict, items: Sequence, is_tuple: bool) -> str | None:
+  if is_tuple and not items and meta["nonempty"]:
+    return "must list at least one value"
+  if is_tuple and meta["unique"] and len(set(items)) != len(items):
+    return "lists a value twice; give each once"
+  for v in items:
+    if v is None:
+      continue
+    if meta["choices"] and v not in meta["choices"]:
+      return f"expected one of {list(meta['choices'])}"
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+      continue
+    if isinstance(v, float) and not math.isfinite(v):
+      return "must be a finite number"
+    if meta["lower"] is not None and v < meta["lower"]:
+      return f"must be >= {meta['lower']}"
+    if meta["upper"] is not None and v > meta["upper"]:
+      return f"must be <= {meta['upper']}"
+    if meta["above"] is not None and not v > meta["above"]:
+      return f"must be > {meta['above']}"
+  return None
