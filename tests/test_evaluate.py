@@ -75,11 +75,11 @@ def test_log_sums_over_chunk_ranges_add_up_to_the_bound_and_its_groups(problem):
   model, params, x = problem
   enc, dec, prior = model.parts(params)
   key, k, chunk = jax.random.key(3), 37, 5
-  row_keys = [jax.random.fold_in(key, j) for j in range(x.shape[0])]
-  bound, groups = zip(*[vae_jax.objectives.iwae_bound_and_groups(
-      enc, dec, x[j:j + 1], row_keys[j], prior=prior, num_samples=k, chunk_size=chunk)
-      for j in range(x.shape[0])])
-  bound, groups = np.concatenate(bound), np.concatenate(groups, axis=1).T  # [n], [n, G]
+  row_keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(jax.numpy.arange(x.shape[0]))
+  per_row = jax.jit(jax.vmap(lambda xj, kj: vae_jax.objectives.iwae_bound_and_groups(
+      enc, dec, xj[None], kj, prior=prior, num_samples=k, chunk_size=chunk)))
+  bound, groups = per_row(x, row_keys)  # [n, 1], [n, G, 1]
+  bound, groups = np.asarray(bound)[:, 0], np.asarray(groups)[:, :, 0]  # [n], [n, G]
   parts = [evaluate.iwae_log_sums_rows(model.parts, params, x, key, jax.numpy.int32(0),
                                        jax.numpy.int32(c0), num_samples=k, chunk_size=chunk,
                                        num_chunks=c, batch_size=3) for c0, c in ((0, 3), (3, 1), (4, 4))]
@@ -191,6 +191,7 @@ def _evaluation_problem():
   return model, params, helpers.binary_data(jax.random.key(1), n=40, dim=784)
 
 
+@pytest.mark.slow  # compiles three evaluations, one of a million-sample chunk
 def test_evaluation_memory_is_bounded_for_any_k_and_checked_before_the_work():
   model, params, x = _evaluation_problem()
   size = lambda k: evaluate.iwae_block_bytes(model.parts, params, x, jax.random.key(0),

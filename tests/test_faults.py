@@ -1,13 +1,17 @@
 """Faults and bad input: what the user sees, and that no work is lost.
 
-Bad inputs and faults tried here and in the tests they point to (73 in all):
-  flags (test_experiments.py, 9): --L=0, --latent_dim=0, --estimator=exact,
-    --binarize=sometimes, --learning_rate=-1, --latent_dims=2,five,
-    --hidden_sizes=0, --batch_size larger than the data, --workdir a file;
+Bad inputs and faults tried here and in the tests they point to (94 in all):
+  flags (test_experiments.py, 17): --L=0, --latent_dim=0, --estimator=exact,
+    --binarize=sometimes, --learning_rate=-1, --learning_rate=inf, --beta=nan,
+    --latent_dims=2,five, --latent_dims=2,2, --hidden_sizes=0, --seed=-1,
+    --seed=2**63, --batch_size larger than the data, --preset=nope, a positional
+    argument, --workdir a file, data missing offline;
   data (test_data.py, 9): missing directory (offline), missing file, truncated
     gzip, wrong magic, wrong item count, wrong size, checksum mismatch, a
     corrupt download, a Frey Face file without `ff` (and a non-MATLAB one);
-  workdir (test_runner.py, 1): another run's settings in the workdir;
+  workdir (test_runner.py, test_workdir.py, 4): another run's settings in the
+    workdir, /proc/x (cannot be created: the real reason), a directory that cannot
+    be written, config.json never given a non-finite number;
   here (18): NaN/inf from a huge learning rate (stop; skip with
     --skip_nonfinite; stop when an epoch skips every step), SIGKILL in the
     middle of an epoch, a half-written checkpoint left by a kill, SIGTERM,
@@ -18,23 +22,34 @@ Bad inputs and faults tried here and in the tests they point to (73 in all):
     config.json deleted then a resume with other settings (nothing rewritten),
     a torn last line and a damaged line in metrics.jsonl, a broken config.json,
     a checkpoint written before checksums (restored unverified, with a warning);
+  checkpoints (test_checkpoint.py, 9): an epoch record edited (not its directory's;
+    not what the checksum covered), a step counter that disagrees with its epoch,
+    the save after a fallback (replaces the damaged one), an intact checkpoint never
+    replaced silently, a checkpoint rotated away while read, each of three index
+    files missing (one line, no asyncio tracebacks), a torn metrics line whose
+    checkpoint exists (written again);
   data, second pass (test_data.py, 4): Frey Face as uint16, as floats outside
     [0, 1], with a NaN pixel, with 5 frames;
+  likelihoods (test_distributions.py, 1): 8-bit levels 0..255 given to the
+    discretized logistic (refused; NaN under jit);
   multi-host (test_multihost.py, 1): a coordinator that never answers;
-  third pass, here (13): --L too large for memory (refused before the first step
-    by XLA's count), then the corrected command on that workdir (not blocked:
-    nothing was saved), --seed=2**63, --seed=-1, --latent_dims=2,2,
-    --workdir=~/run (expanded), Ctrl-C before the first epoch, a restore into
-    other shapes (one line, no teardown noise), the k-sample evaluation's memory
-    for k = 1e8 (bounded) and a chunk too large (refused up front), a workdir
-    that cannot be written (checked before the work), SIGINT during evaluation;
+  third pass, here and beside (14): --L too large for memory (refused before the
+    first step by XLA's count), then the corrected command on that workdir (not
+    blocked: nothing was saved), --workdir=~/run (expanded), Ctrl-C before the first
+    epoch, Ctrl-C at five moments after config.json appears (never swallowed), a
+    restore into other shapes (one line, no teardown noise), the k-sample
+    evaluation's memory for k = 1e8 (bounded) and a chunk too large (refused up
+    front; test_evaluate.py), a workdir that cannot be written (test_workdir.py),
+    SIGINT during a k = 10^6 evaluation (its time estimated first, stopped within
+    seconds);
   data sources (test_datasets.py, 13): an .npz missing, without 'test', of rank 1,
     of int64, of floats outside [0, 1], with NaN, with splits unlike each other,
     empty, not an .npz; an image folder missing, empty, with a corrupt PNG, with
     images of another size;
-  entry point (test_experiments.py, 5): --dataset=npz without --data_path,
-    --dataset=tfds without --tfds_name, --model=two_layer with the analytic KL,
-    --workdir='', --prng=nope (unknown to this JAX).
+  entry point (test_experiments.py, 6): --dataset=npz without --data_path,
+    --dataset=tfds without --tfds_name, --workdir='', --prng=nope (unknown to this
+    JAX), --model=big, --model=no_such_module:build. (--model=two_layer alone now
+    trains: it takes the estimator its KL needs.)
 """
 
 import json

@@ -124,6 +124,7 @@ def _tiny_two_layer():
   return model, params, x
 
 
+@pytest.mark.slow  # three k x 20 keys compiled: 20 s; two_layer's maths stays fast below
 def test_two_layer_iwae_with_one_sample_is_its_elbo_and_rises_with_k():
   model, params, x = _tiny_two_layer()
   enc, dec, prior = model.parts(params)

@@ -14,7 +14,7 @@ def test_readme_has_the_four_api_examples():
 
 
 # Blocks that train a model for seconds belong to the slow tier.
-TRAINS = re.compile(r"for \w+ in range\(\d{2,}\)|train_and_evaluate|make_train_epoch|num_samples=5000")
+TRAINS = re.compile(r"for \w+ in range\(\d{2,}\)|train_and_evaluate|make_train_epoch|num_samples=5000|the prior.s parameters learn too")
 
 
 @pytest.mark.parametrize("index", [
