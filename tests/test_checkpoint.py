@@ -1,7 +1,6 @@
 """Checkpoints: round trips, what the checksum covers, fallback and replacement of a
 damaged checkpoint, the record kept with each, and a run's consistency checks."""
 
-import pathlib
 import shutil
 
 import jax

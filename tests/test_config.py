@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from vae_jax import config as C
-from vae_jax import models
 
 
 def _shapes(model, image_shape=(28, 28, 1)):

@@ -65,8 +65,7 @@ import numpy as np
 import pytest
 
 from tests import helpers
-import vae_jax
-from vae_jax import checkpoint, data, evaluate, runner
+from vae_jax import checkpoint, data, runner
 from vae_jax import workdir as workdir_lib
 
 # Every test here starts processes or trains for seconds, but the two marked fast.

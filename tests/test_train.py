@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import vae_jax
-from vae_jax import data, losses, multihost, objectives, optimizers, train
+from vae_jax import data, losses, objectives, optimizers, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BATCH = 64
