@@ -88,7 +88,7 @@ class NNXModel:
     return NNXVAE(self.image_shape, self.hidden, self.latent, nnx.Rngs(key))
 
   def init(self, key: jax.Array):
-    return nnx.state(self._module(key), nnx.Param).to_pure_dict()
+    return nnx.to_pure_dict(nnx.state(self._module(key), nnx.Param))
 
   def parts(self, params) -> vae_jax.Parts:
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: self._module(jax.random.key(0))))

@@ -362,12 +362,8 @@ def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000
   for start in range(0, n, block_size):
     stop_at = min(n, start + block_size)
     lo, hi = (start + i for i in _process_share(stop_at - start))  # this process's rows
-    block = dict.fromkeys(("log_px", "sq", "var_small", "var_half"), 0.0)
-    for r0 in range(lo, hi, rows_per_call):
-      lse, lse_groups = calls.log_sums(x[r0:min(hi, r0 + rows_per_call)], r0, chunks_per_call,
-                                       lambda: one_process and check_stop(start))
-      for name, value in bound_sums(lse, lse_groups, num_samples).items():
-        block[name] += value
+    block = _block_sums(calls, x, lo, hi, rows_per_call, chunks_per_call,
+                        lambda: one_process and check_stop(start))
     for name, value in (block if one_process else _sum_over_processes(block)).items():
       totals[name] = totals.get(name, 0.0) + value
     if progress:
@@ -378,6 +374,18 @@ def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000
     if stop_at < n and not one_process:
       check_stop(stop_at)
   return _summary(totals, n, num_samples, time.perf_counter() - t0)
+
+
+def _block_sums(calls: _Calls, x, lo: int, hi: int, rows_per_call: int, chunks_per_call: int,
+                poll) -> dict:
+  """`bound_sums` over rows lo..hi of x, computed `rows_per_call` rows at a time."""
+  block = dict.fromkeys(("log_px", "sq", "var_small", "var_half"), 0.0)
+  for r0 in range(lo, hi, rows_per_call):
+    lse, lse_groups = calls.log_sums(x[r0:min(hi, r0 + rows_per_call)], r0, chunks_per_call,
+                                     poll)
+    for name, value in bound_sums(lse, lse_groups, calls.k).items():
+      block[name] += value
+  return block
 
 
 def _summary(totals: dict, n: int, num_samples: int, seconds: float) -> dict:
