@@ -54,9 +54,3 @@ def data_root() -> pathlib.Path:
 def mnist(data_root) -> data.Dataset:
   return data.load_mnist(data_root / "mnist")
 
-
-def pytest_collection_modifyitems(items):
-  # The long tests first: xdist hands out tests in this order, so the few that run
-  # for a minute or two start at once and the short ones fill the gaps, instead of
-  # one worker finishing a long test while the other waits at the end.
-  items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -96,6 +96,13 @@ def cli(capfd, module: str, *args) -> tuple[int, str]:
   what it wrote to stderr). For what needs no process of its own: signals,
   locks held by another process and os._exit stay in subprocesses."""
   import importlib  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  handler = logging.get_absl_handler().python_handler
+  stream = handler.stream
   capfd.readouterr()
-  code = importlib.import_module(module).main(list(args))
+  try:
+    code = importlib.import_module(module).main(list(args))
+  finally:
+    # The command points absl's log at this test's stderr; later tests have their own.
+    handler.stream = stream
   return code, capfd.readouterr().err
