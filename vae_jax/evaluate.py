@@ -37,20 +37,31 @@ def _sum_over_processes(sums: dict) -> dict:
   return {k: float(v) for k, v in sums.items()}
 
 
-def _batched_sums(per_example_fn, x, key, batch_size, offset=0):
-  """Sums over the rows of x of per_example_fn(x_j [1, ...], fold_in(key, offset + j)),
-  whose outputs are dicts of [1] arrays."""
+def _padded_batches(x, batch_size: int):
+  """x `[n, ...]` padded to whole batches, `[batches, batch_size, 1, ...]`, and the
+  row index of each place, `[batches, batch_size]` (>= n: padding)."""
   n = x.shape[0]
   num_batches = -(-n // batch_size)
   pad = num_batches * batch_size - n
   xb = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
   xb = xb.reshape((num_batches, batch_size, 1) + x.shape[1:])
-  index = jnp.arange(num_batches * batch_size).reshape(num_batches, batch_size)
+  return xb, jnp.arange(num_batches * batch_size).reshape(num_batches, batch_size)
+
+
+def _row_keys(key, offset, index):
+  """The keys of rows `index` (any shape's last axis): fold_in(key, offset + j)."""
+  return jax.vmap(lambda i: jax.random.fold_in(key, offset + i))(index)
+
+
+def _batched_sums(per_example_fn, x, key, batch_size, offset=0):
+  """Sums over the rows of x of per_example_fn(x_j [1, ...], fold_in(key, offset + j)),
+  whose outputs are dicts of [1] arrays."""
+  n = x.shape[0]
+  xb, index = _padded_batches(x, batch_size)
 
   def one(args):
     xs, idx = args
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, offset + i))(idx)
-    out = jax.vmap(per_example_fn)(xs, keys)
+    out = jax.vmap(per_example_fn)(xs, _row_keys(key, offset, idx))
     return jax.tree_util.tree_map(lambda v: jnp.sum(jnp.where(idx < n, v[:, 0], 0.0)), out)
 
   sums = jax.lax.map(one, (xb, index))
@@ -99,19 +110,10 @@ def _batched_rows(per_example_fn, x, key, batch_size, offset):
   batch by batch under `lax.map`: a tuple of `[n, ...]` arrays (its outputs' leading
   axis of 1 dropped)."""
   n = x.shape[0]
-  num_batches = -(-n // batch_size)
-  pad = num_batches * batch_size - n
-  xb = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
-  xb = xb.reshape((num_batches, batch_size, 1) + x.shape[1:])
-  index = jnp.arange(num_batches * batch_size).reshape(num_batches, batch_size)
-
-  def one(args):
-    xs, idx = args
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, offset + i))(idx)
-    return jax.vmap(per_example_fn)(xs, keys)
-
-  out = jax.lax.map(one, (xb, index))
-  return tuple(jnp.reshape(v, (num_batches * batch_size,) + v.shape[2:])[:n] for v in out)
+  xb, index = _padded_batches(x, batch_size)
+  out = jax.lax.map(lambda a: jax.vmap(per_example_fn)(a[0], _row_keys(key, offset, a[1])),
+                    (xb, index))
+  return tuple(jnp.reshape(v, (index.size,) + v.shape[2:])[:n] for v in out)
 
 
 @functools.partial(jax.jit, static_argnames=("parts_fn", "num_samples", "chunk_size",

@@ -28,14 +28,16 @@ def write_atomic(path: pathlib.Path, text: str) -> None:
   os.replace(tmp, path)
 
 
-def check_writable(directory: pathlib.Path) -> None:
-  """Raises OSError naming `directory` when a file cannot be created in it."""
+def check_writable(directory: pathlib.Path,
+                   other: str = "copy the run to a writable directory", label: str = "") -> None:
+  """Raises OSError naming `directory` (after `label`, e.g. "workdir=") when a file
+  cannot be created in it; the message offers fixing its permissions or `other`."""
   try:
     with tempfile.NamedTemporaryFile(dir=directory, prefix=".write_check"):
       pass
   except OSError as e:
-    raise OSError(f"{directory}: cannot write there ({e.strerror or e}); fix its permissions "
-                  f"or copy the run to a writable directory") from None
+    raise OSError(f"{label}{directory}: cannot write there ({e.strerror or e}); fix its permissions "
+                  f"or {other}") from None
 
 
 class StopRequest:
@@ -165,12 +167,7 @@ def check_disk_space(workdir: pathlib.Path, need_bytes: int) -> None:
   except OSError as e:
     raise OSError(f"workdir={workdir}: cannot create it ({e.strerror or e}: {e.filename}); "
                   f"pass a directory on a disk you can write to") from None
-  try:
-    with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_check"):
-      pass
-  except OSError as e:
-    raise OSError(f"workdir={workdir}: cannot write there ({e.strerror or e}); fix its "
-                  f"permissions or pass another workdir") from None
+  check_writable(workdir, "pass another workdir", label="workdir=")
   free = shutil.disk_usage(workdir).free
   if free < need_bytes:
     raise ValueError(f"workdir={workdir}: {free / 1e6:.1f} MB free on its disk, but "
