@@ -24,11 +24,13 @@ from absl import app
 from absl import flags
 
 from benchmarks import common
+from benchmarks.epochs import config_epoch, interleaved, plain_jax_epoch, random_images
 from vae_jax import data
 from vae_jax import losses
 from vae_jax import models
 from vae_jax import optimizers
 from vae_jax import train
+from vae_jax.config import RunConfig
 
 BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["20", "128", "1024"], "Batch sizes to time.")
 LS = flags.DEFINE_list("Ls", ["1", "5", "10", "20"], "Samples of z for the L-scaling table.")
@@ -37,94 +39,9 @@ NUM = flags.DEFINE_integer("num_examples", 60000, "Examples per epoch.", lower_b
 OUT = flags.DEFINE_string("out", "runs/benchmarks/throughput.json", "Where the JSON goes.")
 
 
-def _images(n):
-  rng = np.random.default_rng(0)
-  return (rng.random((n, 784)) < 0.13).astype(np.uint8) * 255
-
-
 def our_epoch(images, batch_size, num_samples=1):
-  """A run() callable: one epoch of our compiled training (`train.make_train_epoch`)."""
-  model = models.pytorch_example()
-  opt = optimizers.make_optimizer("adam", 1e-3)
-  root = jax.random.key(0)
-  epoch_fn = train.make_train_epoch(losses.elbo_loss(model.parts, num_samples=num_samples), opt,
-                                    transform=data.binarizer("dynamic"))
-  box = {"state": train.init_state(models.init_params(model, root), opt), "epoch": 0}
-  def run():
-    batches = train.epoch_batches(images, root, box["epoch"], batch_size)
-    box["state"], m = epoch_fn(box["state"], batches, root)
-    box["epoch"] += 1
-    return m
-  return run
-
-
-def jax_epoch(images, batch_size, num_samples=1, repeats=3):
-  """(compile seconds, epoch seconds) of our compiled epoch."""
-  first, t = common.median_time(our_epoch(images, batch_size, num_samples), repeats)
-  return first - t, t
-
-
-def plain_jax_epoch(images, batch_size):
-  """A run() callable: one epoch of the same model, loss, optimizer and data as a
-  hand-written `lax.scan` (no vae_jax code): what our epoch is measured against."""
-  import optax  # pylint: disable=g-import-not-at-top
-  sizes = {"fc1": (784, 400), "fc21": (400, 20), "fc22": (400, 20), "fc3": (20, 400),
-           "fc4": (400, 784)}
-  keys = jax.random.split(jax.random.key(0), len(sizes))
-  params = {name: {"w": jax.random.normal(k, shape) / np.sqrt(shape[0]),
-                   "b": jnp.zeros(shape[1])} for k, (name, shape) in zip(keys, sizes.items())}
-  opt = optax.adam(1e-3)
-
-  def loss(p, x, key):
-    dense = lambda name, h: h @ p[name]["w"] + p[name]["b"]
-    h = jax.nn.relu(dense("fc1", x))
-    mu, logvar = dense("fc21", h), dense("fc22", h)
-    z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape)
-    logits = dense("fc4", jax.nn.relu(dense("fc3", z)))
-    # Bernoulli log-likelihood from logits; max(l, 0) + log1p(exp(-|l|)) is softplus.
-    nll = jnp.sum(jnp.maximum(logits, 0) - x * logits + jnp.log1p(jnp.exp(-jnp.abs(logits))), -1)
-    kl = -0.5 * jnp.sum(1 + logvar - mu ** 2 - jnp.exp(logvar), -1)
-    return jnp.mean(nll + kl)
-
-  @jax.jit
-  def epoch(p, opt_state, images, key):
-    steps = images.shape[0] // batch_size
-    order = jax.random.permutation(key, images.shape[0])[:steps * batch_size]
-    batches = images[order].reshape(steps, batch_size, -1)
-
-    def step(carry, args):
-      p, opt_state = carry
-      batch, i = args
-      k_data, k_z = jax.random.split(jax.random.fold_in(key, i))
-      x = jax.random.bernoulli(k_data, batch.astype(jnp.float32) / 255.0).astype(jnp.float32)
-      value, grads = jax.value_and_grad(loss)(p, x, k_z)
-      updates, opt_state = opt.update(grads, opt_state, p)
-      return (optax.apply_updates(p, updates), opt_state), value
-
-    (p, opt_state), values = jax.lax.scan(step, (p, opt_state), (batches, jnp.arange(steps)))
-    return p, opt_state, jnp.mean(values)
-
-  box = {"p": params, "opt": opt.init(params), "epoch": 0}
-  def run():
-    box["p"], box["opt"], value = epoch(box["p"], box["opt"], images,
-                                        jax.random.fold_in(jax.random.key(1), box["epoch"]))
-    box["epoch"] += 1
-    return value
-  return run
-
-
-def interleaved(runs: dict, repeats: int) -> dict:
-  """{name: (first call's seconds, median seconds of `repeats` further calls)}, the
-  calls of the different runs interleaved round by round so that drift in the
-  machine's speed falls on all of them alike."""
-  import time  # pylint: disable=g-import-not-at-top
-  times = {name: [] for name in runs}
-  for r in range(repeats + 1):
-    for name, run in runs.items():
-      t = time.perf_counter()
-      jax.block_until_ready(run())
-      times[name].append(time.perf_counter() - t)
-  return {name: (ts[0], float(np.median(ts[1:]))) for name, ts in times.items()}
+  """A run() callable: one epoch of our compiled training of the PyTorch example's model."""
+  return config_epoch(RunConfig(batch_size=batch_size, num_samples=num_samples), images)
 
 
 def jax_loop(images, batch_size, repeats=3):
@@ -189,7 +106,7 @@ def torch_epoch(images, batch_size, repeats=3):
 def main(argv):
   del argv
   n, repeats = NUM.value, REPEATS.value
-  host = _images(n)
+  host = random_images(n)
   images = jnp.asarray(host)
   ceiling = common.matmul_ceiling()
   model = models.pytorch_example()
@@ -205,8 +122,8 @@ def main(argv):
                         repeats)
     (first, scan_s), plain_s = timed["ours"], timed["plain"][1]
     compile_s = first - scan_s
-    loop_s = jax_loop(images, bs, repeats=repeats)
-    torch_s = torch_epoch(host, bs, repeats=repeats)
+    loop_s = jax_loop(images.reshape(n, -1), bs, repeats=repeats)
+    torch_s = torch_epoch(host.reshape(n, -1), bs, repeats=repeats)
     steps = n // bs
     row = {"batch_size": bs, "scan_epoch_s": scan_s, "scan_ex_per_s": steps * bs / scan_s,
            "plain_jax_epoch_s": plain_s, "plain_jax_ex_per_s": steps * bs / plain_s,
@@ -229,7 +146,7 @@ def main(argv):
   base = None
   rows = []
   for L in (int(v) for v in LS.value):
-    _, t = jax_epoch(images, 128, num_samples=L, repeats=repeats)
+    _, t = common.median_time(our_epoch(host, 128, num_samples=L), repeats)
     base = base or (t, common.train_flops_per_example(model, L))
     flop_ratio = common.train_flops_per_example(model, L) / base[1]
     result["L_scaling"].append({"L": L, "epoch_s": t, "time_ratio": t / base[0],

@@ -27,3 +27,25 @@ def test_throughput_and_evaluation_benchmarks_run(data_root, tmp_path):
   before_after = result["matmul_ceiling_before_after_gflops"]
   assert len(before_after) == 2 and min(before_after) > 0
   assert result["matmul_ceiling_gflops"] == sum(before_after) / 2
+
+
+def test_device_benchmark_runs_every_part(data_root, tmp_path):
+  """The GPU command at its CPU sizes: every part measured, none failed, the summary printed."""
+  out = run("benchmarks.device", "--small", "--short_epochs=2", f"--out={tmp_path / 'd.json'}",
+            data_root=data_root)
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads((tmp_path / "d.json").read_text())
+  for part in ("matmul_ceiling", "throughput", "evaluation", "precision", "conv"):
+    assert "error" not in result[part] and "skipped" not in result[part], result[part]
+  assert result["matmul_ceiling"]["float32"]["tflops"] > 0
+  assert [t["batch_size"] for t in result["throughput"]] == [20, 128, 1024]
+  assert all(t["ours_ex_per_s"] > 0 and t["plain_jax_ex_per_s"] > 0 for t in result["throughput"])
+  assert 0 < result["evaluation"]["fraction_of_float32_ceiling"] < 1
+  precision = result["precision"]
+  # Two epochs of training move both runs well above the untrained bound (about -543 nats).
+  assert -400 < precision["float32"]["test_elbo"] < 0
+  assert abs(precision["bfloat16"]["test_elbo"] - precision["float32"]["test_elbo"]) < 20
+  fast = precision["fast_preset"]
+  assert fast["projected_minutes"] * 60 >= 1200 * precision["float32"]["epoch_s"]
+  assert result["conv"]["ex_per_s"] > 0
+  assert "Projected time of --preset=burda_2016_fast" in out.stdout
