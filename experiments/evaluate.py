@@ -1,11 +1,22 @@
-"""Evaluates a trained run on its whole test set: the ELBO with L = 1 and a large
-L, and the importance-sampled log-likelihood (the IWAE bound with k = 5000).
+"""Evaluates a trained run on its test set.
 
-  python -m experiments.evaluate --workdir=runs/mnist
+  python -m experiments.evaluate --workdir=runs/mnist                 # ELBO, IWAE k = 5000
+  python -m experiments.evaluate --workdir=runs/mnist --method=ais    # AIS, and IWAE beside it
+  python -m experiments.evaluate --workdir=runs/mnist --method=bdmc   # AIS's gap, simulated data
 
-Writes WORKDIR/evaluation.json (nats per image, with standard errors, time and
-peak memory), logs the expected time before the k-sample estimate starts and a
-progress line per block of 1,000 images; Ctrl-C stops it within seconds.
+--method=iwae (the default): the ELBO with L = 1 and a large L, and the
+importance-sampled log-likelihood (the IWAE bound with k = --k) of every test image.
+--method=ais: annealed importance sampling (`vae_jax.ais`) on the first
+--ais_examples test images, and the k-sample bound of the same images beside it.
+--method=bdmc: both AIS chains on --ais_examples images simulated from the model: the
+forward one bounds log p(x) from below, the reverse one from above; their gap says
+how far AIS with these settings can be from the truth. Every method also writes the
+active units and the KL of each latent dimension (`evaluate.latent_usage`).
+
+Each method adds its figures to WORKDIR/evaluation.json beside those of the others for
+the same epoch (nats per image, with standard errors, time and peak memory). The
+expected time is logged before the work and a progress line as it goes; Ctrl-C stops
+it within seconds.
 """
 
 import dataclasses
@@ -17,6 +28,7 @@ from absl import logging
 from experiments import cli
 from experiments import cluster
 from experiments import sweep
+from vae_jax import ais
 from vae_jax import data as data_lib
 from vae_jax import datasets
 from vae_jax import evaluate
@@ -25,6 +37,9 @@ from vae_jax import runner
 from vae_jax import settings
 from vae_jax import workdir as workdir_lib
 from vae_jax.settings import setting
+
+
+METHODS = ("iwae", "ais", "bdmc")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +54,19 @@ class EvaluateOptions:
   block_size: int = setting(1000, "Images per progress line.", lower=1)
   eval_seed: int = setting(0, "Key of the evaluation's samples.", lower=0, upper=2 ** 63 - 1)
   epoch: int | None = setting(None, "Which checkpoint (default: the latest).", lower=1)
+  method: str = setting("iwae", "iwae: the ELBO and the k-sample bound of every test image; "
+                        "ais: annealed importance sampling (a tighter lower bound) of the first "
+                        "--ais_examples; bdmc: AIS's lower and upper bounds on simulated data.",
+                        choices=METHODS)
+  ais_examples: int = setting(1000, "Test images (--method=ais) or simulated examples "
+                              "(--method=bdmc) to evaluate.", lower=1)
+  ais_intermediate: int = setting(1000, "AIS's intermediate distributions (moves) on the "
+                                  "sigmoid schedule.", lower=1)
+  ais_chains: int = setting(16, "AIS chains per example.", lower=1)
+  ais_start: str = setting("prior", "AIS's initial distribution: prior or posterior (q(z|x)).",
+                           choices=ais.STARTS)
+  leapfrog_steps: int = setting(10, "Leapfrog steps of each HMC move.", lower=1)
+  ais_batch_size: int = setting(25, "Examples whose chains run at once.", lower=1)
 
   def __post_init__(self):
     settings.check(self)
@@ -55,27 +83,94 @@ def evaluate_run(ns) -> dict:
   dataset = datasets.load_for(config, ns.data)
   _, test_x = data_lib.model_inputs(dataset, config.binarize)
   key = jax.random.key(opts.eval_seed)
-  logging.info("Evaluating %s (epoch %d) on %d test images", workdir, epoch, test_x.shape[0])
-  result = {"workdir": str(workdir), "epoch": epoch, "test_examples": int(test_x.shape[0])}
+  logging.info("Evaluating %s (epoch %d) on %d test images: %s", workdir, epoch,
+               test_x.shape[0], opts.method)
+  result = _previous(workdir, epoch)
+  result.update({"workdir": str(workdir), "epoch": epoch})
+  with workdir_lib.StopRequest() as stop:
+    poll = lambda: multihost.any_process(stop.signal is not None)
+    if opts.method == "iwae":
+      result.update(_iwae(opts, config, model, state.params, test_x, key, poll))
+    elif opts.method == "ais":
+      result["ais"] = _ais(opts, model, state.params, test_x[:opts.ais_examples], key, poll)
+    else:
+      result["bdmc"] = _bdmc(opts, model, state.params, test_x, key, poll)
+  usage = evaluate.latent_usage(model.parts, state.params, test_x)
+  result["latent_usage"] = {"test_examples": int(test_x.shape[0]), **usage}
+  logging.info("active units: %d of %d (Cov_x E_q[u|x] > %g)", usage["active_units"],
+               len(usage["unit_variances"]), evaluate.ACTIVE_UNIT_THRESHOLD)
+  result["peak_memory_mb"] = evaluate.peak_memory_mb()
+  if jax.process_index() == 0:
+    workdir_lib.write_atomic(workdir / "evaluation.json", json.dumps(result, indent=2) + "\n")
+  return result
+
+
+def _previous(workdir, epoch: int) -> dict:
+  """The figures evaluation.json already holds for this epoch (another method's), or {}."""
+  path = workdir / "evaluation.json"
+  if not path.is_file():
+    return {}
+  try:
+    previous = workdir_lib.read_json(path)
+  except ValueError:
+    logging.warning("%s is unreadable; writing it anew", path)
+    return {}
+  if previous.get("epoch") != epoch:
+    logging.info("%s holds epoch %s; writing it anew for epoch %d", path, previous.get("epoch"),
+                 epoch)
+    return {}
+  return previous
+
+
+def _iwae(opts, config, model, params, test_x, key, poll) -> dict:
+  """The ELBO at L = 1 and --large_L, and the k-sample bound, of every test image."""
+  result = {"test_examples": int(test_x.shape[0])}
   for name, L in (("elbo_L1", 1), (f"elbo_L{opts.large_L}", opts.large_L)):
     batch = max(1, min(1000, 20_000 // L))  # about 60 MB of decoder outputs at once
-    means = jax.device_get(evaluate.elbo_means(model.parts, state.params, test_x, key,
+    means = jax.device_get(evaluate.elbo_means(model.parts, params, test_x, key,
                                                num_samples=L, estimator=config.estimator,
                                                batch_size=batch))
     result[name] = {k: float(v) for k, v in means.items()}
     logging.info("test ELBO, L=%d: %.3f nats", L, result[name]["elbo"])
-  with workdir_lib.StopRequest() as stop:
-    ll = evaluate.marginal_log_likelihood(
-        model.parts, state.params, test_x, key, num_samples=opts.k,
-        chunk_size=min(opts.chunk_size, opts.k), batch_size=opts.iwae_batch_size,
-        block_size=opts.block_size, stop=lambda: multihost.any_process(stop.signal is not None))
+  ll = _log_px(opts, model, params, test_x, key, poll)
   result[f"log_px_k{opts.k}"] = ll
-  result["peak_memory_mb"] = evaluate.peak_memory_mb()
   logging.info("test log p(x) ~ %.3f nats (k=%d; Monte Carlo s.e. %.4f, over images %.3f), "
                "%.0fs, peak memory %.0f MB", ll["log_px"], opts.k, ll["mc_stderr"],
-               ll["data_stderr"], ll["seconds"], result["peak_memory_mb"])
-  if jax.process_index() == 0:
-    workdir_lib.write_atomic(workdir / "evaluation.json", json.dumps(result, indent=2) + "\n")
+               ll["data_stderr"], ll["seconds"], evaluate.peak_memory_mb())
+  return result
+
+
+def _log_px(opts, model, params, x, key, poll) -> dict:
+  return evaluate.marginal_log_likelihood(
+      model.parts, params, x, key, num_samples=opts.k, chunk_size=min(opts.chunk_size, opts.k),
+      batch_size=opts.iwae_batch_size, block_size=opts.block_size, stop=poll)
+
+
+def _ais_settings(opts) -> dict:
+  return dict(num_chains=opts.ais_chains, num_intermediate=opts.ais_intermediate,
+              start=opts.ais_start, num_leapfrog=opts.leapfrog_steps,
+              batch_size=opts.ais_batch_size)
+
+
+def _ais(opts, model, params, x, key, poll) -> dict:
+  """AIS of x, and the k-sample bound of the same images."""
+  result = ais.log_likelihood(model.parts, params, x, key, stop=poll, **_ais_settings(opts))
+  logging.info("AIS log p(x) ~ %.3f nats (%d images; Monte Carlo s.e. %.4f, over images %.3f; "
+               "acceptance %.2f), %.0fs", result["log_px"], result["n"], result["mc_stderr"],
+               result["data_stderr"], result["acceptance"], result["seconds"])
+  iwae = _log_px(opts, model, params, x, key, poll)
+  logging.info("the same images: IWAE k=%d %.3f nats (AIS - IWAE: %.3f)", opts.k, iwae["log_px"],
+               result["log_px"] - iwae["log_px"])
+  return {**result, f"iwae_k{opts.k}_same_images": iwae}
+
+
+def _bdmc(opts, model, params, test_x, key, poll) -> dict:
+  """BDMC on --ais_examples examples simulated from the model."""
+  dim = int(evaluate.encoder_means(model.parts, params, test_x[:1]).shape[-1])
+  result = ais.bdmc(model.parts, params, key, num_examples=opts.ais_examples, dim=dim,
+                    stop=poll, **_ais_settings(opts))
+  logging.info("BDMC on %d simulated examples: %.3f <= log p(x) <= %.3f nats, gap %.3f",
+               result["n"], result["lower"]["log_px"], result["upper"]["log_px"], result["gap"])
   return result
 
 

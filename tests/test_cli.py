@@ -53,6 +53,13 @@ OTHER_FLAGS = [
     (evaluate.ENTRY, "--block_size=10", "evaluate", "block_size", 10),
     (evaluate.ENTRY, "--eval_seed=3", "evaluate", "eval_seed", 3), (evaluate.ENTRY, "--epoch=2", "evaluate", "epoch", 2),
     (evaluate.ENTRY, "--workdir=runs/x", "evaluate", "workdir", "runs/x"),
+    (evaluate.ENTRY, "--method=ais", "evaluate", "method", "ais"),
+    (evaluate.ENTRY, "--ais_examples=50", "evaluate", "ais_examples", 50),
+    (evaluate.ENTRY, "--ais_intermediate=10", "evaluate", "ais_intermediate", 10),
+    (evaluate.ENTRY, "--ais_chains=2", "evaluate", "ais_chains", 2),
+    (evaluate.ENTRY, "--ais_start=posterior", "evaluate", "ais_start", "posterior"),
+    (evaluate.ENTRY, "--leapfrog_steps=3", "evaluate", "leapfrog_steps", 3),
+    (evaluate.ENTRY, "--ais_batch_size=5", "evaluate", "ais_batch_size", 5),
 ]
 
 

@@ -203,3 +203,24 @@ def test_evaluation_memory_is_bounded_for_any_k_and_checked_before_the_work():
     evaluate.marginal_log_likelihood(model.parts, params, x, jax.random.key(0),
                                      num_samples=10_000_000, chunk_size=1_000_000,
                                      batch_size=40, progress=False)
+
+
+def test_active_units_count_the_dimensions_whose_means_vary_and_kls_add_up():
+  """Burda et al.'s count on a linear-Gaussian model whose encoder ignores the input in
+  its first dimension (a constant mean) and nearly in its second (variance below 10^-2
+  over the data): exactly the third is active; the per-dimension KLs are the closed
+  form's summands."""
+  model, params, x, _ = helpers.linear_gaussian_problem(n=500)
+  kernel = params["params"]["encoder"]["mlp"]["dense_0"]["kernel"]
+  kernel = kernel.at[:, 0].set(0.0).at[:, 1].multiply(0.01)
+  params["params"]["encoder"]["mlp"]["dense_0"]["kernel"] = kernel
+  usage = evaluate.latent_usage(model.parts, params, x, batch_size=64)
+  assert usage["active_units"] == 1
+  var = usage["unit_variances"]
+  assert var[0] < 1e-10 and 0 < var[1] < evaluate.ACTIVE_UNIT_THRESHOLD < var[2]
+  means = np.asarray(evaluate.encoder_means(model.parts, params, x), np.float64)
+  np.testing.assert_allclose(var, means.var(0), rtol=1e-4, atol=1e-9)
+  enc = model.parts(params).encoder(x)
+  total_kl = np.mean(np.asarray(vae_jax.distributions.kl_divergence(
+      enc, vae_jax.distributions.StandardNormal())))
+  np.testing.assert_allclose(sum(usage["kl_per_dim"]), total_kl, rtol=1e-5)

@@ -39,7 +39,7 @@ def test_the_main_command_trains_writes_its_files_and_resumes(data_root, tmp_pat
           "--latent_dim=2", "--batch_size=64", f"--workdir={tmp_path}"]
   code, err = helpers.cli(capfd, "experiments.mnist", *args)
   assert code == 0, err[-3000:]
-  assert "epoch 1/1  train ELBO" in err
+  assert "epoch 1/1  train ELBO" in err and " active units) nats" in err
   for name in ("config.json", "metrics.jsonl", "samples.png", "manifold.png"):
     assert (tmp_path / name).is_file(), name
   code, err = helpers.cli(capfd, "experiments.mnist", *args[1:], "--epochs=2")
@@ -132,6 +132,24 @@ def test_evaluate_and_gradient_variance(data_root, tmp_path, capfd):
   assert result["test_examples"] == 100 and result["epoch"] == 1
   assert result["log_px_k20"]["log_px"] > result["elbo_L5"]["elbo"] - 1.0
   assert "log p(x), k=20: 100/100 examples" in out.stderr
+  # AIS and BDMC add their figures beside the IWAE ones of the same epoch.
+  ais_flags = ["--ais_examples=6", "--ais_intermediate=20", "--ais_chains=4", "--leapfrog_steps=2",
+               "--ais_batch_size=4", "--k=20"]
+  out = in_process(capfd, "experiments.evaluate", *common, "--method=ais", *ais_flags)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "AIS: 6 examples x 4 chains x 20 moves: about" in out.stderr
+  out = in_process(capfd, "experiments.evaluate", *common, "--method=bdmc", *ais_flags)
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads((tmp_path / "evaluation.json").read_text())
+  assert result["log_px_k20"]["n"] == 100  # the IWAE figures are still there
+  got = result["ais"]
+  assert got["n"] == 6 and got["num_intermediate"] == 20 and 0 < got["acceptance"] <= 1
+  assert got["iwae_k20_same_images"]["n"] == 6 and got["log_px"] < 0
+  bdmc = result["bdmc"]
+  assert bdmc["n"] == 6 and bdmc["gap"] == bdmc["upper"]["log_px"] - bdmc["lower"]["log_px"]
+  usage = result["latent_usage"]
+  assert len(usage["unit_variances"]) == len(usage["kl_per_dim"]) == 20
+  assert 0 <= usage["active_units"] <= 20
   out = in_process(capfd, "experiments.evaluate", f"--workdir={tmp_path / 'nothing'}")
   assert out.returncode == 1 and "no config.json there" in out.stderr.splitlines()[-1]
 

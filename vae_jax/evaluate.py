@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vae_jax import distributions
 from vae_jax import memory
 from vae_jax import multihost
 from vae_jax import objectives
@@ -298,7 +299,7 @@ def _plan(calls: _Calls, first_rows, block_size: int, progress: bool, n: int):
   if progress:
     total = unit * calls.num_chunks * -(-n // rows) / jax.process_count()
     logging.info("log p(x), k=%d on %d examples: about %s in all (a chunk of %d samples on %d "
-                 "examples took %.3fs), %.0f MB per call", calls.k, n, _duration(total),
+                 "examples took %.3fs), %.0f MB per call", calls.k, n, format_duration(total),
                  calls.chunk, rows, unit, need / 2**20)
   chunks = int(min(calls.num_chunks, max(1, POLL_SECONDS // max(unit, 1e-9))))
   if chunks == calls.num_chunks:  # whole rows fit a call: take more of them
@@ -306,7 +307,8 @@ def _plan(calls: _Calls, first_rows, block_size: int, progress: bool, n: int):
   return max(1, min(rows, block_size)), chunks
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+  """'45s', '12 min' or '3.2 h'."""
   if seconds < 120:
     return f"{seconds:.0f}s"
   return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
@@ -403,6 +405,45 @@ def _summary(totals: dict, n: int, num_samples: int, seconds: float) -> dict:
 def encoder_means(parts_fn, params, x) -> jax.Array:
   """The posterior means of a data set: `[n, ...]` -> `[n, Z]`."""
   return parts_fn(params).encoder(x).mean
+
+
+ACTIVE_UNIT_THRESHOLD = 1e-2  # Burda et al. (2016): u is active when Cov_x(E_q[u|x]) > 10^-2
+
+
+@functools.partial(jax.jit, static_argnames=("parts_fn",))
+def _usage(parts_fn, params, x):
+  """The posterior means of the rows of x `[b, Z]` and, for a diagonal Gaussian q and
+  an N(0, I) prior, the sum over the rows of each dimension's KL `[Z]` (else None)."""
+  parts = parts_fn(params)
+  q = parts.encoder(x)
+  mean = q.mean.reshape(x.shape[0], -1)
+  if isinstance(q, distributions.DiagonalGaussian) and (
+      parts.prior is None or isinstance(parts.prior, distributions.StandardNormal)):
+    logvar = q.logvar.reshape(mean.shape)
+    return mean, jnp.sum(0.5 * (jnp.exp(logvar) + jnp.square(mean) - 1.0 - logvar), 0)
+  return mean, None
+
+
+def latent_usage(parts_fn, params, x, *, batch_size: int = 1000) -> dict:
+  """Which latent dimensions a model uses, over a data set x `[n, ...]`.
+
+  Returns:
+    {"active_units": how many dimensions u have Cov_x(E_q[u|x]) above
+    `ACTIVE_UNIT_THRESHOLD` (Burda et al., 2016, section 5.2), "unit_variances":
+    that variance of each dimension `[Z]`, "kl_per_dim": the mean over x of
+    KL(q(u|x) || N(0, 1)) of each dimension `[Z]` (they add up to the closed-form
+    KL), or None when q is not a diagonal Gaussian or the prior not N(0, I)}.
+  """
+  means, kl = [], None
+  for lo in range(0, x.shape[0], batch_size):
+    m, k = jax.device_get(_usage(parts_fn, params, x[lo:lo + batch_size]))
+    means.append(np.asarray(m, np.float64))
+    if k is not None:
+      kl = np.asarray(k, np.float64) + (0.0 if kl is None else kl)
+  var = np.concatenate(means).var(0)  # float64 on the host: exact for constant means
+  return {"active_units": int(np.sum(var > ACTIVE_UNIT_THRESHOLD)),
+          "unit_variances": var.tolist(),
+          "kl_per_dim": None if kl is None else (kl / x.shape[0]).tolist()}
 
 
 def peak_memory_mb() -> float:

@@ -128,6 +128,7 @@ def _epochs(config, recipe, dataset, workdir, settings, stop) -> dict[str, Any]:
       test = evaluate.elbo_means(
           model.parts, params, test_x, train.eval_key(root), num_samples=config.num_samples,
           estimator=config.estimator, batch_size=config.eval_batch_size)
+      test["active_units"] = _active_units(model, params, test_x, config.eval_batch_size)
       record = _record(config, recipe, epoch, state, m, test, times[-1],
                        log.wall_before + time.perf_counter() - loop_start)
       ckpt.save(epoch + 1, state, root, record)
@@ -265,12 +266,21 @@ def _record(config, recipe, epoch, state, m, test, seconds, wall_s) -> dict:
                if k not in ("grad_norm", "nonfinite_steps", "first_nonfinite_step", "steps")},
             "test_elbo": test["elbo"], "test_reconstruction": test["reconstruction"],
             "test_kl": test["kl"],
+            **({"active_units": test["active_units"]} if test["active_units"] is not None else {}),
             **({"grad_norm": float(m["grad_norm"])} if "grad_norm" in m else {}),
             "skipped_steps": int(m["nonfinite_steps"]),
             "examples_per_s": examples / seconds, "epoch_s": seconds,
             "examples_seen": (epoch + 1) * examples,
             "wall_s": wall_s}  # seconds of this run so far, resumed sittings added up
   return {**record, **recipe.extra_metrics(record)}
+
+
+def _active_units(model, params, test_x, batch_size: int) -> int | None:
+  """The model's active units on the test set, or None if its posterior has no `mean`."""
+  try:
+    return evaluate.latent_usage(model.parts, params, test_x, batch_size=batch_size)["active_units"]
+  except AttributeError:  # a posterior without a mean (your own model's)
+    return None
 
 
 def _pictures(workdir, log, model, params, test_x, dataset, step: int, write_png: bool) -> None:
@@ -302,9 +312,10 @@ def _log_epoch(config: RunConfig, record: dict, times: list[float]) -> None:
     if record.get("train_beta", 1.0) != 1.0:
       train += (f" (objective {record['train_objective']:.2f} with mean beta "
                 f"{record['train_beta']:.3g})")
-  logging.info("epoch %d/%d  %s  test ELBO %.2f (recon %.2f, KL %.2f) nats  %.2fs (%.0f ex/s)"
+  units = (f", {record['active_units']} active units" if "active_units" in record else "")
+  logging.info("epoch %d/%d  %s  test ELBO %.2f (recon %.2f, KL %.2f%s) nats  %.2fs (%.0f ex/s)"
                "  %s", epoch, config.epochs, train, record["test_elbo"],
-               record["test_reconstruction"], record["test_kl"], record["epoch_s"],
+               record["test_reconstruction"], record["test_kl"], units, record["epoch_s"],
                record["examples_per_s"], _duration(left))
 
 

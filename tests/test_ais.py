@@ -1,0 +1,164 @@
+"""AIS and BDMC: facts a correct sampler must show on models whose log p(x) is known."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests import helpers
+from vae_jax import ais
+from vae_jax import distributions
+from vae_jax import evaluate
+from vae_jax import objectives
+
+
+def test_the_sigmoid_schedule_runs_from_zero_to_one_and_rises():
+  for t in (1, 2, 10, 1000):
+    betas = ais.sigmoid_schedule(t)
+    assert betas.shape == (t + 1,) and betas[0] == 0 and betas[-1] == 1
+    assert np.all(np.diff(betas) > 0)
+  # Denser at the ends than in the middle (the densities change fastest there).
+  d = np.diff(ais.sigmoid_schedule(100))
+  assert d[0] < d[50] and d[-1] < d[50]
+  with pytest.raises(ValueError, match="num_intermediate=0"):
+    ais.sigmoid_schedule(0)
+
+
+@functools.partial(jax.jit, static_argnames=("moves", "step_size", "adapt"))
+def _hmc_chains(key, mean, logvar, moves, step_size, adapt):
+  """`moves` HMC moves of 4,000 chains started at exact draws of N(mean, diag e^logvar)."""
+  density = lambda z: distributions.gaussian_log_prob(z, mean, logvar)  # [1, d] -> [1]
+  tgt = ais.Target(density, density)
+  z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, (4000, 1, mean.shape[-1]))
+  chains = ais.start_chains(tgt, z, step_size)
+  def move(c, k):
+    return ais.hmc_move(tgt, c, 1.0, k, num_leapfrog=5,
+                        target_acceptance=0.65 if adapt else None), None
+  chains, _ = jax.lax.scan(move, chains, jax.random.split(jax.random.fold_in(key, 1), moves))
+  return chains
+
+
+def test_hmc_leaves_a_gaussian_invariant():
+  """Exact draws stay exact draws: means and variances after 20 moves within 4
+  standard errors, at a step size large enough that leapfrog alone (no Metropolis
+  test) would inflate the narrow dimension's variance."""
+  mean = jnp.array([[1.0, -2.0, 0.5]])
+  logvar = jnp.log(jnp.array([[0.25, 1.0, 4.0]]))
+  chains = _hmc_chains(jax.random.key(0), mean, logvar, moves=20, step_size=0.9, adapt=False)
+  z = np.asarray(chains.z[:, 0, :], np.float64)
+  n, var = z.shape[0], np.exp(np.asarray(logvar[0], np.float64))
+  assert np.all(np.abs(z.mean(0) - np.asarray(mean[0])) < 4 * np.sqrt(var / n))
+  assert np.all(np.abs(z.var(0, ddof=1) - var) < 4 * var * np.sqrt(2 / (n - 1)))
+  acceptance = float(jnp.mean(chains.accepted)) / 20
+  assert 0.05 < acceptance < 0.95  # it moved, and it rejected: the test is active
+
+
+def test_step_sizes_adapt_toward_the_target_acceptance():
+  chains = _hmc_chains(jax.random.key(1), jnp.zeros((1, 2)), jnp.zeros((1, 2)), moves=300,
+                       step_size=0.01, adapt=True)
+  # From 0.01 the steps grow until about 65% of the moves are accepted.
+  assert float(jnp.median(chains.step_size)) > 0.3
+  late = _hmc_chains(jax.random.key(2), jnp.zeros((1, 2)), jnp.zeros((1, 2)), moves=300,
+                     step_size=float(jnp.median(chains.step_size)), adapt=True)
+  assert 0.5 < float(jnp.mean(late.accepted)) / 300 < 0.85
+
+
+def _linear_gaussian(n=6, seed=0):
+  model, params, x, log_px = helpers.linear_gaussian_problem(n=n, seed=seed)
+  # An encoder off the exact posterior: importance sampling from it is loose.
+  return model, helpers.worse_encoder(params, shift=1.0, logvar_shift=1.5), x, log_px
+
+
+@functools.partial(jax.jit, static_argnames=("model", "fn", "opts"))
+def _with_parts(model, fn, params, x, key, opts):
+  enc, dec, prior = model.parts(params)
+  return fn(enc, dec, x, key, prior=prior, **dict(opts))
+
+
+def test_one_move_from_the_posterior_is_importance_sampling():
+  """T = 1 from q: the log weight is log p(x, z) - log q(z|x) at z ~ q, so AIS equals
+  the IWAE bound with k = chains, drawn with the same keys."""
+  model, params, x, _ = _linear_gaussian()
+  key = jax.random.key(3)
+  got = _with_parts(model, ais.ais, params, x, key,
+                    (("num_chains", 64), ("num_intermediate", 1), ("start", "posterior")))
+  for j in range(x.shape[0]):
+    start_key = jax.random.split(jax.random.fold_in(key, j))[0]
+    want = helpers.bound(objectives.iwae_bound, model, params, x[j:j + 1], start_key,
+                         num_samples=64)
+    np.testing.assert_allclose(got.log_px[j], want[0], rtol=0, atol=2e-4)
+
+
+def test_ais_converges_to_the_exact_log_likelihood():
+  """On the linear-Gaussian model: from the prior, the error shrinks as T grows, and
+  at T = 500 the estimate equals log p(x) within its standard error (IWAE with as many
+  samples from the poor encoder stays far below)."""
+  model, params, x, log_px = _linear_gaussian(n=20)
+  key = jax.random.key(4)
+  errors = {}
+  for t in (1, 30, 500):
+    r = _with_parts(model, ais.ais, params, x, key,
+                    (("num_chains", 16), ("num_intermediate", t), ("num_leapfrog", 5)))
+    errors[t] = float(np.mean(log_px) - np.mean(np.asarray(r.log_px, np.float64)))
+    se = float(np.sqrt(np.sum(np.asarray(r.stderr, np.float64) ** 2)) / x.shape[0])
+  assert errors[1] > errors[30] > abs(errors[500])
+  assert abs(errors[500]) < 4 * se + 0.01, (errors, se)
+  iwae = helpers.bound(objectives.iwae_bound, model, params, x, key, num_samples=16)
+  assert np.mean(log_px) - np.mean(np.asarray(iwae)) > 10 * abs(errors[500])
+
+
+def test_bdmc_brackets_the_exact_log_likelihood_and_its_gap_closes():
+  """On data simulated from the linear-Gaussian model: forward AIS below log p(x),
+  the reverse chain from the exact z above it (within standard errors), and the gap
+  between them shrinks as T grows."""
+  model, params, _, _ = _linear_gaussian()
+  _, dec, prior = model.parts(params)
+  x, z = ais.simulate(dec, prior, jax.random.key(5), 8, 3)
+  w, b = (np.asarray(params["params"]["decoder"]["mlp"]["dense_0"][k], np.float64)
+          for k in ("kernel", "bias"))
+  cov = w.T @ w + 0.3 * np.eye(6)
+  diff = np.asarray(x, np.float64) - b
+  exact = -0.5 * (np.einsum("ni,ij,nj->n", diff, np.linalg.inv(cov), diff)
+                  + np.linalg.slogdet(2 * np.pi * cov)[1])
+  gaps = {}
+  for t in (3, 300):
+    opts = (("num_chains", 16), ("num_intermediate", t), ("num_leapfrog", 5))
+    lower = _with_parts(model, ais.ais, params, x, jax.random.key(6), opts)
+    upper = jax.jit(lambda p, x, z: ais.reverse_ais(*model.parts(p)[:2], x, z, jax.random.key(7),
+                                                    prior=model.parts(p)[2], **dict(opts)))(
+                                                        params, x, z)
+    lo, hi = (np.asarray(r.log_px, np.float64) for r in (lower, upper))
+    se = lambda r: np.sqrt(np.sum(np.asarray(r.stderr, np.float64) ** 2)) / len(x)
+    assert lo.mean() < exact.mean() + 4 * se(lower) + 1e-3
+    assert hi.mean() > exact.mean() - 4 * se(upper) - 1e-3
+    gaps[t] = hi.mean() - lo.mean()
+  assert gaps[3] > 5 * gaps[300] and gaps[300] < 0.1, gaps
+
+
+def test_the_data_set_driver_gives_ais_numbers_whatever_the_segments(monkeypatch):
+  """`log_likelihood` (batches, a schedule cut into calls) equals `ais` with the same key,
+  with calls of one move and with whole paths, and a last batch padded."""
+  model, params, x, _ = _linear_gaussian(n=5)
+  key = jax.random.key(8)
+  opts = dict(num_chains=8, num_intermediate=12, num_leapfrog=3)
+  direct = _with_parts(model, ais.ais, params, x, key, tuple(opts.items()))
+  for poll in (1e-9, 1e9):  # one move a call; the whole path in one call
+    monkeypatch.setattr(ais, "POLL_SECONDS", poll)
+    got = ais.log_likelihood(model.parts, params, x, key, batch_size=2, progress=False, **opts)
+    np.testing.assert_allclose(got["log_px"], float(np.mean(direct.log_px)), atol=1e-4)
+    assert got["n"] == 5 and got["num_intermediate"] == 12 and 0 < got["acceptance"] < 1
+
+
+def test_a_stop_request_ends_the_run_within_a_call(monkeypatch):
+  model, params, x, _ = _linear_gaussian(n=4)
+  monkeypatch.setattr(ais, "POLL_SECONDS", 1e-9)
+  calls = []
+  def stop():
+    calls.append(1)
+    return len(calls) >= 3
+  with pytest.raises(evaluate.EvaluationStopped, match="stopped after 0 of 4 examples"):
+    ais.log_likelihood(model.parts, params, x, jax.random.key(0), num_chains=4,
+                       num_intermediate=50, batch_size=2, progress=False, stop=stop)
+  assert len(calls) == 3
