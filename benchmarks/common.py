@@ -30,12 +30,12 @@ def median_time(fn, repeats: int) -> tuple[float, float]:
   return first, statistics.median(times)
 
 
-def matmul_ceiling(repeats: int = 5) -> dict:
+def matmul_ceiling(repeats: int = 5, sizes=(1024, 2048, 3072)) -> dict:
   """The machine's float32 matmul rate: the best of a few large square `jnp.dot`s,
   each compiled as `jax.jit` does and (on a CPU) with the k-sample evaluation's
   compiler options, so no ratio against it gains from a slower reference."""
   best = {}
-  for n in (1024, 2048, 3072):
+  for n in sizes:
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     lowered = jax.jit(lambda a: a @ a).lower(a)
     compiled = [lowered.compile(), evaluate.compile_with_cpu_options(lowered)]

@@ -30,6 +30,8 @@ NUM = flags.DEFINE_integer("num_examples", 10000, "Test images.", lower_bound=1)
 CHUNK = flags.DEFINE_integer("chunk_size", 500, "Samples evaluated at once.", lower_bound=1)
 BATCH = flags.DEFINE_integer("batch_size", 20, "Images evaluated at once.", lower_bound=1)
 WORKDIR = flags.DEFINE_string("workdir", None, "A training run to take the weights from.")
+CEILING = flags.DEFINE_list("ceiling_sizes", ["1024", "2048", "3072"], "Square matmul "
+                            "sizes of the ceiling (the best of them).")
 OUT = flags.DEFINE_string("out", "runs/benchmarks/evaluation.json", "Where the JSON goes.")
 
 
@@ -45,14 +47,14 @@ def main(argv):
   x = data.to_unit_interval(jnp.asarray(data.fixed_binarization(test, stream=1)))
   x = x.reshape((len(x),) + tuple(model.event_shape))  # images, or flat for a flat model
   # The ceiling on each side of the evaluation: the machine's speed drifts over minutes.
-  ceilings = [common.matmul_ceiling()["gflops"]]
+  ceilings = [common.matmul_ceiling(sizes=[int(n) for n in CEILING.value])["gflops"]]
   before = evaluate.peak_memory_mb()
   result = evaluate.marginal_log_likelihood(model.parts, params, x, jax.random.key(0), num_samples=K.value,
                                    chunk_size=CHUNK.value, batch_size=BATCH.value)
   result.update(peak_memory_mb=evaluate.peak_memory_mb(), memory_before_mb=before,
                 model=type(model).__name__, chunk_size=CHUNK.value, batch_size=BATCH.value)
   per_sample = common.decoder_flops_per_sample(model)
-  ceilings.append(common.matmul_ceiling()["gflops"])
+  ceilings.append(common.matmul_ceiling(sizes=[int(n) for n in CEILING.value])["gflops"])
   ceiling = sum(ceilings) / 2
   rate = None if per_sample is None else per_sample * result["n"] * K.value / result["seconds"] / 1e9
   result.update(decoder_gflops=rate, matmul_ceiling_gflops=ceiling,

@@ -36,6 +36,8 @@ BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["20", "128", "1024"], "Batch siz
 LS = flags.DEFINE_list("Ls", ["1", "5", "10", "20"], "Samples of z for the L-scaling table.")
 REPEATS = flags.DEFINE_integer("repeats", 3, "Timed epochs per figure (median).", lower_bound=1)
 NUM = flags.DEFINE_integer("num_examples", 60000, "Examples per epoch.", lower_bound=1024)
+CEILING = flags.DEFINE_list("ceiling_sizes", ["1024", "2048", "3072"], "Square matmul "
+                            "sizes of the ceiling (the best of them).")
 OUT = flags.DEFINE_string("out", "runs/benchmarks/throughput.json", "Where the JSON goes.")
 
 
@@ -108,7 +110,7 @@ def main(argv):
   n, repeats = NUM.value, REPEATS.value
   host = random_images(n)
   images = jnp.asarray(host)
-  ceiling = common.matmul_ceiling()
+  ceiling = common.matmul_ceiling(sizes=[int(n) for n in CEILING.value])
   model = models.pytorch_example()
   flops = common.train_flops_per_example(model)
   result = {"machine": {"processor": platform.processor() or platform.machine(),

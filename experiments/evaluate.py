@@ -92,7 +92,8 @@ def evaluate_run(ns) -> dict:
     if opts.method == "iwae":
       result.update(_iwae(opts, config, model, state.params, test_x, key, poll))
     elif opts.method == "ais":
-      result["ais"] = _ais(opts, model, state.params, test_x[:opts.ais_examples], key, poll)
+      result[f"ais_from_{opts.ais_start}"] = _ais(opts, model, state.params,
+                                                  test_x[:opts.ais_examples], key, poll)
     else:
       result["bdmc"] = _bdmc(opts, model, state.params, test_x, key, poll)
   usage = evaluate.latent_usage(model.parts, state.params, test_x)

@@ -55,6 +55,7 @@ def test_hmc_leaves_a_gaussian_invariant():
   assert 0.05 < acceptance < 0.95  # it moved, and it rejected: the test is active
 
 
+@pytest.mark.slow  # runs hundreds of HMC moves
 def test_step_sizes_adapt_toward_the_target_acceptance():
   chains = _hmc_chains(jax.random.key(1), jnp.zeros((1, 2)), jnp.zeros((1, 2)), moves=300,
                        step_size=0.01, adapt=True)
@@ -91,6 +92,7 @@ def test_one_move_from_the_posterior_is_importance_sampling():
     np.testing.assert_allclose(got.log_px[j], want[0], rtol=0, atol=2e-4)
 
 
+@pytest.mark.slow  # runs hundreds of HMC moves
 def test_ais_converges_to_the_exact_log_likelihood():
   """On the linear-Gaussian model: from the prior, the error shrinks as T grows, and
   at T = 500 the estimate equals log p(x) within its standard error (IWAE with as many
@@ -109,6 +111,7 @@ def test_ais_converges_to_the_exact_log_likelihood():
   assert np.mean(log_px) - np.mean(np.asarray(iwae)) > 10 * abs(errors[500])
 
 
+@pytest.mark.slow  # runs hundreds of HMC moves
 def test_bdmc_brackets_the_exact_log_likelihood_and_its_gap_closes():
   """On data simulated from the linear-Gaussian model: forward AIS below log p(x),
   the reverse chain from the exact z above it (within standard errors), and the gap
@@ -137,6 +140,7 @@ def test_bdmc_brackets_the_exact_log_likelihood_and_its_gap_closes():
   assert gaps[3] > 5 * gaps[300] and gaps[300] < 0.1, gaps
 
 
+@pytest.mark.slow  # runs hundreds of HMC moves
 def test_the_data_set_driver_gives_ais_numbers_whatever_the_segments(monkeypatch):
   """`log_likelihood` (batches, a schedule cut into calls) equals `ais` with the same key,
   with calls of one move and with whole paths, and a last batch padded."""

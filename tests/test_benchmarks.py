@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow  # the benchmarks end to end
 
 def test_throughput_and_evaluation_benchmarks_run(data_root, tmp_path):
   out = run("benchmarks.throughput", "--num_examples=2048", "--batch_sizes=128", "--Ls=1,2",
-            "--repeats=1", f"--out={tmp_path / 't.json'}", data_root=data_root)
+            "--repeats=1", "--ceiling_sizes=1024", f"--out={tmp_path / 't.json'}", data_root=data_root)
   assert out.returncode == 0, out.stderr[-3000:]
   result = json.loads((tmp_path / "t.json").read_text())
   assert result["matmul_ceiling_gflops"]["gflops"] > 0
@@ -20,6 +20,7 @@ def test_throughput_and_evaluation_benchmarks_run(data_root, tmp_path):
   assert "PyTorch example" in out.stdout
   assert [r["L"] for r in result["L_scaling"]] == [1, 2]
   out = run("benchmarks.evaluation", "--num_examples=30", "--k=10", "--chunk_size=4",
+            "--ceiling_sizes=1024",
             f"--out={tmp_path / 'e.json'}", data_root=data_root)
   assert out.returncode == 0, out.stderr[-3000:]
   result = json.loads((tmp_path / "e.json").read_text())

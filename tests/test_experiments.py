@@ -142,7 +142,7 @@ def test_evaluate_and_gradient_variance(data_root, tmp_path, capfd):
   assert out.returncode == 0, out.stderr[-3000:]
   result = json.loads((tmp_path / "evaluation.json").read_text())
   assert result["log_px_k20"]["n"] == 100  # the IWAE figures are still there
-  got = result["ais"]
+  got = result["ais_from_prior"]
   assert got["n"] == 6 and got["num_intermediate"] == 20 and 0 < got["acceptance"] <= 1
   assert got["iwae_k20_same_images"]["n"] == 6 and got["log_px"] < 0
   bdmc = result["bdmc"]
