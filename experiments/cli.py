@@ -128,9 +128,10 @@ def main(entry: Entry, argv: list[str] | None = None) -> int:
 
   def body():
     ns = _namespace(entry, fv)
-    if hasattr(ns, "cluster"):
-      cluster.join(ns.cluster)
-    return entry.body(ns)
+    if not hasattr(ns, "cluster"):
+      return entry.body(ns)
+    with cluster.joined(ns.cluster):
+      return entry.body(ns)
   return errors.run_under_policy(body, lambda m: errors.as_flags(m, fv, flag_renames(entry)))
 
 

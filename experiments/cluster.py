@@ -1,9 +1,11 @@
 """The distributed start-up: `--distributed` joins the other processes through
 `jax.distributed.initialize` (JAX is the distributed engine; nothing of our own)."""
 
+import contextlib
 import dataclasses
 import os
 import socket
+import threading
 import time
 
 from absl import logging
@@ -29,6 +31,9 @@ class ClusterOptions:
                                    "(--distributed).", lower=0)
   coordinator_timeout: int = setting(300, "Seconds to wait for every process to join "
                                      "(--distributed).", lower=1)
+  peer_timeout: int = setting(30, "Seconds without a heartbeat from another process after "
+                              "which this one stops with one line, its checkpoints intact "
+                              "(--distributed).", lower=5)
 
   def __post_init__(self):
     settings.check(self)
@@ -95,3 +100,92 @@ def join(options: ClusterOptions) -> None:
   logging.info("Process %d of %d: %d local devices of %d (%s)", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.devices()[0].platform)
+
+
+@contextlib.contextmanager
+def joined(options: ClusterOptions):
+  """`join`, then, with several processes, a `PeerWatch` for the duration of the body."""
+  join(options)
+  import jax  # pylint: disable=g-import-not-at-top
+  if not options.distributed or jax.process_count() == 1:
+    yield
+    return
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top  (its client)
+  watch = PeerWatch(distributed.global_state.client, jax.process_index(), jax.process_count(),
+                    options.peer_timeout)
+  try:
+    yield
+  except BaseException:
+    watch.stop(finished=False)  # the others will see this process stop answering
+    raise
+  watch.stop(finished=True)
+
+
+class PeerWatch:
+  """Ends this process with one line when another stops answering.
+
+  A process killed mid-run leaves the others blocked in a collective until XLA's
+  own heartbeat check aborts them, minutes later and with a page of C++ traces.
+  Here each process increments its own counter in the coordinator's key-value
+  store every `HEARTBEAT_SECONDS` and reads the others'; a counter unchanged for
+  `timeout` seconds, or a store that stops answering (process 0, which holds it,
+  is gone), ends this process at once (exit 1). Checkpoints are written atomically,
+  so the same command on every process resumes from the last one. A process that
+  finished its work says so, and is not waited for.
+  """
+
+  HEARTBEAT_SECONDS = 2.0
+
+  def __init__(self, client, pid: int, num: int, timeout: float):
+    self._client, self._pid, self._timeout = client, pid, timeout
+    self._others = [p for p in range(num) if p != pid]
+    self._stopped = threading.Event()
+    self._thread = threading.Thread(target=self._run, name="PeerWatch", daemon=True)
+    self._thread.start()
+
+  def stop(self, finished: bool) -> None:
+    """Stops watching; `finished`: this process's work is done, so the others stop
+    watching it (a process that failed stops beating, and the others follow it)."""
+    self._stopped.set()
+    self._thread.join()
+    if finished:
+      with contextlib.suppress(Exception):  # the store may be gone already
+        self._client.key_value_set(f"vae_jax/done/{self._pid}", "1", allow_overwrite=True)
+
+  def _get(self, key: str):
+    try:
+      return self._client.key_value_try_get(key)
+    except Exception as e:  # pylint: disable=broad-except
+      if "NOT_FOUND" in str(e) or "not found" in str(e).lower():
+        return None
+      raise
+
+  def _run(self) -> None:
+    seen = {p: (None, time.monotonic()) for p in self._others}
+    beat = 0
+    while not self._stopped.wait(self.HEARTBEAT_SECONDS):
+      beat += 1
+      try:
+        self._client.key_value_set(f"vae_jax/heartbeat/{self._pid}", str(beat),
+                                   allow_overwrite=True)
+        for p in list(seen):
+          if self._get(f"vae_jax/done/{p}") is not None:
+            del seen[p]
+            continue
+          value, since = seen[p]
+          now, current = time.monotonic(), self._get(f"vae_jax/heartbeat/{p}")
+          if current != value:
+            seen[p] = (current, now)
+          elif now - since > self._timeout:
+            self._fail(f"process {p} stopped answering (no heartbeat for {now - since:.0f}s)")
+      except Exception as e:  # pylint: disable=broad-except  (the store is unreachable)
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        self._fail(f"the coordinator (process 0) stopped answering ({first})")
+
+  def _fail(self, why: str) -> None:
+    if self._stopped.is_set():
+      return
+    errors.report(f"--distributed: {why}; process {self._pid} stops too. Every checkpoint "
+                  f"saved is intact: start all the processes again with the same command to "
+                  f"resume (--peer_timeout sets how long to wait)")
+    errors.exit_now(1)

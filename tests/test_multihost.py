@@ -117,3 +117,42 @@ def test_unreachable_coordinator_fails_with_one_line_in_time(data_root, tmp_path
   assert last.startswith("error: --distributed: process 1 could not join 2 processes"), last
   assert "--coordinator_timeout=5s" in last
   assert elapsed < 60, elapsed
+
+
+def test_a_killed_process_stops_the_other_with_one_line_and_both_resume(data_root, tmp_path):
+  """kill -9 of process 1 mid-run: process 0 (blocked in a collective) stops within
+  --peer_timeout with one line, not XLA's abort minutes later; the same command on
+  both processes resumes from the last checkpoint."""
+  port = _free_port()
+  common = ["--distributed", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+            "--coordinator_timeout=60", "--peer_timeout=5", f"--workdir={tmp_path}", *ARGS]
+  procs = [subprocess.Popen([sys.executable, "-m", "experiments.mnist", *common,
+                             f"--process_id={i}", "--epochs=500"],
+                            cwd=ROOT, env=_env(1, data_root), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+  try:
+    deadline = time.monotonic() + TIMEOUT
+    metrics = tmp_path / "metrics.jsonl"
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+      assert time.monotonic() < deadline and procs[0].poll() is None, "no epoch was saved"
+      time.sleep(0.2)
+    procs[1].kill()
+    killed = time.monotonic()
+    _, err = procs[0].communicate(timeout=TIMEOUT)
+    waited = time.monotonic() - killed
+  finally:
+    for p in procs:
+      p.kill()
+  assert procs[0].returncode == 1
+  last = err.strip().splitlines()[-1]
+  assert last.startswith("error: --distributed: process 1 stopped answering"), err[-3000:]
+  assert "start all the processes again with the same command" in last
+  assert "Fatal Python error" not in err and waited < 5 + 20, waited
+  # The newest whole line (process 0 may have stopped in the middle of writing one).
+  done = max(json.loads(l)["epoch"] for l in metrics.read_text().splitlines()
+             if l.endswith("}"))
+  results = _two_processes(tmp_path, data_root, f"--epochs={done + 1}")
+  for code, err in results:
+    assert code == 0, err[-3000:]
+  assert f"Resuming from the checkpoint of epoch {done}" in results[0][1]
+  assert _records(tmp_path)[-1]["epoch"] == done + 1
