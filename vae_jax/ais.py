@@ -178,28 +178,35 @@ class AISResult(NamedTuple):
   acceptance: jax.Array
 
 
-def _start_z(encoder, prior, x, key, num_chains, start):
-  """The chains' starting points `[C, 1, dim]`: chain c from `fold_in(key, c)`."""
-  keys = objectives.sample_keys(key, 0, num_chains)
+def _sampling_prior(prior, dim: int):
+  """The prior as a sampler: N(0, I) of `dim` where it was left without a size."""
+  if prior is None or (isinstance(prior, distributions.StandardNormal) and prior.dim is None):
+    return distributions.StandardNormal(dim)
+  return prior
+
+
+def begin(encoder, decoder, prior, x, key, *, num_chains: int, start: str, step_size: float,
+          z_exact=None) -> tuple[Target, Chains]:
+  """One example x `[1, ...]`: its path's densities and its chains at their start, chain
+  c drawn from p0 with `fold_in(split(key)[0], c)`, or every chain at `z_exact` `[1, dim]`
+  (the reverse chain)."""
+  tgt = target(encoder, decoder, prior, x, start)
+  if z_exact is not None:
+    return tgt, start_chains(tgt, jnp.broadcast_to(z_exact, (num_chains,) + z_exact.shape),
+                             step_size)
+  keys = objectives.sample_keys(jax.random.split(key)[0], 0, num_chains)
   q = encoder(x)
   if start == "posterior":
-    return jax.vmap(q.sample)(keys)
-  dim = jnp.shape(q.sample(keys[0]))[-1]
-  p = distributions.StandardNormal(dim) if prior is None or (
-      isinstance(prior, distributions.StandardNormal) and prior.dim is None) else prior
-  return jax.vmap(lambda k: p.sample(k, (1,)))(keys)
+    z0 = jax.vmap(q.sample)(keys)
+  else:
+    p0 = _sampling_prior(prior, jnp.shape(q.sample(keys[0]))[-1])
+    z0 = jax.vmap(lambda k: p0.sample(k, (1,)))(keys)
+  return tgt, start_chains(tgt, z0, step_size)
 
 
-def _example(encoder, decoder, prior, x, key, betas, *, num_chains, start, num_leapfrog,
-             step_size, target_acceptance, z_exact=None):
-  """One example x `[1, ...]` through the whole path: `AISResult` fields `[1]` each."""
-  start_key, moves_key = jax.random.split(key)
-  tgt = target(encoder, decoder, prior, x, start)
-  z0 = (_start_z(encoder, prior, x, start_key, num_chains, start) if z_exact is None
-        else jnp.broadcast_to(z_exact, (num_chains,) + z_exact.shape))
-  chains = anneal(tgt, start_chains(tgt, z0, step_size), betas, moves_key, 0,
-                  num_leapfrog=num_leapfrog, target_acceptance=target_acceptance)
-  return _finish(chains, betas.shape[0] - 1, reverse=z_exact is not None)
+def moves_key(key):
+  """The key of an example's HMC moves (move t: `fold_in(moves_key(key), t)`)."""
+  return jax.random.split(key)[1]
 
 
 def _finish(chains: Chains, num_moves: int, reverse: bool) -> AISResult:
@@ -209,6 +216,22 @@ def _finish(chains: Chains, num_moves: int, reverse: bool) -> AISResult:
   return AISResult((-lme if reverse else lme)[None], se[None], acceptance[None])
 
 
+def _over_batch(encoder, decoder, prior, x, z, key, betas, *, num_chains, start, num_leapfrog,
+                step_size, target_acceptance) -> AISResult:
+  """Every example of x `[batch, ...]` through the whole path of `betas` (from z `[batch,
+  dim]` for the reverse chain, else None)."""
+  def one(xj, zj, kj):
+    tgt, chains = begin(encoder, decoder, prior, xj[None], kj, num_chains=num_chains,
+                        start=start, step_size=step_size,
+                        z_exact=None if zj is None else zj[None])
+    chains = anneal(tgt, chains, betas, moves_key(kj), 0, num_leapfrog=num_leapfrog,
+                    target_acceptance=target_acceptance)
+    return _finish(chains, betas.shape[0] - 1, reverse=zj is not None)
+  keys = objectives.sample_keys(key, 0, x.shape[0])
+  out = jax.vmap(one)(x, z, keys)
+  return AISResult(*(v[:, 0] for v in out))
+
+
 def ais(encoder, decoder, x, key, *, prior=None, num_chains: int = 16,
         num_intermediate: int = 1000, start: str = "prior", num_leapfrog: int = 10,
         step_size: float = 0.01, target_acceptance: float | None = 0.65) -> AISResult:
@@ -216,7 +239,7 @@ def ais(encoder, decoder, x, key, *, prior=None, num_chains: int = 16,
 
   Args:
     encoder, decoder, prior: the model, as for `objectives.elbo` (the encoder only
-      for start="posterior").
+      for start="posterior", and for the size of z).
     x: `[batch, ...]`.
     key: a `jax.random` key; example j uses `fold_in(key, j)`.
     num_chains: independent chains per example (C).
@@ -231,12 +254,9 @@ def ais(encoder, decoder, x, key, *, prior=None, num_chains: int = 16,
     `AISResult`, each field `[batch]`.
   """
   betas = jnp.asarray(sigmoid_schedule(num_intermediate), jnp.float32)
-  one = functools.partial(_example, encoder, decoder, prior, betas=betas, num_chains=num_chains,
-                          start=start, num_leapfrog=num_leapfrog, step_size=step_size,
-                          target_acceptance=target_acceptance)
-  keys = objectives.sample_keys(key, 0, x.shape[0])
-  out = jax.vmap(lambda xj, kj: one(x=xj[None], key=kj))(x, keys)
-  return AISResult(*(v[:, 0] for v in out))
+  return _over_batch(encoder, decoder, prior, x, None, key, betas, num_chains=num_chains,
+                     start=start, num_leapfrog=num_leapfrog, step_size=step_size,
+                     target_acceptance=target_acceptance)
 
 
 def reverse_ais(encoder, decoder, x, z, key, *, prior=None, num_chains: int = 16,
@@ -246,19 +266,15 @@ def reverse_ais(encoder, decoder, x, z, key, *, prior=None, num_chains: int = 16
   `[batch, ...]` (simulated data: `simulate`): a stochastic upper bound of log p(x)
   per example. Arguments as for `ais`; every chain of example j starts at z_j."""
   betas = jnp.asarray(sigmoid_schedule(num_intermediate)[::-1].copy(), jnp.float32)
-  one = functools.partial(_example, encoder, decoder, prior, betas=betas, num_chains=num_chains,
-                          start=start, num_leapfrog=num_leapfrog, step_size=step_size,
-                          target_acceptance=target_acceptance)
-  keys = objectives.sample_keys(key, 0, x.shape[0])
-  out = jax.vmap(lambda xj, zj, kj: one(x=xj[None], key=kj, z_exact=zj[None]))(x, z, keys)
-  return AISResult(*(v[:, 0] for v in out))
+  return _over_batch(encoder, decoder, prior, x, z, key, betas, num_chains=num_chains,
+                     start=start, num_leapfrog=num_leapfrog, step_size=step_size,
+                     target_acceptance=target_acceptance)
 
 
 def simulate(decoder, prior, key, num_examples: int, dim: int) -> tuple[jax.Array, jax.Array]:
   """(x, z) ~ p(z) p(x|z): `[n, ...]` data and `[n, dim]` its exact posterior samples.
   Example j draws z from `fold_in(fold_in(key, j), 0)`, x from `fold_in(..., 1)`."""
-  p = distributions.StandardNormal(dim) if prior is None or (
-      isinstance(prior, distributions.StandardNormal) and prior.dim is None) else prior
+  p = _sampling_prior(prior, dim)
 
   def one(k):
     z = p.sample(jax.random.fold_in(k, 0), (1,))
@@ -283,24 +299,22 @@ class _Runner:
     self.num_chains, self.start, self.step_size = num_chains, start, step_size
     self.reverse = betas[0] > betas[-1]
 
-    def begin(params, xb, keys, zb):
+    def begin_rows(params, xb, keys, zb):
       parts = parts_fn(params)
       def one(xj, kj, zj):
-        tgt = target(parts.encoder, parts.decoder, parts.prior, xj[None], start)
-        z0 = (jnp.broadcast_to(zj[None], (num_chains, 1) + zj.shape) if self.reverse else
-              _start_z(parts.encoder, parts.prior, xj[None], jax.random.split(kj)[0],
-                       num_chains, start))
-        return start_chains(tgt, z0, step_size)
+        return begin(parts.encoder, parts.decoder, parts.prior, xj[None], kj,
+                     num_chains=num_chains, start=start, step_size=step_size,
+                     z_exact=zj[None] if self.reverse else None)[1]
       return jax.vmap(one)(xb, keys, zb)
 
     def advance(params, xb, keys, chains, betas, first_move):
       parts = parts_fn(params)
       def one(xj, kj, cj):
         tgt = target(parts.encoder, parts.decoder, parts.prior, xj[None], start)
-        return anneal(tgt, cj, betas, jax.random.split(kj)[1], first_move, **self.opts)
+        return anneal(tgt, cj, betas, moves_key(kj), first_move, **self.opts)
       return jax.vmap(one)(xb, keys, chains)
 
-    self.begin = jax.jit(begin)
+    self.begin = jax.jit(begin_rows)
     self.advance = jax.jit(advance)
 
   def keys(self, offset, rows):
