@@ -1,6 +1,6 @@
 """Faults and bad input: what the user sees, and that no work is lost.
 
-Bad inputs and faults tried here and in the tests they point to (94 in all):
+Bad inputs and faults tried here and in the tests they point to (95 in all):
   flags (test_experiments.py, 17): --L=0, --latent_dim=0, --estimator=exact,
     --binarize=sometimes, --learning_rate=-1, --learning_rate=inf, --beta=nan,
     --latent_dims=2,five, --latent_dims=2,2, --hidden_sizes=0, --seed=-1,
@@ -32,7 +32,8 @@ Bad inputs and faults tried here and in the tests they point to (94 in all):
     [0, 1], with a NaN pixel, with 5 frames;
   likelihoods (test_distributions.py, 1): 8-bit levels 0..255 given to the
     discretized logistic (refused; NaN under jit);
-  multi-host (test_multihost.py, 1): a coordinator that never answers;
+  multi-host (test_multihost.py, 2): a coordinator that never answers; a process killed
+    mid-run (the other stops within --peer_timeout with one line; both resume);
   third pass, here and beside (14): --L too large for memory (refused before the
     first step by XLA's count), then the corrected command on that workdir (not
     blocked: nothing was saved), --workdir=~/run (expanded), Ctrl-C before the first
