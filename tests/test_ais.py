@@ -155,6 +155,7 @@ def test_the_data_set_driver_gives_ais_numbers_whatever_the_segments(monkeypatch
     assert got["n"] == 5 and got["num_intermediate"] == 12 and 0 < got["acceptance"] < 1
 
 
+@pytest.mark.slow  # compiles the driver's calls
 def test_a_stop_request_ends_the_run_within_a_call(monkeypatch):
   model, params, x, _ = _linear_gaussian(n=4)
   monkeypatch.setattr(ais, "POLL_SECONDS", 1e-9)
