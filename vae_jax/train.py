@@ -216,13 +216,7 @@ def epoch_batches(images: np.ndarray, root_key, epoch: int, batch_size: int,
   """
   n = images.shape[0]
   steps = n // batch_size
-  # The shuffle is drawn on the host's CPU device: on an accelerator it would queue
-  # behind the epoch running there, and the host could not gather the next epoch's
-  # batches meanwhile. The bits are the same on every backend.
-  cpu = jax.devices("cpu")[0]
-  with jax.default_device(cpu):
-    order = np.asarray(epoch_permutation(jax.device_put(root_key, cpu), epoch, n))
-  order = order[:steps * batch_size]
+  order = np.asarray(epoch_permutation(root_key, epoch, n))[:steps * batch_size]
   order = order.reshape(steps, batch_size)
   shape = (steps, batch_size) + images.shape[1:]
   if mesh is None:
