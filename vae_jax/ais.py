@@ -26,7 +26,6 @@ with that key) and the moves' key (move t uses `fold_in(moves_key, t)`), so cutt
 the schedule into segments changes no number.
 """
 
-import functools
 import logging
 import math
 import time
