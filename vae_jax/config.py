@@ -17,6 +17,7 @@ import optax
 from vae_jax import data
 from vae_jax import datasets
 from vae_jax import distributions
+from vae_jax import flows
 from vae_jax import losses
 from vae_jax import models
 from vae_jax import objectives
@@ -72,6 +73,18 @@ class RunConfig:
                                           "them.", lower=1, nonempty=True)
   activation: str = setting("relu", "Hidden activation (tanh as in the paper, relu as in "
                             "PyTorch's).", choices=sorted(models.ACTIVATIONS))
+  posterior: str = setting("gaussian", "q(z|x): gaussian (diagonal), planar (planar flows, "
+                           "Rezende & Mohamed 2015) or iaf (inverse autoregressive flow, "
+                           "Kingma et al. 2016) over that Gaussian, --flow_steps steps "
+                           "(--model=mlp or conv).", choices=("gaussian",) + flows.FLOWS)
+  flow_steps: int = setting(2, "Steps of the --posterior flow (0: the Gaussian).", lower=0)
+  flow_hidden: tuple[int, ...] = setting((200,), "Hidden widths of each IAF step's MADE "
+                                         "network (--posterior=iaf).", lower=1, nonempty=True)
+  prior: str = setting("normal", "p(z): normal (N(0, I)) or vamp (the VampPrior, Tomczak & "
+                       "Welling 2018: a mixture of the posteriors of --pseudo_inputs learned "
+                       "inputs; --model=mlp or conv).", choices=("normal", "vamp"))
+  pseudo_inputs: int = setting(500, "Learned pseudo-inputs of the VampPrior (--prior=vamp).",
+                               lower=1)
   likelihood: str = setting(
       "bernoulli", "p(x|z): bernoulli (binary data), continuous_bernoulli (grey levels, "
       "--binarize=none), gaussian, gaussian_sigmoid_mean, discretized_logistic (8-bit data, "
@@ -129,6 +142,16 @@ class RunConfig:
     if self.model not in MODELS and ":" not in self.model:
       raise ValueError(f"model={self.model!r}: expected one of {list(MODELS)} or "
                        f"MODULE:FUNCTION (your own model)")
+    if self.model not in ("mlp", "conv") and (self.posterior != "gaussian"
+                                             or self.prior != "normal"):
+      raise ValueError(f"posterior={self.posterior!r}, prior={self.prior!r}: flows and the "
+                       f"VampPrior are built for --model=mlp or conv, not {self.model!r}; a "
+                       f"model of your own gives its posterior and prior itself")
+
+  def has_closed_form_kl(self) -> bool:
+    """Whether the model's KL(q || p) has a closed form (the analytic estimator)."""
+    return (self.model in ("mlp", "conv") and self.prior == "normal"
+            and (self.posterior == "gaussian" or self.flow_steps == 0))
 
   def root_key(self) -> jax.Array:
     """The run's root key, the source of all its randomness: `seed` under jax.random's
@@ -158,14 +181,17 @@ class RunConfig:
                          f"importable from here, e.g. examples.nnx_vae:build") from None
       return build(self, image_shape)
     head, dtype = models.likelihood_head(self.likelihood), COMPUTE_DTYPES[self.compute_dtype]
+    flow = flows.make(self.posterior, self.flow_steps, self.latent_dim, self.flow_hidden)
+    k = self.pseudo_inputs if self.prior == "vamp" else 0
     if self.model == "mlp":
       module = models.VAE(input_dim=math.prod(image_shape), latent_dim=self.latent_dim,
                           hidden_sizes=tuple(self.hidden_sizes), activation=self.activation,
-                          likelihood=head, image_shape=image_shape, dtype=dtype)
+                          likelihood=head, image_shape=image_shape, dtype=dtype, flow=flow,
+                          pseudo_inputs=k)
     elif self.model == "conv":
       module = models.ConvVAE(image_shape=image_shape, latent_dim=self.latent_dim,
                               channels=tuple(self.conv_channels), hidden=self.conv_hidden,
-                              likelihood=head, dtype=dtype)
+                              likelihood=head, dtype=dtype, flow=flow, pseudo_inputs=k)
     else:
       d = self.latent_dim
       module = models.TwoLayerVAE(input_dim=math.prod(image_shape), latent_dims=(2 * d, d),
@@ -196,12 +222,16 @@ class Recipe(NamedTuple):
 
 
 def resolve(config: RunConfig) -> RunConfig:
-  """The settings a run actually uses: the two-layer model's KL has no closed form,
-  so its ELBO takes estimator A (monte_carlo), said once, instead of refusing the
-  default."""
-  if config.model == "two_layer" and config.estimator == "analytic":
-    logging.warning("model=two_layer: its KL has no closed form, so the ELBO uses "
-                    "estimator=monte_carlo (estimator A)")
+  """The settings a run actually uses: where the KL has no closed form (the two-layer
+  model, a flow posterior, the VampPrior) the ELBO takes estimator A (monte_carlo),
+  said once, instead of refusing the default."""
+  if (config.estimator == "analytic" and ":" not in config.model
+      and not config.has_closed_form_kl()):
+    what = [f"model={config.model}"] if config.model == "two_layer" else []
+    what += [f"posterior={config.posterior}"] if config.posterior != "gaussian" else []
+    what += [f"prior={config.prior}"] if config.prior != "normal" else []
+    logging.warning("%s: its KL has no closed form, so the ELBO uses estimator=monte_carlo "
+                    "(estimator A)", ", ".join(what))
     return dataclasses.replace(config, estimator="monte_carlo")
   return config
 

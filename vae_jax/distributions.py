@@ -12,7 +12,9 @@ likelihood's event is its last `event_ndims` axes (1 for flat `[batch, D]`
 data, 3 for `[batch, H, W, C]` images); every leading axis is a batch axis.
 
 Write your own (a learned prior, a flow posterior) with the same methods:
-`log_prob(z) -> [...]` and `sample(key, sample_shape=()) -> z`; give
+`log_prob(z) -> [...]` and `sample(key, sample_shape=()) -> z` (a posterior whose
+density is cheap only at its own draws adds `sample_and_log_prob(key)`, as
+`flows.FlowPosterior` does, and the objectives use it); give
 `kl_divergence` nothing and the analytic estimator will say it has no closed
 form, while `estimator="monte_carlo"` works with any pair.
 """
@@ -95,6 +97,16 @@ def _sum_event(values: jax.Array, event_ndims: int) -> jax.Array:
 
 # -- posteriors and priors over z --------------------------------------------------------
 
+def sample_and_log_prob(q, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """A reparameterized z ~ q `[..., dim]` and log q(z) `[...]`: q's own
+  `sample_and_log_prob` when it has one (a flow carries its density with its samples),
+  else `sample` then `log_prob`."""
+  if hasattr(q, "sample_and_log_prob"):
+    return q.sample_and_log_prob(key)
+  z = q.sample(key)
+  return z, q.log_prob(z)
+
+
 @struct.dataclass
 class DiagonalGaussian:
   """N(mean, diag(exp(logvar))) over vectors z; mean and logvar `[..., dim]`."""
@@ -129,6 +141,9 @@ class StandardNormal:
     return standard_normal_log_prob(z)
 
 
+EXACT_COMPONENTS = 8
+
+
 @struct.dataclass
 class MixtureOfGaussians:
   """A mixture of diagonal Gaussians over z: a learnable prior (e.g. the VampPrior's shape).
@@ -141,14 +156,43 @@ class MixtureOfGaussians:
   logvars: jax.Array
 
   def log_prob(self, z: jax.Array) -> jax.Array:
-    """`[..., dim]` -> `[...]`."""
-    comp = gaussian_log_prob(z[..., None, :], self.means, self.logvars)  # [..., K]
-    return jax.nn.logsumexp(comp + jax.nn.log_softmax(self.logits), axis=-1)
+    """`[..., dim]` -> `[...]`.
+
+    Every component's log-density comes from two matmuls (sum_d of (z - m)^2 / v
+    expanded), which on a CPU is about ten times faster than the `[..., K, dim]`
+    differences for K = 500; the expansion cancels digits when z sits near a
+    component, so the `EXACT_COMPONENTS` largest are computed again directly, and
+    those dominate the sum.
+    """
+    precision = jnp.exp(-self.logvars)  # [K, dim]
+    const = -0.5 * jnp.sum(_LOG_2PI + self.logvars + jnp.square(self.means) * precision, -1)
+    approx = const - 0.5 * (jnp.square(z) @ precision.T) + z @ (self.means * precision).T
+    log_w = jax.nn.log_softmax(self.logits)
+    n = min(EXACT_COMPONENTS, self.logits.shape[-1])
+    _, top = jax.lax.top_k(jax.lax.stop_gradient(approx + log_w), n)  # [..., n]
+    exact = gaussian_log_prob(z[..., None, :], self.means[top], self.logvars[top])
+    rest = jnp.where(jnp.any(jnp.arange(self.logits.shape[-1]) == top[..., None], -2),
+                     -jnp.inf, approx + log_w)
+    return jnp.logaddexp(jax.nn.logsumexp(exact + log_w[top], -1),
+                         jax.nn.logsumexp(rest, -1))
 
   def sample(self, key: jax.Array, sample_shape: tuple[int, ...] = ()) -> jax.Array:
     k_comp, k_z = jax.random.split(key)
     comp = jax.random.categorical(k_comp, self.logits, shape=tuple(sample_shape))
     return gaussian_sample(k_z, self.means[comp], self.logvars[comp])
+
+
+def vamp_prior(encoder, pseudo_inputs: jax.Array) -> MixtureOfGaussians:
+  """The VampPrior (Tomczak & Welling, 2018): p(z) = 1/K sum_k q(z|u_k), the uniform
+  mixture of the encoder's posteriors of K pseudo-inputs u_k `[K, ...]` (learned like
+  any parameter: gradients reach them through this prior). A flow posterior contributes
+  its Gaussian q0 (a flow's density has no closed form to mix)."""
+  q = encoder(pseudo_inputs)
+  q = getattr(q, "base", q)
+  if not isinstance(q, DiagonalGaussian):
+    raise TypeError(f"vamp_prior: the encoder gives {type(q).__name__}; the VampPrior mixes "
+                    f"diagonal Gaussians (or a flow's Gaussian base)")
+  return MixtureOfGaussians(jnp.zeros(q.mean.shape[:-1], q.mean.dtype), q.mean, q.logvar)
 
 
 @struct.dataclass

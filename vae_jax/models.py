@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from vae_jax import distributions
+from vae_jax import flows
 from vae_jax.objectives import Parts
 
 ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh, "softplus": nn.softplus,
@@ -120,20 +121,38 @@ class MLP(nn.Module):
     return _full_precision(x, self.dtype)
 
 
+def _outputs(latent_dim: int, flow) -> int:
+  """What an encoder's last layer gives: the mean and log-variance of q0, and the flow's
+  per-example inputs."""
+  return 2 * latent_dim + (flow.context_size(latent_dim) if flow else 0)
+
+
+def _posterior(module: nn.Module, out: jax.Array, latent_dim: int, flow):
+  """The posterior of an encoder's last layer `[..., _outputs]`: a DiagonalGaussian, or
+  with a flow (`flows.Planar`, `flows.IAF`) a `flows.FlowPosterior` over it whose own
+  parameters (IAF's networks) are `module`'s parameter "flow"."""
+  base = distributions.DiagonalGaussian(out[..., :latent_dim], out[..., latent_dim:2 * latent_dim])
+  if flow is None:
+    return base
+  params = module.param("flow", flow.init, latent_dim) if isinstance(flow, flows.IAF) else None
+  return flows.FlowPosterior(base, out[..., 2 * latent_dim:], params, flow)
+
+
 class Encoder(nn.Module):
-  """q(z|x) = N(mean(x), diag(exp(logvar(x)))): `[..., input_dim]` -> DiagonalGaussian `[..., Z]`."""
+  """q(z|x) = N(mean(x), diag(exp(logvar(x)))) (`flow` None), or that Gaussian through
+  `flow`: `[..., input_dim]` -> DiagonalGaussian or FlowPosterior `[..., Z]`."""
   latent_dim: int
   hidden_sizes: Sequence[int] = (400,)
   activation: str = "relu"
   dtype: Any = None
+  flow: Any = None
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> distributions.DiagonalGaussian:
-    # One output layer for both heads (one matmul), split after.
-    out = MLP(tuple(self.hidden_sizes) + (2 * self.latent_dim,), self.activation, self.dtype,
-              name="mlp")(x)
-    mean, logvar = jnp.split(out, 2, axis=-1)
-    return distributions.DiagonalGaussian(mean, logvar)
+  def __call__(self, x: jax.Array):
+    # One output layer for every head (one matmul), split after.
+    out = MLP(tuple(self.hidden_sizes) + (_outputs(self.latent_dim, self.flow),),
+              self.activation, self.dtype, name="mlp")(x)
+    return _posterior(self, out, self.latent_dim, self.flow)
 
 
 class Decoder(nn.Module):
@@ -164,9 +183,18 @@ def flatten_event(x: jax.Array, event_shape: Sequence[int]) -> jax.Array:
   return x.reshape(x.shape[:x.ndim - n] + (math.prod(event_shape),))
 
 
-class _StandardNormalPriorVAE(nn.Module):
-  """What the one-latent VAEs share: `decode`, the prior N(0, I) over `latent_dim`
-  and `parts`; a subclass gives `encoder`, `decoder` and `encode`."""
+class _OneLatentVAE(nn.Module):
+  """What the one-latent VAEs share: `decode`, the prior (N(0, I) over `latent_dim`, or
+  the VampPrior of `pseudo_inputs` learned inputs) and `parts`; a subclass gives
+  `encoder`, `decoder`, `encode` and calls `_setup_prior` in its `setup`."""
+
+  def _setup_prior(self):
+    if self.pseudo_inputs:
+      # Logits of the pseudo-inputs (a sigmoid keeps them in the data's [0, 1]), started
+      # near MNIST's mean grey level with some spread so the components differ.
+      init = lambda key, shape: jax.random.normal(key, shape) - 2.0
+      self.pseudo_input_logits = self.param(
+          "pseudo_inputs", init, (self.pseudo_inputs,) + tuple(self.event_shape))
 
   def __call__(self, x: jax.Array):
     """Encodes and decodes the encoder mean: used by `init` to create every parameter."""
@@ -176,9 +204,12 @@ class _StandardNormalPriorVAE(nn.Module):
     """`[..., Z]` -> p(x|z) over `[..., *event_shape]`."""
     return self.decoder(z)
 
-  @nn.nowrap
-  def prior(self) -> distributions.StandardNormal:
-    return distributions.StandardNormal(self.latent_dim)
+  def prior(self):
+    """N(0, I), or the VampPrior: the uniform mixture of q0(z|u_k) over the K learned
+    pseudo-inputs u_k (Tomczak & Welling, 2018; q0 is the Gaussian before any flow)."""
+    if not self.pseudo_inputs:
+      return distributions.StandardNormal(self.latent_dim)
+    return distributions.vamp_prior(self.encode, jax.nn.sigmoid(self.pseudo_input_logits))
 
   @nn.nowrap
   def parts(self, params) -> Parts:
@@ -187,10 +218,10 @@ class _StandardNormalPriorVAE(nn.Module):
     Works under `jax.grad` and `jax.jit` (the binding happens on traced params).
     """
     bound = self.bind(params)
-    return Parts(bound.encode, bound.decode, self.prior())
+    return Parts(bound.encode, bound.decode, bound.prior())
 
 
-class VAE(_StandardNormalPriorVAE):
+class VAE(_OneLatentVAE):
   """A VAE with an MLP diagonal-Gaussian encoder, an MLP decoder (hidden sizes
   mirrored) and the prior N(0, I).
 
@@ -208,6 +239,9 @@ class VAE(_StandardNormalPriorVAE):
     dtype: the matmuls' dtype (`jnp.bfloat16` for mixed precision on an
       accelerator; None: the inputs' and parameters' own); parameters,
       likelihoods and KLs stay float32.
+    flow: None (a diagonal-Gaussian posterior) or a flow over it
+      (`flows.Planar(steps)`, `flows.IAF(steps, ...)`).
+    pseudo_inputs: 0 (the prior N(0, I)) or K, the VampPrior's learned inputs.
 
   Example:
     >>> params = init_params(model, key)
@@ -221,6 +255,8 @@ class VAE(_StandardNormalPriorVAE):
   likelihood: Any = BernoulliHead()
   image_shape: Sequence[int] | None = None
   dtype: Any = None
+  flow: Any = None
+  pseudo_inputs: int = 0
 
   @property
   def event_shape(self) -> tuple[int, ...]:
@@ -230,11 +266,12 @@ class VAE(_StandardNormalPriorVAE):
   def setup(self):
     _check_activation(self.activation)
     self.encoder = Encoder(self.latent_dim, tuple(self.hidden_sizes), self.activation,
-                           self.dtype)
+                           self.dtype, self.flow)
+    self._setup_prior()
     self.decoder = Decoder(self.event_shape, tuple(self.hidden_sizes)[::-1], self.activation,
                            self.likelihood, self.dtype)
 
-  def encode(self, x: jax.Array) -> distributions.DiagonalGaussian:
+  def encode(self, x: jax.Array):
     """`[..., *event_shape]` -> q(z|x) over `[..., Z]`."""
     return self.encoder(flatten_event(x, self.event_shape))
 
@@ -257,18 +294,19 @@ class ConvEncoder(nn.Module):
   channels: Sequence[int] = (32, 64)
   hidden: int = 256
   dtype: Any = None
+  flow: Any = None
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> distributions.DiagonalGaussian:
+  def __call__(self, x: jax.Array):
     h, lead = _leading(x, 3)
     for i, c in enumerate(self.channels):
       h = nn.relu(nn.Conv(c, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype,
                           name=f"conv_{i}")(h))
     h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="dense")(h.reshape(h.shape[0], -1)))
-    out = nn.Dense(2 * self.latent_dim, dtype=self.dtype, name="out")(h)
-    out = _full_precision(out, self.dtype).reshape(lead + (2 * self.latent_dim,))
-    mean, logvar = jnp.split(out, 2, axis=-1)
-    return distributions.DiagonalGaussian(mean, logvar)
+    size = _outputs(self.latent_dim, self.flow)
+    out = nn.Dense(size, dtype=self.dtype, name="out")(h)
+    out = _full_precision(out, self.dtype).reshape(lead + (size,))
+    return _posterior(self, out, self.latent_dim, self.flow)
 
 
 class ConvDecoder(nn.Module):
@@ -300,7 +338,7 @@ class ConvDecoder(nn.Module):
     return self.head(h.reshape(lead + (height, width, c_out, p)), 3)
 
 
-class ConvVAE(_StandardNormalPriorVAE):
+class ConvVAE(_OneLatentVAE):
   """A convolutional VAE for `[batch, H, W, C]` images, H and W divisible by
   2^len(channels); prior N(0, I).
 
@@ -310,6 +348,7 @@ class ConvVAE(_StandardNormalPriorVAE):
     channels: conv widths going down (reversed going up); each layer halves H and W.
     hidden: the dense layer between the convs and z, each side.
     likelihood: a likelihood head.
+    flow, pseudo_inputs: as for `VAE`.
   """
   image_shape: Sequence[int] = (28, 28, 1)
   latent_dim: int = 20
@@ -317,6 +356,8 @@ class ConvVAE(_StandardNormalPriorVAE):
   hidden: int = 256
   likelihood: Any = BernoulliHead()
   dtype: Any = None
+  flow: Any = None
+  pseudo_inputs: int = 0
 
   @property
   def event_shape(self) -> tuple[int, ...]:
@@ -328,11 +369,13 @@ class ConvVAE(_StandardNormalPriorVAE):
       raise ValueError(f"image_shape={tuple(self.image_shape)}: the conv model needs "
                        f"(H, W, C) with H and W divisible by {f}; resize the images "
                        f"(e.g. image_size=32) or use the MLP model")
-    self.encoder = ConvEncoder(self.latent_dim, tuple(self.channels), self.hidden, self.dtype)
+    self.encoder = ConvEncoder(self.latent_dim, tuple(self.channels), self.hidden, self.dtype,
+                               self.flow)
     self.decoder = ConvDecoder(tuple(self.image_shape), tuple(self.channels), self.hidden,
                                self.likelihood, self.dtype)
+    self._setup_prior()
 
-  def encode(self, x: jax.Array) -> distributions.DiagonalGaussian:
+  def encode(self, x: jax.Array):
     """`[..., H, W, C]` -> q(z|x) over `[..., Z]`."""
     return self.encoder(x)
 

@@ -84,8 +84,8 @@ def _per_sample(fn, keys):
 def _sample_terms(decoder, prior, x, posterior, keys):
   """log p(x|z_l) and log q(z_l|x) - log p(z_l) for z_l drawn with keys[l]: `[L, batch]` each."""
   def one(k):
-    z = posterior.sample(k)
-    return decoder(z).log_prob(x), posterior.log_prob(z) - prior.log_prob(z)
+    z, log_q = distributions.sample_and_log_prob(posterior, k)
+    return decoder(z).log_prob(x), log_q - prior.log_prob(z)
   return _per_sample(one, keys)
 
 
@@ -275,6 +275,11 @@ def iwae_surrogate(encoder, decoder, x, key, *, prior=None, num_samples: int,
   The DReG parts are written without knowing which parameters belong to the
   encoder: the decoder-side terms are evaluated at stop_gradient(z_i) and the
   decoder's share of the reparameterized term is subtracted back out.
+
+  DReG needs q's density at any z, differentiable in z, with q's parameters held
+  fixed (`stop_gradient` over the posterior object): diagonal Gaussians and
+  `flows.IAF` (by its inverse, D passes of each step's network) have it; a planar
+  flow has not and raises NotImplementedError.
   """
   check(num_samples)
   if gradient not in ("standard", "dreg"):

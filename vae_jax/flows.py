@@ -1,0 +1,202 @@
+"""Normalizing-flow posteriors: a diagonal Gaussian q0(z0|x) pushed through T invertible
+maps, z = f_T o ... o f_1 (z0), so that
+
+  log q(z|x) = log q0(z0|x) - sum_t log |det df_t / dz_{t-1}|.
+
+`FlowPosterior` is a posterior object like `DiagonalGaussian`: every objective,
+estimator and evaluation takes it. Its density is carried with its samples
+(`sample_and_log_prob`), since a flow's inverse is slow (IAF: one pass of its
+network per dimension) or has no closed form (planar). `log_prob(z)` at any other z
+inverts the flow where it can (IAF) and says so where it cannot (planar).
+
+Two flows, each a frozen (hashable) description whose parameters are plain pytrees:
+  `Planar`: f(z) = z + u tanh(w.z + b), with u, w, b given per example by the
+    encoder (Rezende & Mohamed, 2015), u constrained so that f is invertible.
+  `IAF`: inverse autoregressive flow (Kingma, Salimans et al., 2016): each step a
+    MADE network of z and the encoder's context h gives m and s, and
+    z' = sigma * z + (1 - sigma) * m, sigma = sigmoid(s); entry i of m and s sees
+    only z_1..z_{i-1}, so the Jacobian is triangular and log det = sum log sigma.
+    The order of z is reversed between steps.
+"""
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from vae_jax import distributions
+
+FLOWS = ("planar", "iaf")
+
+
+@struct.dataclass
+class FlowPosterior:
+  """q(z|x): `base` q0 `[..., D]` through `flow`, with per-example inputs `context`
+  `[..., C]` (planar: u, w, b; IAF: h) and the flow's own parameters `params` (IAF's
+  networks; None for planar). `stop_gradient` over the object holds all of q fixed."""
+  base: distributions.DiagonalGaussian
+  context: jax.Array
+  params: Any
+  flow: Any = struct.field(pytree_node=False)
+
+  def sample_and_log_prob(self, key: jax.Array, sample_shape: tuple[int, ...] = ()
+                          ) -> tuple[jax.Array, jax.Array]:
+    """A reparameterized z `sample_shape + [..., D]` and log q(z|x) `sample_shape + [...]`."""
+    z0 = self.base.sample(key, sample_shape)
+    z, log_det = self.flow.forward(self.params, self.context, z0)
+    return z, self.base.log_prob(z0) - log_det
+
+  def sample(self, key: jax.Array, sample_shape: tuple[int, ...] = ()) -> jax.Array:
+    return self.sample_and_log_prob(key, sample_shape)[0]
+
+  def log_prob(self, z: jax.Array) -> jax.Array:
+    """log q(z|x) at any z, by inverting the flow (`[..., D]` -> `[...]`): what DReG, the
+    score-function estimator and AIS from q need. IAF: D passes of each step's network;
+    planar: NotImplementedError."""
+    z0 = self.flow.inverse(self.params, self.context, z)
+    _, log_det = self.flow.forward(self.params, self.context, z0)
+    return self.base.log_prob(z0) - log_det
+
+  @property
+  def mean(self) -> jax.Array:
+    """The flow applied to q0's mean (not E[z]: a summary for pictures and active units)."""
+    return self.flow.forward(self.params, self.context, self.base.mean)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Planar:
+  """`steps` planar maps whose u, w, b (2 D + 1 numbers a step) the encoder gives."""
+  steps: int
+
+  def context_size(self, dim: int) -> int:
+    return self.steps * (2 * dim + 1)
+
+  def init(self, key: jax.Array, dim: int) -> None:  # pylint: disable=unused-argument
+    return None  # every parameter is per example, in the context
+
+  def forward(self, params, context, z):  # pylint: disable=unused-argument
+    """z `[..., D]` -> (f(z) `[..., D]`, log |det df/dz| `[...]`)."""
+    d = z.shape[-1]
+    log_det = jnp.zeros(z.shape[:-1], z.dtype)
+    for t in range(self.steps):
+      c = context[..., t * (2 * d + 1):(t + 1) * (2 * d + 1)]
+      u, w, b = c[..., :d], c[..., d:2 * d], c[..., 2 * d]
+      # w.u_hat = softplus(w.u) - 1 >= -1 keeps f invertible (Rezende & Mohamed, appendix A).
+      wu = jnp.sum(w * u, -1, keepdims=True)
+      u_hat = u + (distributions.softplus(wu) - 1.0 - wu) * w / (
+          jnp.sum(w * w, -1, keepdims=True) + 1e-12)
+      h = jnp.tanh(jnp.sum(w * z, -1) + b)
+      z = z + u_hat * h[..., None]
+      log_det = log_det + jnp.log(jnp.abs(1.0 + (1.0 - h * h) * jnp.sum(w * u_hat, -1)))
+    return z, log_det
+
+  def inverse(self, params, context, z):
+    raise NotImplementedError(
+        "a planar flow has no closed-form inverse, so its density is known only at its own "
+        "samples (sample_and_log_prob): use --posterior=iaf or gaussian for DReG "
+        "(--iwae_gradient=dreg), the score-function estimator and AIS from q (--ais_start=prior "
+        "works with any posterior)")
+
+
+def _made_masks(dim: int, hidden: tuple[int, ...]) -> list[np.ndarray]:
+  """MADE masks (Germain et al., 2015) for inputs in order 1..D: hidden unit k of a layer
+  has degree k mod (D - 1) + 1 and sees inputs of degree <= its own; output i sees
+  hidden units of degree < i, so it depends on z_1..z_{i-1} only."""
+  degrees = [np.arange(1, dim + 1)]
+  for width in hidden:
+    degrees.append(np.arange(width) % max(dim - 1, 1) + 1)
+  masks = [(d_out[None, :] >= d_in[:, None]).astype(np.float32)
+           for d_in, d_out in zip(degrees[:-1], degrees[1:])]
+  masks.append((np.arange(1, dim + 1)[None, :] > degrees[-1][:, None]).astype(np.float32))
+  return masks
+
+
+@dataclasses.dataclass(frozen=True)
+class IAF:
+  """`steps` IAF steps, each a MADE of `hidden` ELU layers whose first layer also takes
+  the encoder's context h of `context_dim` numbers.
+
+  The gate's bias starts at `gate_bias` (sigma about 0.73), so a new flow moves z
+  gently (Kingma et al.'s forget-gate bias)."""
+  steps: int
+  hidden: tuple[int, ...] = (200,)
+  context_dim: int = 50
+  gate_bias: float = 1.0
+
+  def context_size(self, dim: int) -> int:  # pylint: disable=unused-argument
+    return self.context_dim
+
+  def init(self, key: jax.Array, dim: int) -> list[dict]:
+    """Each step's weights `{"w": [...], "b": [...], "context": [C, H1], "out": ...}`,
+    LeCun-normal like `nn.Dense`, the output layer near zero."""
+    sizes = (dim,) + tuple(self.hidden)
+    params = []
+    for t in range(self.steps):
+      keys = jax.random.split(jax.random.fold_in(key, t), len(sizes) + 1)
+      w = [jax.random.normal(k, (a, b)) / math.sqrt(a) for k, a, b in
+           zip(keys, sizes[:-1], sizes[1:])]
+      params.append({
+          "w": w, "b": [jnp.zeros((b,)) for b in sizes[1:]],
+          "context": jax.random.normal(keys[-2], (self.context_dim, sizes[1]))
+                     / math.sqrt(self.context_dim),
+          "out": 0.01 * jax.random.normal(keys[-1], (sizes[-1], 2 * dim)) / math.sqrt(sizes[-1]),
+          "out_b": jnp.zeros((2 * dim,))})
+    return params
+
+  def _ms(self, p, z, h):
+    """m and the gate's pre-activation s of one step: `[..., D]` each."""
+    dim = z.shape[-1]
+    masks = _made_masks(dim, tuple(self.hidden))
+    a = z
+    for i, (w, b, mask) in enumerate(zip(p["w"], p["b"], masks)):
+      a = a @ (w * mask) + b
+      if i == 0:
+        a = a + h @ p["context"]
+      a = jax.nn.elu(a)
+    out = a @ (p["out"] * np.concatenate([masks[-1], masks[-1]], axis=1)) + p["out_b"]
+    return out[..., :dim], out[..., dim:] + self.gate_bias
+
+  def forward(self, params, context, z):
+    """z `[..., D]` -> (f(z) `[..., D]`, log |det df/dz| `[...]`)."""
+    log_det = jnp.zeros(z.shape[:-1], z.dtype)
+    for t, p in enumerate(params):
+      if t:
+        z = z[..., ::-1]
+      m, s = self._ms(p, z, context)
+      gate = jax.nn.sigmoid(s)
+      z = gate * z + (1.0 - gate) * m
+      log_det = log_det - jnp.sum(distributions.softplus(-s), -1)  # log sigmoid(s)
+    return z, log_det
+
+  def inverse(self, params, context, z):
+    """f^-1(z) `[..., D]`: per step, D fixed-point passes x <- (y - (1 - sigma) m) / sigma,
+    each fixing one more entry (entry i depends on entries before it only)."""
+    dim = z.shape[-1]
+    for t in reversed(range(len(params))):
+      p, y = params[t], z
+
+      def one_pass(_, x, p=p, y=y):
+        m, s = self._ms(p, x, context)
+        gate = jax.nn.sigmoid(s)
+        return (y - (1.0 - gate) * m) / gate
+
+      z = jax.lax.fori_loop(0, dim, one_pass, y)
+      if t:
+        z = z[..., ::-1]
+    return z
+
+
+def make(name: str, steps: int, dim: int, hidden: tuple[int, ...] = (200,)):
+  """The flow `name` ("planar" or "iaf") of `steps` steps over z of `dim` entries;
+  None for "gaussian" or zero steps (the posterior stays q0)."""
+  if name == "gaussian" or steps == 0:
+    return None
+  if name == "planar":
+    return Planar(steps)
+  if name == "iaf":
+    return IAF(steps, tuple(hidden), context_dim=dim)
+  raise ValueError(f"posterior={name!r}: expected gaussian or one of {list(FLOWS)}")
