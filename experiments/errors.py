@@ -17,7 +17,8 @@ class Failure(Exception):
 
 def _user_errors() -> tuple:
   from vae_jax import checkpoint, data, evaluate, runner, workdir  # pylint: disable=g-import-not-at-top
-  return (ValueError, OSError, Failure, data.DataError, runner.NonFiniteError,
+  # NotImplementedError: a closed form or an inverse the chosen objects lack, said in one line.
+  return (ValueError, NotImplementedError, OSError, Failure, data.DataError, runner.NonFiniteError,
           checkpoint.CheckpointError, workdir.WorkdirBusy, evaluate.EvaluationStopped)
 
 

@@ -182,6 +182,42 @@ def test_objectives_and_likelihoods_train_and_evaluate(flags, key, data_root, tm
   assert result["log_px_k20"]["log_px"] > result["elbo_L1"]["elbo"] - 0.5
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("flags", [
+    ["--posterior=iaf", "--flow_steps=2", "--flow_hidden=16", "--prior=vamp",
+     "--pseudo_inputs=10"],
+    ["--posterior=planar", "--flow_steps=2"],
+])
+def test_flows_and_the_vamp_prior_train_resume_evaluate_and_draw(flags, data_root, tmp_path,
+                                                                  capfd):
+  args = [*TINY, "--latent_dim=4", *flags, f"--workdir={tmp_path}"]
+  out = in_process(capfd, "experiments.mnist", *args)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stderr.count("its KL has no closed form, so the ELBO uses estimator=monte_carlo") == 1
+  out = in_process(capfd, "experiments.mnist", *args, "--epochs=2")  # resumes from epoch 1
+  assert out.returncode == 0, out.stderr[-3000:]
+  records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [r["epoch"] for r in records] == [1, 2] and records[1]["step"] == 16
+  assert records[1]["test_elbo"] > records[0]["test_elbo"]
+  config = json.loads((tmp_path / "config.json").read_text())
+  assert config["estimator"] == "monte_carlo" and config["posterior"] == flags[0].split("=")[1]
+  assert (tmp_path / "samples.png").stat().st_size > 0  # drawn from the (Vamp) prior
+  ais = ["--method=ais", "--ais_start=posterior", "--ais_examples=4", "--ais_intermediate=10",
+         "--ais_chains=2", "--leapfrog_steps=2", "--ais_batch_size=4", "--k=20",
+         "--test_examples=100"]
+  out = in_process(capfd, "experiments.evaluate", f"--workdir={tmp_path}", *ais)
+  if "--posterior=planar" in flags:  # AIS from q needs q's density away from its draws
+    assert out.returncode == 1
+    assert "a planar flow has no closed-form inverse" in out.stderr.splitlines()[-1]
+    out = in_process(capfd, "experiments.mnist", *args, "--objective=iwae",
+                     "--iwae_gradient=dreg", "--fresh")
+    assert out.returncode == 1 and "use --posterior=iaf" in out.stderr.splitlines()[-1]
+    return
+  assert out.returncode == 0, out.stderr[-3000:]
+  got = json.loads((tmp_path / "evaluation.json").read_text())["ais_from_posterior"]
+  assert got["n"] == 4 and got["log_px"] < 0 and 0 < got["acceptance"] <= 1
+
+
 def _colour_folder(root):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top

@@ -136,12 +136,14 @@ import vae_jax
 from vae_jax import data, losses, multihost, optimizers, train
 assert jax.device_count() == int(sys.argv[2]), jax.devices()
 images = data.load_mnist(sys.argv[1]).train[:1024]
-model = vae_jax.VAE(latent_dim=8, hidden_sizes=(64,), image_shape=(28, 28, 1))
+# An IAF posterior and the VampPrior: the pseudo-inputs' gradient is summed across devices too.
+model = vae_jax.VAE(latent_dim=8, hidden_sizes=(64,), image_shape=(28, 28, 1),
+                    flow=vae_jax.IAF(1, (16,), context_dim=8), pseudo_inputs=16)
 opt = optimizers.make_optimizer("adam", 1e-3)
 root = jax.random.key(0)
 mesh = multihost.data_mesh()
 state = multihost.replicate(train.init_state(vae_jax.init_params(model, train.init_key(root)), opt), mesh)
-epoch = train.make_train_epoch(losses.elbo_loss(model.parts), opt, transform=data.binarizer("dynamic"), mesh=mesh)
+epoch = train.make_train_epoch(losses.elbo_loss(model.parts, estimator="monte_carlo"), opt, transform=data.binarizer("dynamic"), mesh=mesh)
 for e in range(2):
   state, m = epoch(state, train.epoch_batches(images, root, e, 64, mesh), root)
 leaves = [np.asarray(p).ravel().tolist() for p in jax.tree_util.tree_leaves(state.params)]

@@ -3,8 +3,10 @@
 from vae_jax.config import RunConfig
 from vae_jax.distributions import (Bernoulli, ContinuousBernoulli, DiagonalGaussian,
                                    DiscretizedLogistic, Gaussian, MixtureOfGaussians,
-                                   StandardNormal, TwoLevelGaussian, bits_per_dim, kl_divergence)
+                                   StandardNormal, TwoLevelGaussian, bits_per_dim, kl_divergence,
+                                   vamp_prior)
 from vae_jax.estimators import score_function_surrogate
+from vae_jax.flows import IAF, FlowPosterior, Planar
 from vae_jax.generation import decode, generate, interpolate, reconstruct
 from vae_jax.losses import elbo_loss, iwae_loss, kl_warmup
 from vae_jax.models import (LIKELIHOODS, PRESETS, VAE, ConvVAE, TwoLayerVAE, init_params,

@@ -148,6 +148,11 @@ class RunConfig:
                        f"VampPrior are built for --model=mlp or conv, not {self.model!r}; a "
                        f"model of your own gives its posterior and prior itself")
 
+    if self.posterior == "planar" and self.flow_steps and self.iwae_gradient == "dreg":
+      raise ValueError("posterior=planar with iwae_gradient=dreg: DReG needs q's density at "
+                       "any z, and a planar flow has no inverse; use --posterior=iaf or "
+                       "--iwae_gradient=standard")
+
   def has_closed_form_kl(self) -> bool:
     """Whether the model's KL(q || p) has a closed form (the analytic estimator)."""
     return (self.model in ("mlp", "conv") and self.prior == "normal"

@@ -1,0 +1,185 @@
+"""Flow posteriors and the VampPrior: change of variables against `jax.jacfwd`, IAF's
+triangular Jacobian and inverse, densities that integrate to one, the mixture formula,
+and the objectives' identities with the new objects."""
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import special
+
+import vae_jax
+from vae_jax import distributions as D
+from vae_jax import estimators, flows, losses, objectives
+from tests import helpers
+
+FLOWS = {"planar": flows.Planar(3), "iaf": flows.IAF(3, (16,), context_dim=4)}
+
+
+def _posterior(flow, dim, seed=0, scale=1.0):
+  """A FlowPosterior over `dim` entries for one example, its flow's weights scaled up by
+  `scale` (and its per-example inputs) so that the maps are far from the identity; float64."""
+  k = jax.random.split(jax.random.key(seed), 4)
+  params = flow.init(k[0], dim)
+  params = jax.tree_util.tree_map(lambda a: scale * a if a.ndim == 2 else a, params)
+  context = scale * jax.random.normal(k[1], (flow.context_size(dim),), jnp.float64)
+  base = D.DiagonalGaussian(0.3 * jax.random.normal(k[2], (dim,), jnp.float64),
+                            0.5 * jax.random.normal(k[3], (dim,), jnp.float64))
+  return flows.FlowPosterior(base, context, params, flow)
+
+
+@pytest.fixture(autouse=True)
+def _x64():
+  with jax.enable_x64(True):
+    yield
+
+
+@pytest.mark.parametrize("name", sorted(FLOWS))
+def test_log_density_is_the_base_minus_the_log_jacobian_determinant(name):
+  q = _posterior(FLOWS[name], 5, scale=4.0 if name == "iaf" else 0.5)  # tanh unsaturated
+  for i in range(3):
+    key = jax.random.key(10 + i)
+    z, log_q = q.sample_and_log_prob(key)
+    z0 = q.base.sample(key)
+    jac = jax.jacfwd(lambda v: q.flow.forward(q.params, q.context, v)[0])(z0)
+    expected = q.base.log_prob(z0) - jnp.linalg.slogdet(jac)[1]
+    np.testing.assert_allclose(log_q, expected, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(z, q.sample(key), rtol=0, atol=0)
+    assert abs(float(jnp.linalg.slogdet(jac)[1])) > 0.01  # not volume-preserving
+
+
+@pytest.mark.parametrize("name", sorted(FLOWS))
+def test_a_flow_of_zero_steps_is_the_gaussian(name):
+  flow = type(FLOWS[name])(0) if name == "planar" else flows.IAF(0, (16,), context_dim=4)
+  q = _posterior(flow, 4)
+  z = jnp.linspace(-2.0, 2.0, 12).reshape(3, 4)
+  np.testing.assert_allclose(q.log_prob(z), q.base.log_prob(z), rtol=1e-12)
+  key = jax.random.key(1)
+  np.testing.assert_allclose(q.sample(key), q.base.sample(key), rtol=1e-12)
+  assert flows.make(name, 0, 4) is None  # and the runner builds the plain Gaussian
+
+
+def test_iaf_is_autoregressive_and_its_inverse_gives_the_carried_density():
+  q = _posterior(FLOWS["iaf"], 6, scale=3.0)
+  z0 = q.base.sample(jax.random.key(3))
+  one = flows.IAF(1, (16,), context_dim=4)
+  jac = jax.jacfwd(lambda v: one.forward(q.params[:1], q.context, v)[0])(z0)
+  assert float(jnp.max(jnp.abs(jnp.triu(jac, 1)))) == 0.0  # z'_i depends on z_1..z_i only
+  assert float(jnp.min(jnp.abs(jnp.tril(jac, -1))[jnp.tril_indices(6, -1)])) > 0.0
+  for i in range(3):
+    z, log_q = q.sample_and_log_prob(jax.random.key(20 + i))
+    np.testing.assert_allclose(q.log_prob(z), log_q, rtol=1e-8)
+  with pytest.raises(NotImplementedError, match="planar flow has no closed-form inverse"):
+    _posterior(FLOWS["planar"], 3).log_prob(jnp.zeros(3))
+
+
+def _grid(lim=7.0, n=281):
+  t = jnp.linspace(-lim, lim, n)
+  zz = jnp.stack(jnp.meshgrid(t, t, indexing="ij"), -1).reshape(-1, 2)
+  return zz, (t[1] - t[0]) ** 2
+
+
+def test_iaf_density_integrates_to_one_in_two_dimensions():
+  q = _posterior(FLOWS["iaf"], 2, scale=2.0)
+  zz, cell = _grid()
+  mass = float(jnp.sum(jnp.exp(q.log_prob(zz))) * cell)
+  assert mass == pytest.approx(1.0, abs=2e-3)
+
+
+def test_vamp_prior_is_the_mixture_of_the_encoder_posteriors_and_integrates_to_one():
+  model = vae_jax.VAE(input_dim=6, latent_dim=2, hidden_sizes=(8,), pseudo_inputs=20)
+  params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64),
+                                  vae_jax.init_params(model, jax.random.key(0)))
+  params["params"]["encoder"]["mlp"]["dense_1"]["kernel"] *= 6.0  # components that differ
+  enc, _, prior = model.parts(params)
+  u = jax.nn.sigmoid(params["params"]["pseudo_inputs"])
+  q = enc(u)
+  assert isinstance(prior, D.MixtureOfGaussians) and q.mean.shape == (20, 2)
+  zz, cell = _grid(9.0)
+  # The formula 1/K sum_k N(z; m_k, v_k), in numpy float64.
+  m, v = np.asarray(q.mean), np.exp(np.asarray(q.logvar))
+  comp = -0.5 * np.sum(np.log(2 * np.pi * v) + (np.asarray(zz)[:, None] - m) ** 2 / v, -1)
+  np.testing.assert_allclose(prior.log_prob(zz), special.logsumexp(comp, -1) - np.log(20),
+                             rtol=1e-10, atol=1e-10)
+  assert float(jnp.sum(jnp.exp(prior.log_prob(zz))) * cell) == pytest.approx(1.0, abs=1e-3)
+  draws = prior.sample(jax.random.key(1), (20000,))
+  se = np.sqrt((v.mean(0) + m.var(0)) / 20000)  # the mixture's variance over the draws
+  assert np.all(np.abs(np.asarray(draws.mean(0)) - m.mean(0)) < 4 * se)
+
+
+def test_mixture_density_keeps_float32_digits_next_to_a_component():
+  """The matmul expansion cancels digits near a component; its largest components are
+  recomputed directly, so float32 matches float64 to float32's own rounding."""
+  k = jax.random.split(jax.random.key(0), 3)
+  with jax.enable_x64(False):
+    mix = D.MixtureOfGaussians(jnp.zeros(300), 3.0 * jax.random.normal(k[0], (300, 40)),
+                               jax.random.uniform(k[1], (300, 40), minval=-7.0, maxval=0.0))
+    z = mix.means[:50] + 0.01 * jax.random.normal(k[2], (50, 40))
+    got = np.asarray(mix.log_prob(z), np.float64)
+    grad = np.asarray(jax.grad(lambda v: mix.log_prob(v).sum())(z), np.float64)
+  m, lv = np.asarray(mix.means, np.float64), np.asarray(mix.logvars, np.float64)
+  diff = np.asarray(z, np.float64)[:, None] - m
+  comp = -0.5 * np.sum(np.log(2 * np.pi) + lv + diff ** 2 * np.exp(-lv), -1) - np.log(300)
+  np.testing.assert_allclose(got, special.logsumexp(comp, -1), rtol=2e-6)
+  r = np.exp(comp - special.logsumexp(comp, -1, keepdims=True))
+  expected_grad = -np.sum(r[..., None] * diff * np.exp(-lv), 1)
+  np.testing.assert_allclose(grad, expected_grad, rtol=1e-3, atol=1e-2)
+
+
+def _flow_vae(flow, pseudo_inputs=0, dim=12, latent=3):
+  model = vae_jax.VAE(input_dim=dim, latent_dim=latent, hidden_sizes=(10,), activation="tanh",
+                      flow=flow, pseudo_inputs=pseudo_inputs)
+  params = vae_jax.init_params(model, jax.random.key(0))
+  params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
+  return model, params, jnp.asarray(helpers.binary_data(jax.random.key(1), n=4, dim=dim, p=0.4),
+                                    jnp.float64)
+
+
+@pytest.mark.parametrize("name,k", [("planar", 0), ("iaf", 0), ("iaf", 7), ("gaussian", 7)])
+def test_old_identities_hold_with_flows_and_the_vamp_prior(name, k):
+  flow = {"planar": flows.Planar(2), "iaf": flows.IAF(2, (8,), context_dim=3)}.get(name)
+  model, params, x = _flow_vae(flow, k)
+  enc, dec, prior = model.parts(params)
+  key = jax.random.key(5)
+  a = vae_jax.elbo(enc, dec, x, key, prior=prior, estimator="monte_carlo")
+  np.testing.assert_allclose(vae_jax.iwae_bound(enc, dec, x, key, prior=prior, num_samples=1),
+                             a, rtol=1e-12)
+  # The chunked bound is the log-mean-exp of the vmapped weights, whatever the chunks,
+  # and the training surrogate's value is the bound's.
+  logw = vae_jax.log_weights(enc, dec, x, key, prior=prior, num_samples=50)
+  bound = vae_jax.iwae_bound(enc, dec, x, key, prior=prior, num_samples=50, chunk_size=7)
+  np.testing.assert_allclose(bound, special.logsumexp(logw, 0) - np.log(50), rtol=1e-12)
+  np.testing.assert_allclose(
+      vae_jax.iwae_surrogate(enc, dec, x, key, prior=prior, num_samples=50), bound, rtol=1e-12)
+  sf = estimators.score_function_surrogate if name != "planar" else None
+  if sf is not None:  # the score-function estimator needs log q at a held z
+    np.testing.assert_allclose(sf(enc, dec, x, key, prior=prior, estimator="monte_carlo"), a,
+                               rtol=1e-10)
+  if name == "gaussian":  # the flow-free posterior keeps its closed-form KL
+    assert isinstance(enc(x), D.DiagonalGaussian)
+
+
+def _encoder_grad(loss_fn, params, x, key):
+  g = jax.grad(lambda p: loss_fn(p, x, key, 0)[0])(params)
+  return jax.flatten_util.ravel_pytree(g["params"]["encoder"])[0]
+
+
+def test_dreg_with_iaf_agrees_with_the_standard_gradient_and_planar_refuses_it():
+  """DReG needs log q(z) at any z with q's parameters held: IAF has it by its inverse."""
+  model, params, x = _flow_vae(flows.IAF(1, (8,), context_dim=3))
+  n, k = 1500, 10
+  keys = jax.random.split(jax.random.key(0), n)
+  grads = {}
+  for name in ("standard", "dreg"):
+    loss = losses.iwae_loss(model.parts, num_samples=k, gradient=name)
+    grads[name] = np.asarray(jax.jit(jax.vmap(lambda key, loss=loss: _encoder_grad(
+        loss, params, x, key)))(keys))
+  diff = grads["dreg"].mean(0) - grads["standard"].mean(0)
+  se = np.sqrt(grads["dreg"].var(0) / n + grads["standard"].var(0) / n)
+  assert np.all(np.abs(diff) < 4.5 * se + 1e-9), np.max(np.abs(diff) / se)
+  assert grads["dreg"].var(0).sum() < grads["standard"].var(0).sum()
+  planar, p_params, _ = _flow_vae(flows.Planar(2))
+  with pytest.raises(NotImplementedError, match="--posterior=iaf or gaussian for DReG"):
+    objectives.iwae_surrogate(*planar.parts(p_params)[:2], x, keys[0],
+                              num_samples=3, gradient="dreg")
