@@ -171,6 +171,8 @@ class MixtureOfGaussians:
     n = min(EXACT_COMPONENTS, self.logits.shape[-1])
     _, top = jax.lax.top_k(jax.lax.stop_gradient(approx + log_w), n)  # [..., n]
     exact = gaussian_log_prob(z[..., None, :], self.means[top], self.logvars[top])
+    if n == self.logits.shape[-1]:  # every component computed directly
+      return jax.nn.logsumexp(exact + log_w[top], -1)
     rest = jnp.where(jnp.any(jnp.arange(self.logits.shape[-1]) == top[..., None], -2),
                      -jnp.inf, approx + log_w)
     return jnp.logaddexp(jax.nn.logsumexp(exact + log_w[top], -1),
