@@ -103,6 +103,9 @@ def burda_2016_vamp() -> RunConfig:
   units), 945 epochs.
 
   python -m experiments.mnist --preset=burda_2016_vamp --workdir=runs/vamp
+  python -m experiments.evaluate --workdir=runs/vamp --test_examples=2000
+  Measured on 2 CPU cores (trained beside two other runs): test ELBO -87.08, log p(x)
+  -83.89 on the first 2,000 test images (the fast preset: -86.34), 25 active units.
   """
   return dataclasses.replace(burda_2016_fast(), prior="vamp", pseudo_inputs=100,
                              kl_warmup_epochs=20, estimator="monte_carlo", epochs=945)
@@ -113,6 +116,9 @@ def burda_2016_iaf() -> RunConfig:
   2 steps of one 200-unit MADE layer each, conditioned on 50 context units, 824 epochs.
 
   python -m experiments.mnist --preset=burda_2016_iaf --workdir=runs/iaf
+  python -m experiments.evaluate --workdir=runs/iaf --test_examples=2000
+  Measured on 2 CPU cores (trained beside two other runs): test ELBO -88.45, log p(x)
+  -85.23 on the first 2,000 test images (the fast preset: -86.34), 20 active units.
   """
   return dataclasses.replace(burda_2016_fast(), posterior="iaf", flow_steps=2,
                              flow_hidden=(200,), estimator="monte_carlo", epochs=824)
@@ -123,6 +129,9 @@ def burda_2016_iaf_vamp() -> RunConfig:
   745 epochs.
 
   python -m experiments.mnist --preset=burda_2016_iaf_vamp --workdir=runs/iaf_vamp
+  python -m experiments.evaluate --workdir=runs/iaf_vamp --test_examples=2000
+  Measured on 2 CPU cores (trained beside two other runs): test ELBO -85.56, log p(x)
+  -82.84 on the first 2,000 test images (the fast preset: -86.34), 28 active units.
   """
   return dataclasses.replace(burda_2016_iaf(), prior="vamp", pseudo_inputs=100,
                              kl_warmup_epochs=20, epochs=745)
