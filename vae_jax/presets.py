@@ -131,7 +131,8 @@ def burda_2016_iaf_vamp() -> RunConfig:
   python -m experiments.mnist --preset=burda_2016_iaf_vamp --workdir=runs/iaf_vamp
   python -m experiments.evaluate --workdir=runs/iaf_vamp --test_examples=2000
   Measured on 2 CPU cores (trained beside two other runs): test ELBO -85.56, log p(x)
-  -82.84 on the first 2,000 test images (the fast preset: -86.34), 28 active units.
+  -82.84 on the first 2,000 test images (the fast preset: -86.34), 28 active units;
+  on all 10,000: log p(x) -83.02 (k = 5000; Monte Carlo s.e. 0.003, over the images 0.22).
   """
   return dataclasses.replace(burda_2016_iaf(), prior="vamp", pseudo_inputs=100,
                              kl_warmup_epochs=20, epochs=745)
