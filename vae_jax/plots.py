@@ -18,7 +18,7 @@ from vae_jax import generation
 
 
 _TITLES = {"reconstructions": "test images (odd rows) and reconstructions (even rows)",
-           "samples": "decoded z ~ N(0, I)", "manifold": "decoded grid of z (inverse normal CDF)"}
+           "samples": "decoded z ~ p(z), the model's prior", "manifold": "decoded grid of z (inverse normal CDF)"}
 
 
 def model_grids(parts, test_x, image_shape, key) -> dict[str, np.ndarray]:
