@@ -6,7 +6,11 @@ in LLVM's optimizer. The tests run at LLVM's -O1 (`--xla_backend_optimization_le
 XLA's default is 3): the same XLA computations, fusions and float semantics (no
 fast-math either way), less optimized machine code. Measured on 2 cores: a compile-bound
 module 89 s at the default, 62 s at 1, 141 s at 0 (a conv epoch runs 5 times slower
-without optimization). The commands and benchmarks run as users run them.
+without optimization). They also use XLA's loop emitters for CPU fusions in place of
+its newer MLIR fusion emitters (`--xla_cpu_use_fusion_emitters=false`), which
+compile slower: the fast tier took 179 s against 218 s, one compile-bound test 25-29 s
+against 35-39 s (2 cores, alone, back to back). Both flags change how machine code is
+generated, not what is computed; the commands and benchmarks run as users run them.
 
 The cache: many tests compile the same small computations (the same tiny model in
 different workdirs, the same command in several subprocesses). JAX's persistent
@@ -21,9 +25,9 @@ import pathlib
 import shutil
 import tempfile
 
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = " ".join(
-      [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=1"]).strip()
+for _flag in ("--xla_backend_optimization_level=1", "--xla_cpu_use_fusion_emitters=false"):
+  if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), _flag]).strip()
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vae_jax_test_xla_")
   os.environ["VAE_JAX_TEST_OWNS_CACHE"] = "1"

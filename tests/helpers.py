@@ -2,6 +2,7 @@
 
 import functools
 import json
+import os
 
 import flax.linen as nn
 import jax
@@ -106,3 +107,11 @@ def cli(capfd, module: str, *args) -> tuple[int, str]:
     # The command points absl's log at this test's stderr; later tests have their own.
     handler.stream = stream
   return code, capfd.readouterr().err
+
+
+def cpu_devices_env(devices: int, **extra) -> dict:
+  """This process's environment for a subprocess that sees `devices` CPU devices,
+  keeping the suite's other XLA flags (conftest.py's compile options)."""
+  flags = os.environ.get("XLA_FLAGS", "")
+  return dict(os.environ, JAX_PLATFORMS="cpu", **extra,
+              XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={devices}".strip())

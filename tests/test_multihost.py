@@ -2,7 +2,6 @@
 each with one CPU device, against one process with two CPU devices."""
 
 import json
-import os
 import pathlib
 import socket
 import subprocess
@@ -13,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+from tests import helpers
 from vae_jax import runner
 
 pytestmark = pytest.mark.slow  # two JAX processes
@@ -30,8 +30,7 @@ def _free_port() -> int:
 
 
 def _env(devices: int, data_root) -> dict:
-  return dict(os.environ, JAX_PLATFORMS="cpu", VAE_JAX_DATA=str(data_root),
-              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  return helpers.cpu_devices_env(devices, VAE_JAX_DATA=str(data_root))
 
 
 def _two_processes(workdir, data_root, *extra, module="experiments.mnist", args=ARGS):

@@ -2,7 +2,6 @@
 trace, NaN handling, and the same result sharded over 4 devices."""
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests import helpers
 import vae_jax
 from vae_jax import data, losses, objectives, optimizers, train
 
@@ -152,8 +152,7 @@ print(json.dumps({"elbo": float(m["elbo"]), "params": leaves}))
 
 
 def _run_on(devices: int, data_root) -> dict:
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-             JAX_PLATFORMS="cpu")
+  env = helpers.cpu_devices_env(devices)
   out = subprocess.run([sys.executable, "-c", _SHARDED, str(data_root / "mnist"), str(devices)],
                        env=env, cwd=ROOT, capture_output=True, text=True, check=True)
   return json.loads(out.stdout.strip().splitlines()[-1])
