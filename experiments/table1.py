@@ -43,7 +43,7 @@ MAX_EVAL = {"conv": 200}
 class Table1Options:
   workdir: str = setting("runs/table1", "Each row trains in WORKDIR/<row>; the table goes to "
                          "WORKDIR/table1.{md,json}.")
-  minutes: float = setting(8.0, "Training wall time of each row.", lower=0.1)
+  minutes: float = setting(8.0, "Training wall time of each row.", lower=0.01)
   rows: tuple[str, ...] = setting(("vae_1layer", "iwae_1layer", "vae_2layer"), "Which rows, of "
                                   f"{list(presets.TABLE1_ROWS)}.", choices=presets.TABLE1_ROWS,
                                   nonempty=True, unique=True)

@@ -11,6 +11,7 @@ bound (`evaluate`), the pictures (`plots`), checkpoints (`checkpoint`).
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import pathlib
@@ -103,9 +104,12 @@ def _epochs(config, recipe, dataset, workdir, settings, stop) -> dict[str, Any]:
     workdir_lib.write_config(workdir, settings)  # only now, with the state accepted
     log = workdir_lib.MetricsLog(workdir, start, ckpt.record(start) if start else None)
     epoch_fn = _epoch_fn(config, recipe, mesh)
+    # Compiled once per run: every evaluation draws its pictures with it.
+    images_fn = jax.jit(lambda p, x, key: plots.model_images(model.parts(p), x, key))
+    pictures = functools.partial(_pictures, workdir, log, images_fn, model, test_x, dataset)
     if start >= config.epochs:
       logging.info("Nothing to train: the checkpoint in %s already has %d epochs", workdir, start)
-      _pictures(workdir, log, model, multihost.local_copy(state.params), test_x, dataset, start, True)
+      pictures(multihost.local_copy(state.params), start, True)
       return log.last_record()
     batches = train.epoch_batches(train_images, root, start, config.batch_size, mesh)
     epoch_fn = _compile_within_memory(epoch_fn, state, batches, root, config, recipe)
@@ -133,7 +137,7 @@ def _epochs(config, recipe, dataset, workdir, settings, stop) -> dict[str, Any]:
                        log.wall_before + time.perf_counter() - loop_start)
       ckpt.save(epoch + 1, state, root, record)
       log.record(record)
-      _pictures(workdir, log, model, params, test_x, dataset, epoch + 1, last)
+      pictures(params, epoch + 1, last)
       _log_epoch(config, record, times)
       if stopping:
         logging.warning("%s: stopping after epoch %d; its checkpoint is saved. Run the same "
@@ -283,11 +287,13 @@ def _active_units(model, params, test_x, batch_size: int) -> int | None:
     return None
 
 
-def _pictures(workdir, log, model, params, test_x, dataset, step: int, write_png: bool) -> None:
+def _pictures(workdir, log, images_fn, model, test_x, dataset, params, step: int,
+              write_png: bool) -> None:
   """TensorBoard grids at every evaluation; PNGs (and the latent scatter) at the end."""
   if jax.process_index() != 0:
     return
-  grids = plots.model_grids(model.parts(params), test_x, dataset.image_shape, jax.random.key(0))
+  images = images_fn(params, test_x[:64], jax.random.key(0))
+  grids = plots.model_grids(images, test_x, dataset.image_shape)
   log.add_images(grids, step)
   if not write_png:
     return
