@@ -111,6 +111,7 @@ def test_a_long_evaluation_is_cut_into_short_calls_and_stops_within_one(problem,
   assert first.startswith("log p(x), k=40 on 7 examples: about ") and "in all" in first
 
 
+@pytest.mark.slow  # four evaluations compiled
 def test_more_samples_never_lower_beyond_standard_error(problem):
   model, params, x = problem
   x = helpers.binary_data(jax.random.key(2), n=200, dim=12, p=0.4)

@@ -156,7 +156,9 @@ def _bounds(model, params, x, key, score_function: bool):
   return out
 
 
-@pytest.mark.parametrize("name,k", [("planar", 0), ("iaf", 0), ("iaf", 7), ("gaussian", 7)])
+# The fast tier keeps planar and IAF + VampPrior; IAF alone and the VampPrior alone are slow.
+@pytest.mark.parametrize("name,k", [("planar", 0), pytest.param("iaf", 0, marks=pytest.mark.slow),
+                                    ("iaf", 7), pytest.param("gaussian", 7, marks=pytest.mark.slow)])
 def test_old_identities_hold_with_flows_and_the_vamp_prior(name, k):
   flow = {"planar": flows.Planar(2), "iaf": flows.IAF(2, (8,), context_dim=3)}.get(name)
   model, params, x = _flow_vae(flow, k)
@@ -177,6 +179,7 @@ def _encoder_grad(loss_fn, params, x, key):
   return jax.flatten_util.ravel_pytree(g["params"]["encoder"])[0]
 
 
+@pytest.mark.slow  # 1,500 vmapped gradients; DReG itself stays fast in test_losses.py
 def test_dreg_with_iaf_agrees_with_the_standard_gradient_and_planar_refuses_it():
   """DReG needs log q(z) at any z with q's parameters held: IAF has it by its inverse."""
   model, params, x = _flow_vae(flows.IAF(1, (8,), context_dim=3))

@@ -178,6 +178,7 @@ def test_two_level_gaussian_is_a_normalized_density_and_samples_from_it():
       assert abs(float(mc.mean()) - exact) < 4 * float(mc.std()) / np.sqrt(len(mc)) + 1e-3
 
 
+@pytest.mark.slow  # DReG itself stays fast in test_losses.py
 def test_two_layer_dreg_holds_every_encoder_parameter_fixed_inside_log_q():
   """DReG's surrogate differs from the standard one only in the encoder's gradient:
   the decoder's and the prior's gradients agree exactly."""

@@ -162,7 +162,8 @@ def test_bad_arguments_raise_clear_errors(mlp):
 @pytest.mark.parametrize("bound,kwargs", [
     ("elbo", dict(num_samples=3, estimator="analytic")),
     ("elbo", dict(num_samples=3, estimator="monte_carlo")),
-    ("iwae_bound", dict(num_samples=30, chunk_size=8)),
+    pytest.param("iwae_bound", dict(num_samples=30, chunk_size=8),
+                 marks=pytest.mark.slow),  # op by op, 4 chunks: 7 s
 ])
 def test_jit_gives_the_eager_numbers_and_the_key_decides_them(bound, kwargs):
   # Eager (op by op, jax.disable_jit) and compiled (XLA fuses and reorders) are two

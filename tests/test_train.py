@@ -13,7 +13,7 @@ import pytest
 
 from tests import helpers
 import vae_jax
-from vae_jax import data, losses, objectives, optimizers, train
+from vae_jax import data, losses, multihost, objectives, optimizers, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BATCH = 64
@@ -129,38 +129,42 @@ def test_nonfinite_steps_are_reported_or_skipped(images):
     assert finite == skip
 
 
-_SHARDED = """
+def _train_sharded(mnist_dir) -> dict:
+  """Two epochs over every device of this process: the last epoch's ELBO and the params."""
+  images = data.load_mnist(mnist_dir).train[:1024]
+  # An IAF posterior and the VampPrior: the pseudo-inputs' gradient is summed across devices too.
+  model = vae_jax.VAE(latent_dim=8, hidden_sizes=(64,), image_shape=(28, 28, 1),
+                      flow=vae_jax.IAF(1, (16,), context_dim=8), pseudo_inputs=16)
+  opt = optimizers.make_optimizer("adam", 1e-3)
+  root = jax.random.key(0)
+  mesh = multihost.data_mesh()
+  state = multihost.replicate(
+      train.init_state(vae_jax.init_params(model, train.init_key(root)), opt), mesh)
+  epoch = train.make_train_epoch(losses.elbo_loss(model.parts, estimator="monte_carlo"), opt,
+                                 transform=data.binarizer("dynamic"), mesh=mesh)
+  for e in range(2):
+    state, m = epoch(state, train.epoch_batches(images, root, e, 64, mesh), root)
+  leaves = [np.asarray(p).ravel().tolist() for p in jax.tree_util.tree_leaves(state.params)]
+  return {"elbo": float(m["elbo"]), "params": leaves}
+
+
+_ON_FOUR_DEVICES = """
 import json, sys
-import jax, jax.numpy as jnp, numpy as np
-import vae_jax
-from vae_jax import data, losses, multihost, optimizers, train
-assert jax.device_count() == int(sys.argv[2]), jax.devices()
-images = data.load_mnist(sys.argv[1]).train[:1024]
-# An IAF posterior and the VampPrior: the pseudo-inputs' gradient is summed across devices too.
-model = vae_jax.VAE(latent_dim=8, hidden_sizes=(64,), image_shape=(28, 28, 1),
-                    flow=vae_jax.IAF(1, (16,), context_dim=8), pseudo_inputs=16)
-opt = optimizers.make_optimizer("adam", 1e-3)
-root = jax.random.key(0)
-mesh = multihost.data_mesh()
-state = multihost.replicate(train.init_state(vae_jax.init_params(model, train.init_key(root)), opt), mesh)
-epoch = train.make_train_epoch(losses.elbo_loss(model.parts, estimator="monte_carlo"), opt, transform=data.binarizer("dynamic"), mesh=mesh)
-for e in range(2):
-  state, m = epoch(state, train.epoch_batches(images, root, e, 64, mesh), root)
-leaves = [np.asarray(p).ravel().tolist() for p in jax.tree_util.tree_leaves(state.params)]
-print(json.dumps({"elbo": float(m["elbo"]), "params": leaves}))
+import jax
+from tests import test_train
+assert jax.device_count() == 4, jax.devices()
+print(json.dumps(test_train._train_sharded(sys.argv[1])))
 """
-
-
-def _run_on(devices: int, data_root) -> dict:
-  env = helpers.cpu_devices_env(devices)
-  out = subprocess.run([sys.executable, "-c", _SHARDED, str(data_root / "mnist"), str(devices)],
-                       env=env, cwd=ROOT, capture_output=True, text=True, check=True)
-  return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.slow
 def test_four_devices_match_one(data_root):
-  one, four = _run_on(1, data_root), _run_on(4, data_root)
+  assert jax.device_count() == 1, jax.devices()
+  one = _train_sharded(data_root / "mnist")  # this process: one CPU device
+  out = subprocess.run([sys.executable, "-c", _ON_FOUR_DEVICES, str(data_root / "mnist")],
+                       env=helpers.cpu_devices_env(4), cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-3000:]
+  four = json.loads(out.stdout.strip().splitlines()[-1])
   np.testing.assert_allclose(four["elbo"], one["elbo"], rtol=1e-5)
   for a, b in zip(four["params"], one["params"]):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
