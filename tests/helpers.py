@@ -92,20 +92,25 @@ def run_metrics(workdir):
   return [{k: v for k, v in json.loads(l).items() if k not in TIMING} for l in lines]
 
 
-def cli(capfd, module: str, *args) -> tuple[int, str]:
-  """Runs `python -m <module> <args>` in this process (its `main`): (exit status,
-  what it wrote to stderr). For what needs no process of its own: signals,
-  locks held by another process and os._exit stay in subprocesses."""
+def main(module: str, *args) -> int:
+  """`python -m <module> <args>` in this process (its `main`): the exit status."""
   import importlib  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
   handler = logging.get_absl_handler().python_handler
   stream = handler.stream
-  capfd.readouterr()
   try:
-    code = importlib.import_module(module).main(list(args))
+    return importlib.import_module(module).main(list(args))
   finally:
-    # The command points absl's log at this test's stderr; later tests have their own.
+    # The command points absl's log at this process's stderr; later tests have their own.
     handler.stream = stream
+
+
+def cli(capfd, module: str, *args) -> tuple[int, str]:
+  """Runs `python -m <module> <args>` in this process (its `main`): (exit status,
+  what it wrote to stderr). For what needs no process of its own: signals,
+  locks held by another process and os._exit stay in subprocesses."""
+  capfd.readouterr()
+  code = main(module, *args)
   return code, capfd.readouterr().err
 
 

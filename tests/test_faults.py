@@ -140,16 +140,23 @@ def _wait_for(path: pathlib.Path, proc, timeout=300):
     time.sleep(0.05)
 
 
+def _resume(capfd, workdir, *args) -> str:
+  """The same command again, in this process (what is under test is the run that was
+  stopped, and the checkpoint it left): its stderr."""
+  code, err = helpers.cli(capfd, "experiments.mnist", *CLI, *args, f"--workdir={workdir}")
+  assert code == 0, err[-2000:]
+  return err
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(data_root, tmp_path_factory):
+  """The CLI run of 4 epochs, in this process."""
   workdir = tmp_path_factory.mktemp("uninterrupted")
-  proc = _start(workdir, data_root, "--epochs=4")
-  _, err = proc.communicate(timeout=600)
-  assert proc.returncode == 0, err[-2000:]
+  assert helpers.main("experiments.mnist", *CLI, "--epochs=4", f"--workdir={workdir}") == 0
   return workdir
 
 
-def test_sigkill_mid_run_resumes_to_identical_numbers(uninterrupted, data_root, tmp_path):
+def test_sigkill_mid_run_resumes_to_identical_numbers(uninterrupted, data_root, tmp_path, capfd):
   proc = _start(tmp_path, data_root, "--epochs=4")
   _wait_for(tmp_path / "checkpoints" / "1", proc)
   proc.send_signal(signal.SIGKILL)  # in epoch 2 or while saving its checkpoint
@@ -157,10 +164,7 @@ def test_sigkill_mid_run_resumes_to_identical_numbers(uninterrupted, data_root, 
   # A checkpoint that a kill left half-written must be ignored, not restored.
   (tmp_path / "checkpoints" / "9.orbax-checkpoint-tmp-0").mkdir()
   (tmp_path / "checkpoints" / "9.orbax-checkpoint-tmp-0" / "junk").write_text("partial")
-  proc = _start(tmp_path, data_root, "--epochs=4")
-  _, err = proc.communicate(timeout=600)
-  assert proc.returncode == 0, err[-2000:]
-  assert "Resuming from the checkpoint of epoch" in err
+  assert "Resuming from the checkpoint of epoch" in _resume(capfd, tmp_path, "--epochs=4")
   assert helpers.run_metrics(tmp_path) == helpers.run_metrics(uninterrupted)
   (ea, a), (eb, b) = _restore(tmp_path), _restore(uninterrupted)
   assert ea == eb == 4
@@ -168,7 +172,7 @@ def test_sigkill_mid_run_resumes_to_identical_numbers(uninterrupted, data_root, 
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_saves_and_exits_cleanly(sig, uninterrupted, data_root, tmp_path):
+def test_sigterm_saves_and_exits_cleanly(sig, uninterrupted, data_root, tmp_path, capfd):
   proc = _start(tmp_path, data_root, "--epochs=4")
   _wait_for(tmp_path / "checkpoints" / "1", proc)
   proc.send_signal(sig)
@@ -177,9 +181,7 @@ def test_sigterm_saves_and_exits_cleanly(sig, uninterrupted, data_root, tmp_path
   assert f"{sig.name}: stopping after epoch" in err
   done = len(helpers.run_metrics(tmp_path))
   assert done < 4 and _restore(tmp_path)[0] == done
-  proc = _start(tmp_path, data_root, "--epochs=4")
-  _, err = proc.communicate(timeout=600)
-  assert proc.returncode == 0, err[-2000:]
+  _resume(capfd, tmp_path, "--epochs=4")
   assert helpers.run_metrics(tmp_path) == helpers.run_metrics(uninterrupted)
 
 
@@ -195,10 +197,10 @@ def small_disk(tmp_path):
   subprocess.run(["umount", str(mnt)], check=False)
 
 
-def test_full_disk_is_refused_before_any_work(data_root, small_disk):
-  proc = _start(small_disk / "run", data_root, "--epochs=2")
-  _, err = proc.communicate(timeout=300)
-  assert proc.returncode == 1
+def test_full_disk_is_refused_before_any_work(data_root, small_disk, capfd):
+  code, err = helpers.cli(capfd, "experiments.mnist", *CLI, "--epochs=2",
+                          f"--workdir={small_disk / 'run'}")
+  assert code == 1
   line = err.strip().splitlines()[-1]
   assert line.startswith("error: --workdir=") and "MB free" in line, err[-2000:]
   assert not (small_disk / "run" / "checkpoints").exists()
@@ -218,14 +220,14 @@ def test_disk_filling_up_mid_run_keeps_earlier_checkpoints(small, small_disk, mo
 
 
 def test_a_second_run_on_a_locked_workdir_exits_at_once_and_a_killed_holder_does_not_block(
-    data_root, tmp_path):
+    data_root, tmp_path, capfd):
   first = _start(tmp_path, data_root, "--epochs=40")
   try:
     _wait_for(tmp_path / "checkpoints" / "1", first)
     t0 = time.time()
-    second = _start(tmp_path, data_root, "--epochs=40", "--learning_rate=0.01")
-    _, err = second.communicate(timeout=120)
-    assert second.returncode == 1
+    code, err = helpers.cli(capfd, "experiments.mnist", *CLI, "--epochs=40",
+                            "--learning_rate=0.01", f"--workdir={tmp_path}")
+    assert code == 1
     line = err.strip().splitlines()[-1]
     assert line.startswith("error: ") and f"is in use by PID {first.pid} on " in line, line
     assert time.time() - t0 < 60
@@ -235,9 +237,7 @@ def test_a_second_run_on_a_locked_workdir_exits_at_once_and_a_killed_holder_does
     first.send_signal(signal.SIGKILL)
     first.communicate()
   # The kernel released the dead holder's lock: the same command resumes.
-  third = _start(tmp_path, data_root, "--epochs=2")
-  _, err = third.communicate(timeout=300)
-  assert third.returncode == 0, err[-2000:]
+  _resume(capfd, tmp_path, "--epochs=2")
 
 
 def _largest_array_file(checkpoint_dir: pathlib.Path) -> pathlib.Path:

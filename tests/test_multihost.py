@@ -65,22 +65,57 @@ def _params(workdir):
   return jax.tree_util.tree_leaves(runner.load_run(workdir)[2].params)
 
 
-@pytest.mark.slow
-def test_two_processes_train_and_evaluate_like_one_process_with_two_devices(data_root, tmp_path,
-                                                                           capfd):
+def test_two_processes_stop_together_resume_and_equal_one_process_with_two_devices(
+    data_root, tmp_path, capfd):
+  """Two processes train until kill -9 of process 1: process 0 (blocked in a collective)
+  stops within --peer_timeout with one line, not XLA's abort minutes later; the same
+  command on both resumes from the last checkpoint; the whole run then equals one
+  process with two devices, and so does the evaluation shared out over the two."""
   two, one = tmp_path / "two", tmp_path / "one"
-  results = _two_processes(two, data_root, "--epochs=2")
+  port = _free_port()
+  common = ["--distributed", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+            "--coordinator_timeout=60", "--peer_timeout=5", f"--workdir={two}", *ARGS]
+  procs = [subprocess.Popen([sys.executable, "-m", "experiments.mnist", *common,
+                             f"--process_id={i}", "--epochs=500"],
+                            cwd=ROOT, env=_env(1, data_root), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+  try:
+    deadline = time.monotonic() + TIMEOUT
+    metrics = two / "metrics.jsonl"
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+      assert time.monotonic() < deadline and procs[0].poll() is None, "no epoch was saved"
+      time.sleep(0.2)
+    procs[1].kill()
+    killed = time.monotonic()
+    _, err = procs[0].communicate(timeout=TIMEOUT)
+    waited = time.monotonic() - killed
+  finally:
+    for p in procs:
+      p.kill()
+  assert procs[0].returncode == 1
+  last = err.strip().splitlines()[-1]
+  assert last.startswith("error: --distributed: process 1 stopped answering"), err[-3000:]
+  assert "start all the processes again with the same command" in last
+  assert "Fatal Python error" not in err and waited < 5 + 20, waited
+  done = runner.load_run(two)[3]  # the newest checkpoint
+  # The same command on both processes resumes from the last checkpoint.
+  before = [r for r in _records_whole(two) if r["epoch"] < done]
+  epochs = done + 1
+  results = _two_processes(two, data_root, f"--epochs={epochs}")
   for i, (code, err) in enumerate(results):
     assert code == 0, f"process {i}:\n{err[-3000:]}"
     assert f"Process {i} of 2: 1 local devices of 2" in err
+  assert f"Resuming from the checkpoint of epoch {done}" in results[0][1]
+  rec_two = _records(two)  # one metrics file, one line per epoch, written by process 0 only
+  assert [r["epoch"] for r in rec_two] == list(range(1, epochs + 1))
+  assert rec_two[:len(before)] == before
+  assert rec_two[-1]["step"] == epochs * (1024 // 64)
+  # One process with two devices, the same epochs at one go: the same numbers.
   single = subprocess.run([sys.executable, "-m", "experiments.mnist", f"--workdir={one}",
-                           "--epochs=2", *ARGS], cwd=ROOT, env=_env(2, data_root),
+                           f"--epochs={epochs}", *ARGS], cwd=ROOT, env=_env(2, data_root),
                           capture_output=True, text=True, timeout=TIMEOUT)
   assert single.returncode == 0, single.stderr[-3000:]
-  # One metrics file, one line per epoch, written by process 0 only.
-  rec_two, rec_one = _records(two), _records(one)
-  assert [r["epoch"] for r in rec_two] == [1, 2]
-  for a, b in zip(rec_two, rec_one):
+  for a, b in zip(rec_two, _records(one), strict=True):
     for k in ("train_elbo", "test_elbo", "test_kl", "grad_norm"):
       np.testing.assert_allclose(a[k], b[k], rtol=2e-5, err_msg=k)
   for a, b in zip(_params(two), _params(one)):
@@ -113,45 +148,3 @@ def test_unreachable_coordinator_fails_with_one_line_in_time(data_root, tmp_path
   assert last.startswith("error: --distributed: process 1 could not join 2 processes"), last
   assert "--coordinator_timeout=5s" in last
   assert elapsed < 60, elapsed
-
-
-def test_a_killed_process_stops_the_other_with_one_line_and_both_resume(data_root, tmp_path):
-  """kill -9 of process 1 mid-run: process 0 (blocked in a collective) stops within
-  --peer_timeout with one line, not XLA's abort minutes later; the same command on
-  both processes resumes from the last checkpoint."""
-  port = _free_port()
-  common = ["--distributed", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-            "--coordinator_timeout=60", "--peer_timeout=5", f"--workdir={tmp_path}", *ARGS]
-  procs = [subprocess.Popen([sys.executable, "-m", "experiments.mnist", *common,
-                             f"--process_id={i}", "--epochs=500"],
-                            cwd=ROOT, env=_env(1, data_root), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True) for i in range(2)]
-  try:
-    deadline = time.monotonic() + TIMEOUT
-    metrics = tmp_path / "metrics.jsonl"
-    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
-      assert time.monotonic() < deadline and procs[0].poll() is None, "no epoch was saved"
-      time.sleep(0.2)
-    procs[1].kill()
-    killed = time.monotonic()
-    _, err = procs[0].communicate(timeout=TIMEOUT)
-    waited = time.monotonic() - killed
-  finally:
-    for p in procs:
-      p.kill()
-  assert procs[0].returncode == 1
-  last = err.strip().splitlines()[-1]
-  assert last.startswith("error: --distributed: process 1 stopped answering"), err[-3000:]
-  assert "start all the processes again with the same command" in last
-  assert "Fatal Python error" not in err and waited < 5 + 20, waited
-  done = runner.load_run(tmp_path)[3]  # the newest checkpoint
-  # The same command on both processes resumes from the last checkpoint.
-  before = [r for r in _records_whole(tmp_path) if r["epoch"] < done]
-  results = _two_processes(tmp_path, data_root, f"--epochs={done + 1}")
-  for code, err in results:
-    assert code == 0, err[-3000:]
-  assert f"Resuming from the checkpoint of epoch {done}" in results[0][1]
-  rec = _records(tmp_path)
-  assert [r["epoch"] for r in rec] == list(range(1, done + 2))
-  assert rec[:len(before)] == before
-  assert rec[-1]["step"] == (done + 1) * (1024 // 64)
