@@ -58,3 +58,10 @@ def data_root() -> pathlib.Path:
 def mnist(data_root) -> data.Dataset:
   return data.load_mnist(data_root / "mnist")
 
+
+
+def pytest_collection_modifyitems(items):
+  """The slow tier first: xdist hands tests out in this order, so the long ones start
+  early and the short ones fill both workers at the end instead of one worker finishing
+  a long test alone."""
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
