@@ -24,7 +24,7 @@ _TITLES = {"reconstructions": "test images (odd rows) and reconstructions (even 
 
 def model_images(parts, test_x, key) -> dict[str, jax.Array]:
   """The images behind a model's pictures, a pure function to `jax.jit` with the
-  parameters (as the runner does; op by op it cost 0.35 s per evaluation):
+  parameters (as the runner does):
   "reconstructions" `[64, *event]` of `test_x[:64]`, 64 "samples" `[64, *event]` drawn
   with `key` from the prior, and, for a 2-d N(0, I) prior, the "manifold" `[400, *event]`
   (Figure 4)."""
