@@ -59,7 +59,6 @@ def mnist(data_root) -> data.Dataset:
   return data.load_mnist(data_root / "mnist")
 
 
-
 def pytest_collection_modifyitems(items):
   """The slow tier first: xdist hands tests out in this order, so the long ones start
   early and the short ones fill both workers at the end instead of one worker finishing

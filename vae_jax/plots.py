@@ -1,8 +1,9 @@
 """Pictures on the host: image grids, the latent manifold, the latent scatter.
 
-Everything here takes numpy arrays and writes PNGs through matplotlib's
-object-oriented `Figure` (no pyplot): importing this module switches no backend,
-so a notebook keeps its inline plots. Nothing here runs under `jit`.
+`model_images` is the one pure function (jit it with the parameters); everything
+else takes numpy arrays and writes PNGs through matplotlib's object-oriented `Figure`
+(no pyplot): importing this module switches no backend, so a notebook keeps its
+inline plots.
 """
 
 import pathlib

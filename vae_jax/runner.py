@@ -104,10 +104,9 @@ def _epochs(config, recipe, dataset, workdir, settings, stop) -> dict[str, Any]:
     workdir_lib.write_config(workdir, settings)  # only now, with the state accepted
     log = workdir_lib.MetricsLog(workdir, start, ckpt.record(start) if start else None)
     epoch_fn = _epoch_fn(config, recipe, mesh)
-    pictures = functools.partial(_pictures, workdir, log, model, test_x, dataset)
     if start >= config.epochs:
       logging.info("Nothing to train: the checkpoint in %s already has %d epochs", workdir, start)
-      pictures(multihost.local_copy(state.params), start, True)
+      _pictures(workdir, log, model, multihost.local_copy(state.params), test_x, dataset, start, True)
       return log.last_record()
     batches = train.epoch_batches(train_images, root, start, config.batch_size, mesh)
     epoch_fn = _compile_within_memory(epoch_fn, state, batches, root, config, recipe)
@@ -135,7 +134,7 @@ def _epochs(config, recipe, dataset, workdir, settings, stop) -> dict[str, Any]:
                        log.wall_before + time.perf_counter() - loop_start)
       ckpt.save(epoch + 1, state, root, record)
       log.record(record)
-      pictures(params, epoch + 1, last)
+      _pictures(workdir, log, model, params, test_x, dataset, epoch + 1, last)
       _log_epoch(config, record, times)
       if stopping:
         logging.warning("%s: stopping after epoch %d; its checkpoint is saved. Run the same "
@@ -292,7 +291,7 @@ def _model_images(parts_fn, params, x, key):
   return plots.model_images(parts_fn(params), x, key)
 
 
-def _pictures(workdir, log, model, test_x, dataset, params, step: int, write_png: bool) -> None:
+def _pictures(workdir, log, model, params, test_x, dataset, step: int, write_png: bool) -> None:
   """TensorBoard grids at every evaluation; PNGs (and the latent scatter) at the end."""
   if jax.process_index() != 0:
     return
