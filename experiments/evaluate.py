@@ -46,6 +46,9 @@ METHODS = ("iwae", "ais", "bdmc")
 class EvaluateOptions:
   """What `experiments.evaluate` computes, and with how much memory at once."""
   workdir: str = setting("", "The workdir of the training run to evaluate (required).")
+  model: str = setting("", "The MODULE:FUNCTION that built a run of your own model, as "
+                       "trained: the run's config.json names it, and it is imported only "
+                       "when named here too (as you would unpickle only what you trust).")
   k: int = setting(5000, "Importance samples of the log p(x) estimate.", lower=1)
   large_L: int = setting(100, "Samples of z for the second ELBO estimate.", lower=1)
   chunk_size: int = setting(500, "Importance samples evaluated at once.", lower=1)
@@ -77,7 +80,8 @@ def evaluate_run(ns) -> dict:
   if not opts.workdir:
     raise ValueError("workdir='': pass the workdir of a training run, e.g. workdir=runs/mnist")
   workdir = sweep.workdir(opts.workdir, "")
-  config, model, state, epoch = runner.load_run(workdir, opts.epoch)
+  config, model, state, epoch = runner.load_run(workdir, opts.epoch,
+                                                   model=opts.model or None)
   if jax.process_index() == 0:  # before the work, not after it
     workdir_lib.check_writable(workdir)
   dataset = datasets.load_for(config, ns.data)

@@ -119,3 +119,25 @@ def test_help_lists_the_flags_with_their_help(capsys):
   assert mnist.main(["--helpshort"]) == 0
   out = capsys.readouterr().out
   assert "--L: Monte Carlo samples of z per data point." in out and "--latent_dims" in out
+
+
+def test_a_run_folder_naming_foreign_code_is_refused_without_model(tmp_path, monkeypatch,
+                                                                   capfd):
+  """A config.json naming `evilmod:build`, importable from here, is never imported
+  by `experiments.evaluate` unless --model names it too: one line, exit 1."""
+  from tests import helpers  # pylint: disable=g-import-not-at-top
+  marker = tmp_path / "ran"
+  (tmp_path / "evilmod.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                                       f"def build(config, image_shape): pass\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  saved = {**dataclasses.asdict(config.RunConfig()), "model": "evilmod:build",
+           "data": {"train_examples": 10, "image_shape": [2, 2, 1]}}
+  (tmp_path / "config.json").write_text(__import__("json").dumps(saved))
+  code, err = helpers.cli(capfd, "experiments.evaluate", f"--workdir={tmp_path}")
+  assert code == 1 and not marker.exists()
+  assert err.strip().splitlines()[-1] == (
+      f"error: --workdir={tmp_path}: its config.json names the model builder 'evilmod:build', "
+      f"code that loading the run would import and run; if you trust that folder, pass "
+      f"--model=evilmod:build"), err
+  code, err = helpers.cli(capfd, "experiments.evaluate", f"--workdir={tmp_path}", "--model=mlp")
+  assert code == 1 and not marker.exists() and "trained with --model=evilmod:build" in err, err

@@ -2,6 +2,7 @@
 its schedules, the loss with its KL weight, keys, and the settings refused."""
 
 import dataclasses
+import json
 import math
 
 import jax
@@ -53,6 +54,8 @@ def test_unknown_names_are_refused_naming_the_setting():
     C.RunConfig(prng="nope").root_key()
   with pytest.raises(ValueError, match=r"objective=vi: expected one of \['elbo', 'iwae'\]"):
     C.RunConfig(objective="vi")
+  with pytest.raises(ValueError, match=r"flow_steps=1000000000: must be <= 256"):
+    C.RunConfig(posterior="iaf", flow_steps=10 ** 9)
 
 
 def test_prng_names_the_generator_of_the_root_key():
@@ -106,3 +109,74 @@ def test_the_run_config_is_frozen_and_round_trips_through_its_dict():
     config.latent_dim = 3
   saved = dataclasses.asdict(config)
   assert C.RunConfig(**{**saved, "hidden_sizes": tuple(saved["hidden_sizes"])}) == config
+
+
+def _config_json(tmp_path, **changes):
+  saved = {**dataclasses.asdict(C.RunConfig()),
+           "data": {"train_examples": 100, "test_examples": 10, "input_dim": 4,
+                    "image_shape": [2, 2, 1]}}
+  for name, value in changes.items():
+    if value is _DROP:
+      saved.pop(name)
+    else:
+      saved[name] = value
+  path = tmp_path / "config.json"
+  path.write_text(json.dumps(saved))
+  return path
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("latent_dim", "8", 'latent_dim="8": must be a integer'),
+    ("seed", 0.5, "seed=0.5: must be a integer"),
+    ("hidden_sizes", 64, "hidden_sizes=64: must be a list of integers"),
+    ("learning_rate", "0.001", 'learning_rate="0.001": must be a number'),
+    ("epochs", "ten", 'epochs="ten": must be a integer'),
+    ("epochs", 0, "epochs=0: must be >= 1"),
+    ("skip_nonfinite", 1, "skip_nonfinite=1: must be a boolean"),
+    ("model", 123, "model=123: must be a string"),
+    ("model", None, "model=null: must be a string"),
+    ("model", "os:", "model='os:': expected one of"),
+    ("colour", "red", "unknown setting 'colour'"),
+])
+def test_a_config_json_is_checked_field_by_field(tmp_path, field, value, message):
+  path = _config_json(tmp_path, **{field: value})
+  with pytest.raises(ValueError) as e:
+    C.read_run_config(path)
+  assert str(e.value).startswith(f"{path}: ") and message in str(e.value), str(e.value)
+  assert "\n" not in str(e.value)
+
+
+def test_a_config_json_reads_back_its_settings_and_takes_defaults_for_missing_ones(tmp_path):
+  config, sizes = C.read_run_config(_config_json(tmp_path, latent_dim=7, hidden_sizes=[9, 8],
+                                                 beta=1, compute_dtype=_DROP))
+  assert config == C.RunConfig(latent_dim=7, hidden_sizes=(9, 8), beta=1.0)
+  assert sizes["image_shape"] == [2, 2, 1] and isinstance(config.beta, float)
+  with pytest.raises(ValueError, match="needs train_examples"):
+    C.read_run_config(_config_json(tmp_path, data={"image_shape": [2, 2, 1]}))
+
+
+def _returns_42(config, image_shape):  # pylint: disable=unused-argument
+  return 42
+
+
+@pytest.mark.parametrize("name,message", [
+    ("os:system", "is a built-in function, not a model builder"),
+    ("json:dumps", "cannot be called as dumps(config, image_shape)"),
+    ("math:pi", "is a float, not a model builder"),
+    ("builtins:print", "is a built-in function, not a model builder"),
+    ("collections:OrderedDict", "is a type, not a model builder"),
+    ("tests.test_config:_returns_42", "returned int '42', which has no init or parts method"),
+    ("nosuchmodule:build", "cannot import it (No module named 'nosuchmodule')"),
+    ("math:nosuch", "cannot import it"),
+])
+def test_every_bad_model_builder_is_one_line_naming_model(name, message, capsys):
+  with pytest.raises(ValueError) as e:
+    C.RunConfig(model=name).build_model((2, 2, 1))
+  assert str(e.value).startswith(f"model={name!r}: ") and message in str(e.value), str(e.value)
+  assert capsys.readouterr().out == ""  # print was not handed the config to print
+  for bad in (":", "a:", ":b", "a b:c", "1x:f"):
+    with pytest.raises(ValueError, match="model=.*expected one of"):
+      C.RunConfig(model=bad)

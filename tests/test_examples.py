@@ -25,8 +25,12 @@ def test_the_nnx_example_trains_resumes_and_evaluates_through_the_runner(data_ro
   records = helpers.run_metrics(tmp_path)
   assert [r["epoch"] for r in records] == [1, 2, 3]
   assert records[-1]["test_elbo"] > records[0]["test_elbo"]  # it learns
-  code, err = helpers.cli(capfd, "experiments.evaluate", f"--workdir={tmp_path}", "--k=50",
-                          "--large_L=3", "--test_examples=100")
+  evaluate = ["experiments.evaluate", f"--workdir={tmp_path}", "--k=50", "--large_L=3",
+              "--test_examples=100"]
+  # config.json names code: it is imported only when the command line names it too.
+  code, err = helpers.cli(capfd, *evaluate)
+  assert code == 1 and "pass --model=examples.nnx_vae:build" in err, err[-3000:]
+  code, err = helpers.cli(capfd, *evaluate, "--model=examples.nnx_vae:build")
   assert code == 0, err[-3000:]
   result = json.loads((tmp_path / "evaluation.json").read_text())
   assert result["epoch"] == 3

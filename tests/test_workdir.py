@@ -113,6 +113,22 @@ def test_stop_request_turns_signals_into_a_flag_and_restores_the_handlers():
   assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_a_ctrl_c_swallowed_while_the_model_was_built_is_a_stop_request():
+  """The entry point's SIGINT handler counts a Ctrl-C that Python swallowed (raised in
+  an XLA callback during the build); the run's stop request takes it over."""
+  from experiments import errors  # pylint: disable=g-import-not-at-top
+  counted = errors.Interrupts()
+  previous = signal.signal(signal.SIGINT, counted)
+  try:
+    with W.StopRequest() as stop:
+      assert stop.signal is None
+    counted.count = 1
+    with W.StopRequest() as stop:
+      assert stop.signal == "SIGINT"
+  finally:
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_markdown_table():
   assert W.markdown_table(["a", "b"], [[1, 2.345]]) == "| a | b |\n|---|---|\n| 1 | 2.35 |"
 

@@ -6,8 +6,10 @@ optimizer, the input transform and the extra metrics. Plain arguments, no flags:
 
 import dataclasses
 import importlib
+import inspect
 import logging
 import math
+import re
 from typing import Any, Callable, NamedTuple, Protocol
 
 import jax
@@ -31,6 +33,7 @@ from vae_jax.settings import setting
 RESUMABLE = ("epochs", "keep_checkpoints", "skip_nonfinite", "learning_rate", "eval_every",
              "data_path", "log_grad_norm")
 MODELS = ("mlp", "conv", "two_layer")
+_BUILDER = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")  # your own model: MODULE:FUNCTION
 OBJECTIVES = ("elbo", "iwae")
 # Mixed precision: matmuls in bfloat16, parameters, optimizer state, likelihoods and KLs float32.
 COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
@@ -77,7 +80,8 @@ class RunConfig:
                            "Rezende & Mohamed 2015) or iaf (inverse autoregressive flow, "
                            "Kingma et al. 2016) over that Gaussian, --flow_steps steps "
                            "(--model=mlp or conv).", choices=("gaussian",) + flows.FLOWS)
-  flow_steps: int = setting(2, "Steps of the --posterior flow (0: the Gaussian).", lower=0)
+  flow_steps: int = setting(2, "Steps of the --posterior flow (0: the Gaussian; papers use "
+                            "up to 80 planar steps).", lower=0, upper=256)
   flow_hidden: tuple[int, ...] = setting((200,), "Hidden widths of each IAF step's MADE "
                                          "network (--posterior=iaf).", lower=1, nonempty=True)
   prior: str = setting("normal", "p(z): normal (N(0, I)) or vamp (the VampPrior, Tomczak & "
@@ -139,9 +143,9 @@ class RunConfig:
 
   def __post_init__(self):
     settings.check(self)
-    if self.model not in MODELS and ":" not in self.model:
+    if self.model not in MODELS and not _BUILDER.fullmatch(self.model):
       raise ValueError(f"model={self.model!r}: expected one of {list(MODELS)} or "
-                       f"MODULE:FUNCTION (your own model)")
+                       f"MODULE:FUNCTION (your own model, e.g. examples.nnx_vae:build)")
     if self.model not in ("mlp", "conv") and (self.posterior != "gaussian"
                                              or self.prior != "normal"):
       raise ValueError(f"posterior={self.posterior!r}, prior={self.prior!r}: flows and the "
@@ -178,13 +182,7 @@ class RunConfig:
     """
     image_shape = tuple(image_shape)
     if ":" in self.model:
-      module, _, name = self.model.partition(":")
-      try:
-        build = getattr(importlib.import_module(module), name)
-      except (ImportError, AttributeError) as e:
-        raise ValueError(f"model={self.model!r}: cannot import it ({e}); give MODULE:FUNCTION "
-                         f"importable from here, e.g. examples.nnx_vae:build") from None
-      return build(self, image_shape)
+      return _checked_model(self.model, import_builder(self.model)(self, image_shape))
     head, dtype = models.likelihood_head(self.likelihood), COMPUTE_DTYPES[self.compute_dtype]
     flow = flows.make(self.posterior, self.flow_steps, self.latent_dim, self.flow_hidden)
     k = self.pseudo_inputs if self.prior == "vamp" else 0
@@ -204,6 +202,44 @@ class RunConfig:
                                   activation=self.activation, likelihood=head,
                                   image_shape=image_shape, dtype=dtype)
     return models.LinenModel(module)
+
+
+def import_builder(name: str) -> Callable:
+  """The function "MODULE:FUNCTION" names, imported: one that takes (config,
+  image_shape). Raises ValueError naming `model=` for every way it can be wrong."""
+  fix = "give MODULE:FUNCTION of a function (config, image_shape) -> model, e.g. " \
+        "examples.nnx_vae:build"
+  if not isinstance(name, str) or not _BUILDER.fullmatch(name):
+    raise ValueError(f"model={name!r}: not of the form MODULE:FUNCTION; {fix}")
+  module, _, attr = name.partition(":")
+  try:
+    build = getattr(importlib.import_module(module), attr)
+  except (ImportError, AttributeError) as e:
+    raise ValueError(f"model={name!r}: cannot import it ({e}); {fix}") from None
+  if not callable(build) or inspect.isbuiltin(build) or inspect.isclass(build):
+    what = "a built-in function" if inspect.isbuiltin(build) else f"a {type(build).__name__}"
+    raise ValueError(f"model={name!r}: is {what}, not a model builder; {fix}")
+  try:
+    inspect.signature(build).bind(None, ())
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"model={name!r}: cannot be called as {attr}(config, image_shape) "
+                     f"({e}); {fix}") from None
+  return build
+
+
+def _checked_model(name: str, model):
+  missing = [m for m in ("init", "parts") if not callable(getattr(model, m, None))]
+  if missing:
+    raise ValueError(f"model={name!r}: returned {type(model).__name__} {str(model)[:40]!r}, "
+                     f"which has no {' or '.join(missing)} method; the builder must return "
+                     f"a model with init(key) and parts(params)")
+  try:
+    hash(model)
+  except TypeError:
+    raise ValueError(f"model={name!r}: returned an unhashable {type(model).__name__}; the "
+                     f"model must be hashable (a static argument of compiled "
+                     f"evaluations), e.g. a frozen dataclass") from None
+  return model
 
 
 class Model(Protocol):
@@ -278,6 +314,24 @@ def make_loss(config: RunConfig, model: Model, num_train: int) -> losses.LossFn:
   beta = lambda step: config.beta * warmup(step)
   return losses.elbo_loss(model.parts, num_samples=config.num_samples,
                           estimator=config.estimator, beta=beta)
+
+
+def read_run_config(path) -> tuple[RunConfig, dict]:
+  """A run's config.json: (its `RunConfig`, its data sizes), each field checked
+  against its declaration (type, bounds, unknown names: one line naming the field).
+  Nothing is imported: a MODULE:FUNCTION it names is only a string here."""
+  from vae_jax import workdir  # pylint: disable=g-import-not-at-top
+  saved = workdir.read_json(path)
+  if not isinstance(saved, dict) or not isinstance(saved.get("data"), dict):
+    raise ValueError(f"{path}: not a run's config.json (no \"data\" object of sizes); repair "
+                     f"or delete it")
+  sizes = saved.pop("data")
+  shape = sizes.get("image_shape") or LEGACY_IMAGE_SHAPES.get(sizes.get("input_dim", 784))
+  if (not isinstance(sizes.get("train_examples"), int) or not isinstance(shape, (list, tuple))
+      or not all(isinstance(v, int) and v > 0 for v in shape)):
+    raise ValueError(f"{path}: data={settings.json_repr(sizes)}: needs train_examples (an "
+                     f"integer) and image_shape (a list of sizes); repair or delete it")
+  return settings.from_dict(RunConfig, saved, str(path)), {**sizes, "image_shape": list(shape)}
 
 
 def initial_state(model: Model, optimizer, root) -> train.TrainState:

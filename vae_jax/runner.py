@@ -66,6 +66,8 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir, *,
   """
   workdir = pathlib.Path(workdir)
   workdir_lib.check_is_dir(workdir)
+  if not fresh and (workdir / "config.json").is_file():
+    config_lib.read_run_config(workdir / "config.json")  # a damaged one: one line, now
   config = config_lib.resolve(config)
   _check_config(config, dataset)
   recipe = config_lib.build(config, dataset.image_shape, dataset.train.shape[0], model)
@@ -150,19 +152,22 @@ def _epochs(config, recipe, dataset, workdir, settings, stop) -> dict[str, Any]:
         log.close()
 
 
-def load_run(workdir, epoch: int | None = None):
+def load_run(workdir, epoch: int | None = None, *, model: str | None = None):
   """A finished or running run's (RunConfig, model, TrainState, epoch) from its workdir;
-  `model` has `init` and `parts` (see `train_and_evaluate`)."""
+  `model` has `init` and `parts` (see `train_and_evaluate`).
+
+  A run of your own model records the "MODULE:FUNCTION" that builds it in its
+  config.json. Loading would import and call that code, so, as with a pickle, it
+  runs only when you name the same builder: `model="MODULE:FUNCTION"`
+  (`--model` on the command line). Built-in models need nothing.
+  """
   workdir = pathlib.Path(workdir)
   if not (workdir / "config.json").is_file():
     raise ValueError(f"workdir={workdir}: no config.json there; pass the workdir of a "
                      f"training run")
-  saved = workdir_lib.read_json(workdir / "config.json")
-  sizes = saved.pop("data")
-  config = RunConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
-  image_shape = (sizes.get("image_shape")
-                 or config_lib.LEGACY_IMAGE_SHAPES[sizes.get("input_dim", 784)])
-  model = config.build_model(tuple(image_shape))
+  config, sizes = config_lib.read_run_config(workdir / "config.json")
+  _check_builder(workdir, config.model, model)
+  model = config.build_model(tuple(sizes["image_shape"]))
   optimizer = config_lib.make_optimizer(config, sizes["train_examples"])
   root = config.root_key()
   ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints")
@@ -176,6 +181,17 @@ def load_run(workdir, epoch: int | None = None):
   finally:
     ckpt.close()
   return config, model, state, epoch
+
+
+def _check_builder(workdir, recorded: str, named: str | None) -> None:
+  """Refuses a run whose config.json names code the caller did not name."""
+  if named and named != recorded:
+    raise ValueError(f"model={named}: the run in {workdir} was trained with model={recorded}; "
+                     f"pass that, or leave model out for a built-in model")
+  if ":" in recorded and named != recorded:
+    raise ValueError(f"workdir={workdir}: its config.json names the model builder "
+                     f"{recorded!r}, code that loading the run would import and run; if you "
+                     f"trust that folder, pass model={recorded}")
 
 
 def _check_config(config: RunConfig, dataset: data_lib.Dataset) -> None:

@@ -8,6 +8,7 @@ derived from the same fields, so a setting is written in one place. No flags her
 """
 
 import dataclasses
+import json
 import math
 import typing
 from typing import Any, Sequence
@@ -89,3 +90,58 @@ def _problem(meta: dict, items: Sequence, is_tuple: bool) -> str | None:
     if meta["above"] is not None and not v > meta["above"]:
       return f"must be > {meta['above']}"
   return None
+
+
+def from_dict(cls, values: dict, source: str):
+  """An instance of `cls` from a JSON-like dict (e.g. a run's config.json), each value
+  checked against its declaration: unknown names, wrong types and values out of
+  bounds raise ValueError naming `source` and the setting."""
+  if not isinstance(values, dict):
+    raise ValueError(f"{source}: expected a JSON object of settings, got "
+                     f"{type(values).__name__}")
+  declared = {f.name: f for f in fields(cls)}
+  unknown = sorted(set(values) - set(declared))
+  if unknown:
+    raise ValueError(f"{source}: unknown setting {unknown[0]!r} (known: "
+                     f"{', '.join(sorted(declared))}); remove it")
+  out = {}
+  for name, value in values.items():
+    typ, is_tuple, optional = base_type(cls, declared[name])
+    if value is None and optional:
+      out[name] = None
+      continue
+    if is_tuple:
+      ok = isinstance(value, (list, tuple)) and all(_is(v, typ) for v in value)
+      value = tuple(typ(v) for v in value) if ok else value
+    else:
+      ok = _is(value, typ)
+      value = typ(value) if ok else value
+    if not ok:
+      kind = _KINDS.get(typ, typ.__name__)
+      raise ValueError(f"{source}: {name}={json_repr(value)}: must be "
+                       f"{'a list of ' + kind + 's' if is_tuple else 'a ' + kind}")
+    out[name] = value
+  try:
+    return cls(**out)
+  except ValueError as e:
+    raise ValueError(f"{source}: {e}") from None
+
+
+_KINDS = {int: "integer", float: "number", str: "string", bool: "boolean (true or false)"}
+
+
+def _is(value, typ) -> bool:
+  if typ is bool:
+    return isinstance(value, bool)
+  if typ is int:
+    return isinstance(value, int) and not isinstance(value, bool)
+  if typ is float:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+  return isinstance(value, typ)
+
+
+def json_repr(value) -> str:
+  try:
+    return json.dumps(value)
+  except TypeError:
+    return repr(value)

@@ -53,6 +53,10 @@ class StopRequest:
         self._old[sig] = signal.signal(sig, self._handle)
       except ValueError:  # not the main thread: leave signals alone
         pass
+    # A Ctrl-C the entry point's handler counted (one raised inside an XLA callback
+    # while the model was built is swallowed there) is a request already.
+    if getattr(self._old.get(signal.SIGINT), "count", 0):
+      self.signal = "SIGINT"
     return self
 
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
