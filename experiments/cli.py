@@ -32,11 +32,14 @@ class Entry(NamedTuple):
     defaults), or a function of the parsed flags returning a preset name or None.
   renames: library argument -> flag, where this entry shows an argument under
     another flag (e.g. batch_size -> iwae_batch_size).
+  memory_flags: the flags that lower memory, from the parsed settings (e.g. for the
+    evaluation method chosen); None: the training flags (`errors.MEMORY_FLAGS`).
   """
   body: Callable[[Any], Any]
   schemas: dict
   preset: Callable[[flags.FlagValues], str | None] | None = None
   renames: dict = {}
+  memory_flags: Callable[[Any], str] | None = None
 
 
 def define(fv: flags.FlagValues, cls) -> None:
@@ -126,13 +129,18 @@ def main(entry: Entry, argv: list[str] | None = None) -> int:
     return errors.report(f"unexpected arguments: {rest[1:]}; every setting is a --flag")
   _quiet_logging()
 
+  advice = [errors.MEMORY_FLAGS]
+
   def body():
     ns = _namespace(entry, fv)
+    if entry.memory_flags is not None:
+      advice[0] = entry.memory_flags(ns)
     if not hasattr(ns, "cluster"):
       return entry.body(ns)
     with cluster.joined(ns.cluster):
       return entry.body(ns)
-  return errors.run_under_policy(body, lambda m: errors.as_flags(m, fv, flag_renames(entry)))
+  return errors.run_under_policy(body, lambda m: errors.as_flags(m, fv, flag_renames(entry)),
+                                 lambda: advice[0])
 
 
 def _namespace(entry: Entry, fv: flags.FlagValues):

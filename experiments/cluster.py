@@ -31,7 +31,7 @@ class ClusterOptions:
                                    "(--distributed).", lower=0)
   coordinator_timeout: int = setting(300, "Seconds to wait for every process to join "
                                      "(--distributed).", lower=1)
-  peer_timeout: int = setting(30, "Seconds without a heartbeat from another process after "
+  peer_timeout: int = setting(20, "Seconds without a heartbeat from another process after "
                               "which this one stops with one line, its checkpoints intact "
                               "(--distributed).", lower=5)
 
@@ -115,10 +115,33 @@ def joined(options: ClusterOptions):
                     options.peer_timeout)
   try:
     yield
-  except BaseException:
+  except BaseException as e:
     watch.stop(finished=False)  # the others will see this process stop answering
+    why = peer_failure(e)
+    if why:
+      raise errors.Failure(
+          f"--distributed: {why}; process {jax.process_index()} stops too. Every checkpoint "
+          f"saved is intact: start all the processes again with the same command to "
+          f"resume") from None
     raise
   watch.stop(finished=True)
+
+
+# What XLA's collectives say when the process at the other end is gone.
+_PEER_GONE = ("connection reset", "connection closed", "broken pipe", "connection refused",
+              "socket closed", "end of file", "peer")
+
+
+def peer_failure(e: BaseException) -> str | None:
+  """The one-line reason when `e` is a collective that failed because another process
+  died (a reset connection, a closed socket), else None."""
+  if type(e).__name__ not in ("XlaRuntimeError", "JaxRuntimeError"):
+    return None
+  text = str(e).lower()
+  if not any(s in text for s in _PEER_GONE):
+    return None
+  first = next((l.strip() for l in str(e).splitlines() if l.strip()), "")
+  return f"a collective with another process failed, which has probably died ({first[:160]})"
 
 
 class PeerWatch:

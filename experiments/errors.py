@@ -54,9 +54,13 @@ def _out_of_memory(e: Exception) -> bool:
                             "Unable to allocate", "Failed to allocate"))
 
 
-def run_under_policy(body, shown) -> int:
+MEMORY_FLAGS = "--batch_size, --L, --k, --chunk_size or --eval_batch_size"
+
+
+def run_under_policy(body, shown, memory_flags=lambda: MEMORY_FLAGS) -> int:
   """Runs `body()`; returns 0, or the exit status after one line (`shown` turns a
-  library message into the command line's words)."""
+  library message into the command line's words; `memory_flags()` names the flags
+  that lower memory, for what `body` was doing)."""
   # Ctrl-C raises KeyboardInterrupt even where the parent started us with SIGINT
   # ignored (a background job, a test runner's worker), and is remembered.
   interrupts = Interrupts()
@@ -78,8 +82,7 @@ def run_under_policy(body, shown) -> int:
     if not _out_of_memory(e):
       raise
     first = str(e).strip().splitlines()[0][:200]
-    return report(f"out of memory ({first}); lower --batch_size, --L, --k, --chunk_size or "
-                  f"--eval_batch_size")
+    return report(f"out of memory ({first}); lower {memory_flags()}")
   finally:
     signal.signal(signal.SIGINT, previous)
 

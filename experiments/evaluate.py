@@ -64,8 +64,10 @@ class EvaluateOptions:
   ais_examples: int = setting(1000, "Test images (--method=ais) or simulated examples "
                               "(--method=bdmc) to evaluate.", lower=1)
   ais_intermediate: int = setting(1000, "AIS's intermediate distributions (moves) on the "
-                                  "sigmoid schedule.", lower=1)
+                                  "sigmoid schedule.", lower=1, upper=ais.MAX_INTERMEDIATE)
   ais_chains: int = setting(16, "AIS chains per example.", lower=1)
+  ais_pilot_chains: int = setting(4, "Chains of the pilot run that adapts AIS's HMC step sizes "
+                                  "(frozen for the estimate, so it stays unbiased).", lower=1)
   ais_start: str = setting("prior", "AIS's initial distribution: prior or posterior (q(z|x)).",
                            choices=ais.STARTS)
   leapfrog_steps: int = setting(10, "Leapfrog steps of each HMC move.", lower=1)
@@ -87,8 +89,14 @@ def evaluate_run(ns) -> dict:
   dataset = datasets.load_for(config, ns.data)
   _, test_x = data_lib.model_inputs(dataset, config.binarize)
   key = jax.random.key(opts.eval_seed)
-  logging.info("Evaluating %s (epoch %d) on %d test images: %s", workdir, epoch,
-               test_x.shape[0], opts.method)
+  n = test_x.shape[0]
+  if opts.method == "ais" and opts.ais_examples > n:
+    logging.warning("--ais_examples=%d: the test set has %d images; scoring all %d",
+                    opts.ais_examples, n, n)
+  scored = {"iwae": f"{n} test images", "ais": f"the first {min(n, opts.ais_examples)} test "
+            f"images", "bdmc": f"{opts.ais_examples} examples simulated from the model"}
+  logging.info("Evaluating %s (epoch %d) with %s on %s (the latent usage on all %d test "
+               "images)", workdir, epoch, opts.method, scored[opts.method], n)
   result = _previous(workdir, epoch)
   result.update({"workdir": str(workdir), "epoch": epoch})
   with workdir_lib.StopRequest() as stop:
@@ -154,12 +162,27 @@ def _log_px(opts, model, params, x, key, poll) -> dict:
 def _ais_settings(opts) -> dict:
   return dict(num_chains=opts.ais_chains, num_intermediate=opts.ais_intermediate,
               start=opts.ais_start, num_leapfrog=opts.leapfrog_steps,
-              batch_size=opts.ais_batch_size)
+              pilot_chains=opts.ais_pilot_chains, batch_size=opts.ais_batch_size)
+
+
+def _ais_call(fn, *args, **kwargs):
+  """fn (an AIS driver) whose memory refusal names this command's flags."""
+  try:
+    return fn(*args, **kwargs)
+  except ais.TooLarge as e:
+    raise ValueError(f"{e.what}; {_memory_flags_of('ais')}") from None
+
+
+def _memory_flags_of(method: str) -> str:
+  if method == "iwae":
+    return "lower --iwae_batch_size or --chunk_size"
+  return "lower --ais_batch_size or --ais_chains"
 
 
 def _ais(opts, model, params, x, key, poll) -> dict:
   """AIS of x, and the k-sample bound of the same images."""
-  result = ais.log_likelihood(model.parts, params, x, key, stop=poll, **_ais_settings(opts))
+  result = _ais_call(ais.log_likelihood, model.parts, params, x, key, stop=poll,
+                     **_ais_settings(opts))
   logging.info("AIS log p(x) ~ %.3f nats (%d images; Monte Carlo s.e. %.4f, over images %.3f; "
                "acceptance %.2f), %.0fs", result["log_px"], result["n"], result["mc_stderr"],
                result["data_stderr"], result["acceptance"], result["seconds"])
@@ -172,8 +195,8 @@ def _ais(opts, model, params, x, key, poll) -> dict:
 def _bdmc(opts, model, params, test_x, key, poll) -> dict:
   """BDMC on --ais_examples examples simulated from the model."""
   dim = int(evaluate.encoder_means(model.parts, params, test_x[:1]).shape[-1])
-  result = ais.bdmc(model.parts, params, key, num_examples=opts.ais_examples, dim=dim,
-                    stop=poll, **_ais_settings(opts))
+  result = _ais_call(ais.bdmc, model.parts, params, key, num_examples=opts.ais_examples,
+                     dim=dim, stop=poll, **_ais_settings(opts))
   logging.info("BDMC on %d simulated examples: %.3f <= log p(x) <= %.3f nats, gap %.3f",
                result["n"], result["lower"]["log_px"], result["upper"]["log_px"], result["gap"])
   return result
@@ -182,7 +205,8 @@ def _bdmc(opts, model, params, test_x, key, poll) -> dict:
 # The library's arguments of the log p(x) estimate, as this entry point's flags.
 ENTRY = cli.Entry(evaluate_run, {"evaluate": EvaluateOptions, "data": datasets.DataOptions,
                                  "cluster": cluster.ClusterOptions},
-                  renames={"batch_size": "iwae_batch_size", "num_samples": "k"})
+                  renames={"batch_size": "iwae_batch_size", "num_samples": "k"},
+                  memory_flags=lambda ns: _memory_flags_of(ns.evaluate.method)[len("lower "):])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -117,7 +117,7 @@ def test_frey_face_and_figure2(data_root, tmp_path, capfd):
 
 
 @pytest.mark.slow
-def test_evaluate_and_gradient_variance(data_root, tmp_path, capfd):
+def test_evaluate_and_gradient_variance(data_root, tmp_path, capfd, monkeypatch):
   common = ["--train_examples=512", "--test_examples=100", f"--workdir={tmp_path}"]
   out = in_process(capfd, "experiments.gradient_variance", *common, "--epochs=1", "--hidden_sizes=32",
             "--Ls=1,4", "--repeats=5", "--minibatch=10")
@@ -137,13 +137,23 @@ def test_evaluate_and_gradient_variance(data_root, tmp_path, capfd):
                "--ais_batch_size=4", "--k=20"]
   out = in_process(capfd, "experiments.evaluate", *common, "--method=ais", *ais_flags)
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "AIS: 6 examples x 4 chains x 20 moves: about" in out.stderr
+  assert "AIS: 6 examples x 4 chains x 20 moves (and a pilot of 4 chains): about" in out.stderr
+  assert "with ais on the first 6 test images" in out.stderr
+  # Memory: refused before any chain runs, naming this command's AIS flags.
+  from vae_jax import memory  # pylint: disable=g-import-not-at-top
+  with monkeypatch.context() as m:
+    m.setattr(memory, "available_bytes", lambda: 1000)
+    out = in_process(capfd, "experiments.evaluate", *common, "--method=ais", *ais_flags)
+  assert out.returncode == 1 and "AIS: 6 examples" not in out.stderr
+  assert out.stderr.strip().splitlines()[-1].endswith(
+      "GiB are free; lower --ais_batch_size or --ais_chains"), out.stderr[-2000:]
   out = in_process(capfd, "experiments.evaluate", *common, "--method=bdmc", *ais_flags)
   assert out.returncode == 0, out.stderr[-3000:]
   result = json.loads((tmp_path / "evaluation.json").read_text())
   assert result["log_px_k20"]["n"] == 100  # the IWAE figures are still there
   got = result["ais_from_prior"]
   assert got["n"] == 6 and got["num_intermediate"] == 20 and 0 < got["acceptance"] <= 1
+  assert got["pilot_chains"] == 4
   assert got["iwae_k20_same_images"]["n"] == 6 and got["log_px"] < 0
   bdmc = result["bdmc"]
   assert bdmc["n"] == 6 and bdmc["gap"] == bdmc["upper"]["log_px"] - bdmc["lower"]["log_px"]

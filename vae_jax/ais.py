@@ -382,7 +382,12 @@ def sigmoid_betas(num_intermediate: int, index) -> np.ndarray:
 
 
 class TooLarge(ValueError):
-  """A call of the AIS driver would need more memory than is free."""
+  """A call of the AIS driver would need more memory than is free: `what` says how
+  much and why, the message adds which arguments to lower."""
+
+  def __init__(self, what: str):
+    super().__init__(f"{what}; lower num_chains or batch_size")
+    self.what = what
 
 
 class _Runner:
@@ -473,13 +478,10 @@ def _plan_segment(runner: _Runner, xb, zb) -> tuple[int, float]:
                                0, probe))
   stats = runner.advance.lower(*args).compile().memory_analysis()
   if stats is not None:
-    try:
-      memory.check_fits(stats.temp_size_in_bytes + stats.output_size_in_bytes, 0.8,
-                        f"AIS needs about {{gib}} per call (num_chains={runner.num_chains} "
-                        f"chains x batch_size={xb.shape[0]} examples)",
-                        "lower num_chains or batch_size")
-    except ValueError as e:
-      raise TooLarge(str(e)) from None
+    need, free = stats.temp_size_in_bytes + stats.output_size_in_bytes, memory.available_bytes()
+    if free is not None and need > 0.8 * free:
+      raise TooLarge(f"AIS needs about {need / 2**30:.2f} GiB per call ({runner.num_chains} "
+                     f"chains x {xb.shape[0]} examples), but {free / 2**30:.2f} GiB are free")
 
   def timed():
     t0 = time.perf_counter()
