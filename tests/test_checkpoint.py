@@ -3,6 +3,7 @@ damaged checkpoint, the record kept with each, and a run's consistency checks.""
 
 import shutil
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,7 +32,7 @@ def test_round_trip_restores_arrays_epoch_and_record(tmp_path):
   assert sorted(ckpt._manager.all_steps()) == [2, 3]  # pylint: disable=protected-access
   epoch, state = ckpt.restore(_state(0), KEY)
   assert epoch == 3
-  jax.tree_util.tree_map(np.testing.assert_array_equal, state, _state(3))
+  chex.assert_trees_all_equal(state, _state(3))
   assert ckpt.record(3) == {"epoch": 3, "test_elbo": -97.0}
   epoch, state = ckpt.restore(_state(0), KEY, epoch=2)
   assert epoch == 2 and float(state["w"][0, 0]) == 2.0

@@ -120,7 +120,9 @@ def test_mnist_through_tfds_equals_the_idx_files(data_root, tmp_path, monkeypatc
 
   TFDS's own cap for tests (`max_examples_per_split`) keeps the first 5,000 examples of
   each file: preparing all 70,000 (a PNG each) took 30 of this test's 45 s."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds = pytest.importorskip("tensorflow_datasets", reason="TFDS is the tfds extra: pip install "
+                             "-e '.[test,tfds]' (CI does)")
+  pytest.importorskip("tensorflow", reason="TFDS's builders need tensorflow (the tfds extra)")
   n = 5000
   monkeypatch.setattr(tfds.download, "DownloadConfig", functools.partial(
       tfds.download.DownloadConfig, max_examples_per_split=n))

@@ -62,6 +62,7 @@ import subprocess
 import sys
 import time
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -122,7 +123,7 @@ def test_same_seed_gives_bitwise_identical_runs(small, tmp_path):
   runner.train_and_evaluate(CONFIG, small, tmp_path / "b")
   assert helpers.run_metrics(tmp_path / "a") == helpers.run_metrics(tmp_path / "b")
   (_, a), (_, b) = _restore(tmp_path / "a"), _restore(tmp_path / "b")
-  jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+  chex.assert_trees_all_equal(a, b)
 
 
 def _start(workdir, data_root, *args):
@@ -168,7 +169,7 @@ def test_sigkill_mid_run_resumes_to_identical_numbers(uninterrupted, data_root, 
   assert helpers.run_metrics(tmp_path) == helpers.run_metrics(uninterrupted)
   (ea, a), (eb, b) = _restore(tmp_path), _restore(uninterrupted)
   assert ea == eb == 4
-  jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+  chex.assert_trees_all_equal(a, b)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -327,7 +328,7 @@ def test_a_checkpoint_without_checksum_from_an_older_version_restores_unverified
         state, jax.random.key(CONFIG.seed))
   assert got_epoch == 3
   assert any("has no checksum" in r.getMessage() for r in caplog.records)
-  jax.tree_util.tree_map(np.testing.assert_array_equal, got, state)
+  chex.assert_trees_all_equal(got, state)
 
 
 def test_a_run_that_saved_no_checkpoint_does_not_block_the_corrected_command(small, tmp_path):

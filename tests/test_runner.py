@@ -4,6 +4,7 @@ to the same numbers, clear errors for bad settings."""
 import dataclasses
 import json
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -54,7 +55,7 @@ def test_resumed_run_equals_uninterrupted_run(small, whole, tmp_path):
   runner.train_and_evaluate(CONFIG, small, parts)
   assert helpers.run_metrics(parts) == helpers.run_metrics(whole)
   a, b = runner.load_run(whole)[2], runner.load_run(parts)[2]
-  jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+  chex.assert_trees_all_equal(a, b)
 
 
 def test_another_prng_is_another_stream_that_resumes_alike(small, whole, tmp_path):
@@ -68,7 +69,7 @@ def test_another_prng_is_another_stream_that_resumes_alike(small, whole, tmp_pat
   assert helpers.run_metrics(parts) == helpers.run_metrics(whole)
   config, _, state, _ = runner.load_run(parts)
   assert config.prng == "philox4x32"
-  jax.tree_util.tree_map(np.testing.assert_array_equal, state, runner.load_run(whole)[2])
+  chex.assert_trees_all_equal(state, runner.load_run(whole)[2])
   # Same seed, another generator (the default threefry's run): other draws, a bound as
   # good within noise.
   a, b = helpers.run_metrics(whole)[-1], helpers.run_metrics(threefry[0])[-1]
