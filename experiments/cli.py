@@ -12,7 +12,9 @@ when built from Python too.
 """
 
 import dataclasses
+import os
 import sys
+import textwrap
 import typing
 from typing import Any, Callable, NamedTuple
 
@@ -22,6 +24,29 @@ from absl import logging
 from experiments import cluster
 from experiments import errors
 from vae_jax import settings
+from vae_jax.settings import setting
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeOptions:
+  """The process."""
+  compilation_cache: str = setting(
+      "", "Where XLA keeps compiled programs between runs, so that a second run of the same "
+      "settings starts sooner (default: $JAX_COMPILATION_CACHE_DIR if set, else "
+      "$XDG_CACHE_HOME/vae_jax/xla, else ~/.cache/vae_jax/xla); none: keep nothing.")
+
+  def __post_init__(self):
+    settings.check(self)
+
+  def cache_dir(self) -> str | None:
+    if self.compilation_cache == "none":
+      return None
+    if self.compilation_cache:
+      return os.path.expanduser(self.compilation_cache)
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):  # JAX's own setting
+      return os.environ["JAX_COMPILATION_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(base, "vae_jax", "xla")
 
 
 class Entry(NamedTuple):
@@ -95,10 +120,15 @@ def flag_renames(entry: Entry) -> dict:
   return {**out, **entry.renames}
 
 
+def schemas(entry: Entry) -> dict:
+  """The entry's settings classes and the process's (`RuntimeOptions`)."""
+  return {**entry.schemas, "runtime": RuntimeOptions}
+
+
 def flag_values(entry: Entry, argv: list[str]) -> flags.FlagValues:
   """A fresh set of the entry's flags, parsed from `argv` (raises flags.Error)."""
   fv = flags.FlagValues()
-  for cls in entry.schemas.values():
+  for cls in schemas(entry).values():
     define(fv, cls)
   fv(["prog", *argv])
   return fv
@@ -116,10 +146,10 @@ def main(entry: Entry, argv: list[str] | None = None) -> int:
   written one line for an error."""
   argv = sys.argv[1:] if argv is None else list(argv)
   fv = flags.FlagValues()
-  for cls in entry.schemas.values():
+  for cls in schemas(entry).values():
     define(fv, cls)
   if any(a in ("--help", "--helpshort", "--helpfull", "-h", "-?") for a in argv):
-    print(f"{sys.modules['__main__'].__doc__ or ''}\n{fv.get_help()}")
+    print(f"{sys.modules['__main__'].__doc__ or ''}\n{help_text(entry)}")
     return 0
   try:
     rest = fv(["prog", *argv])
@@ -133,6 +163,8 @@ def main(entry: Entry, argv: list[str] | None = None) -> int:
 
   def body():
     ns = _namespace(entry, fv)
+    _compilation_cache(ns.runtime)
+    _log_settings(entry, fv, ns)
     if entry.memory_flags is not None:
       advice[0] = entry.memory_flags(ns)
     if not hasattr(ns, "cluster"):
@@ -145,14 +177,71 @@ def main(entry: Entry, argv: list[str] | None = None) -> int:
 
 def _namespace(entry: Entry, fv: flags.FlagValues):
   from vae_jax import presets  # pylint: disable=g-import-not-at-top
-  values = {}
-  for attr, cls in entry.schemas.items():
+  values = {"preset_name": None}
+  for attr, cls in schemas(entry).items():
     base = None
     if attr == "run" and entry.preset is not None:
       name = entry.preset(fv)
       base = presets.get(name) if name else None
+      values["preset_name"] = name
     values[attr] = build(fv, cls, base)
   return typing.cast(Any, type("Settings", (), values))
+
+
+def _shown(value) -> str:
+  return ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
+
+
+def effective_settings(entry: Entry, fv: flags.FlagValues, ns) -> list[str]:
+  """The settings of `ns` that differ from their declared defaults, each as
+  "--flag=value (from a flag | preset NAME)"."""
+  out = []
+  for attr, cls in schemas(entry).items():
+    value, default = getattr(ns, attr), cls()
+    for f in settings.fields(cls):
+      v = getattr(value, f.name)
+      if v != getattr(default, f.name):
+        name = settings.flag_name(f)
+        source = "flag" if fv[name].present else f"preset {ns.preset_name}"
+        out.append(f"--{name}={_shown(v)} ({source})")
+  return out
+
+
+def _log_settings(entry: Entry, fv: flags.FlagValues, ns) -> None:
+  changed = effective_settings(entry, fv, ns)
+  logging.info("Settings (all others at their defaults; --help lists them): %s",
+               ", ".join(changed) if changed else "the defaults")
+
+
+def _compilation_cache(options: RuntimeOptions) -> None:
+  """JAX's persistent compilation cache in `options`' folder (or none)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  path = options.cache_dir()
+  jax.config.update("jax_compilation_cache_dir", path)
+  if path is not None and "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+    # Keep every program that took a moment: the epoch, the evaluations, the pictures.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
+def help_text(entry: Entry) -> str:
+  """Every flag of `entry`, grouped by what it sets, with its default and bounds."""
+  groups: dict[str, list[str]] = {}
+  for cls in schemas(entry).values():
+    for f in settings.fields(cls):
+      group = f.metadata.get("group") or (cls.__doc__ or cls.__name__).splitlines()[0]
+      default = f.default
+      shown = "" if default in (None, "", ()) else f"={_shown(default)}"
+      head = f"  --{settings.flag_name(f)}{shown}"
+      bounds = settings.describe_bounds(f)
+      if bounds:
+        head += f"  [{bounds}]"
+      body = textwrap.fill(f.metadata["help"], 88, initial_indent=" " * 6,
+                           subsequent_indent=" " * 6)
+      groups.setdefault(group.rstrip(".").capitalize(), []).append(f"{head}\n{body}")
+  parts = [f"{name}:\n" + "\n".join(lines) for name, lines in groups.items()]
+  parts.append("Flags from a file:\n  --flagfile=FILE\n      One --flag=value a line; "
+               "flags after it on the command line win.")
+  return "\n\n".join(parts)
 
 
 def _quiet_logging() -> None:

@@ -107,10 +107,17 @@ def as_flags(message: str, fv, renames: dict) -> str:
 
 
 class QuietLibraries:
-  """Drops orbax's INFO chatter (a dozen lines per checkpoint) from the absl log."""
+  """Drops orbax's INFO chatter (a dozen lines per checkpoint) and JAX's "Unable to
+  initialize backend" lines from the absl log."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    return record.levelno > std_logging.INFO or "/orbax/" not in record.pathname
+    if record.levelno > std_logging.INFO:
+      return True
+    # JAX says at every start that it found no TPU: on a machine without one, not news.
+    if record.name.startswith("jax._src.xla_bridge") and "Unable to initialize backend" in (
+        record.getMessage()):
+      return False
+    return "/orbax/" not in record.pathname
 
 
 def exit_now(code: int) -> None:

@@ -115,7 +115,22 @@ def evaluate_run(ns) -> dict:
   result["peak_memory_mb"] = evaluate.peak_memory_mb()
   if jax.process_index() == 0:
     workdir_lib.write_atomic(workdir / "evaluation.json", json.dumps(result, indent=2) + "\n")
+    workdir_lib.add_evaluation(workdir, epoch, _figures(result))
   return result
+
+
+def _figures(result: dict) -> dict:
+  """evaluation.json's headline numbers, for TensorBoard's eval/ tags."""
+  out = {"active_units": result["latent_usage"]["active_units"]}
+  for name, value in result.items():
+    if name.startswith(("log_px_k", "ais_from_")):
+      out[name] = value["log_px"]
+    elif name.startswith("elbo_L"):
+      out[name] = value["elbo"]
+    elif name == "bdmc":
+      out.update(bdmc_lower=value["lower"]["log_px"], bdmc_upper=value["upper"]["log_px"],
+                 bdmc_gap=value["gap"])
+  return out
 
 
 def _previous(workdir, epoch: int) -> dict:

@@ -31,9 +31,20 @@ class TrainOptions:
       lower=1, unique=True)
   fresh: bool = setting(False, "Delete the workdir's checkpoints and metrics and start over "
                         "instead of resuming.")
+  list_presets: bool = setting(False, "Print every --preset: its name, what it is and its "
+                               "measured result; then exit.")
 
   def __post_init__(self):
     settings.check(self)
+
+
+def list_presets() -> str:
+  """Every preset: its name, what it is, and its measured (or the paper's) result."""
+  lines = []
+  for name in sorted(presets.PRESETS):
+    what, result = presets.describe(name)
+    lines.append(f"{name}\n    {what}" + (f"\n    {result}" if result else ""))
+  return "\n".join(lines) + "\n\n--preset=NAME starts from one; flags given beside it win."
 
 
 def workdir(path: str | None, default: str) -> pathlib.Path:
@@ -57,6 +68,9 @@ def entry(default_preset: str | None = None):
 
 def train_main(ns) -> list[dict] | dict:
   """Loads the data set of `ns.run` and trains it (or sweeps `ns.train.latent_dims`)."""
+  if ns.train.list_presets:
+    print(list_presets())
+    return {}
   logging.info("Loading the data set %s", ns.run.dataset)
   dataset = datasets.load_for(ns.run, ns.data)
   return train_all(ns.run, dataset, workdir(ns.train.workdir, f"runs/{ns.run.dataset}"),

@@ -132,6 +132,9 @@ def test_evaluate_and_gradient_variance(data_root, tmp_path, capfd, monkeypatch)
   assert result["test_examples"] == 100 and result["epoch"] == 1
   assert result["log_px_k20"]["log_px"] > result["elbo_L5"]["elbo"] - 1.0
   assert "log p(x), k=20: 100/100 examples" in out.stderr
+  tags = {v.tag for e in helpers.tensorboard_events(tmp_path / "tensorboard")
+          for v in e.summary.value}
+  assert {"eval/log_px_k20", "eval/elbo_L5", "eval/active_units"} <= tags, tags
   # AIS and BDMC add their figures beside the IWAE ones of the same epoch.
   ais_flags = ["--ais_examples=6", "--ais_intermediate=20", "--ais_chains=4", "--leapfrog_steps=2",
                "--ais_batch_size=4", "--k=20"]

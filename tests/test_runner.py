@@ -49,6 +49,29 @@ def test_short_run_improves_the_bound_and_writes_every_file(whole):
   assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [1, 2, 3]
 
 
+def test_tensorboard_shows_grouped_scalars_the_settings_and_no_duplicate_images(small, whole,
+                                                                               tmp_path):
+  """The events read back: train/, test/ and eval/ tags (the learning rate among them), the
+  settings as text; running a finished run again adds no image events."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "copy"
+  shutil.copytree(whole[0], workdir)
+  events = helpers.tensorboard_events(workdir / "tensorboard")
+  tags = {v.tag for e in events for v in e.summary.value}
+  assert {"train/elbo", "train/learning_rate", "test/elbo", "test/kl", "eval/active_units",
+          "run/epoch_s"} <= tags, tags
+  lr = [v.simple_value for e in events for v in e.summary.value if v.tag == "train/learning_rate"]
+  assert lr == pytest.approx([CONFIG.learning_rate] * 3)
+  text = [v for e in events for v in e.summary.value if v.tag.startswith("settings")]
+  assert text and b"latent_dim" in text[0].tensor.string_val[0]
+  images = lambda: sum(v.HasField("image") for e in helpers.tensorboard_events(
+      workdir / "tensorboard") for v in e.summary.value)
+  before = images()
+  assert before > 0
+  runner.train_and_evaluate(CONFIG, small, workdir)  # nothing to train
+  assert images() == before
+
+
 def test_resumed_run_equals_uninterrupted_run(small, whole, tmp_path):
   whole, parts = whole[0], tmp_path / "parts"
   runner.train_and_evaluate(dataclasses.replace(CONFIG, epochs=1), small, parts)

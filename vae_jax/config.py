@@ -48,98 +48,98 @@ class RunConfig:
   # The data.
   dataset: str = setting("mnist", "mnist, frey_face, npz (--data_path=FILE.npz with 'train' "
                          "and 'test' arrays), folder (--data_path=DIR of PNG/JPEG images), "
-                         "tfds (--tfds_name=NAME).", choices=datasets.SOURCES)
+                         "tfds (--tfds_name=NAME).", choices=datasets.SOURCES, group="data")
   data_path: str = setting("", "The .npz file (--dataset=npz) or image directory "
-                           "(--dataset=folder).")
+                           "(--dataset=folder).", group="data")
   tfds_name: str = setting("", "A TFDS image data set with train and test splits "
-                           "(--dataset=tfds), e.g. fashion_mnist.")
+                           "(--dataset=tfds), e.g. fashion_mnist.", group="data")
   image_size: int = setting(0, "Resize --dataset=folder images to this many pixels square "
-                            "(0: keep their size).", lower=0)
+                            "(0: keep their size).", lower=0, group="data")
   binarize: str = setting(
       "dynamic", "dynamic: a fresh Bernoulli draw of each pixel every time an image is used; "
       "fixed: one draw made once with a constant seed; none: grey levels (the PyTorch "
       "example's inputs, for which the Bernoulli bound is not a likelihood; colour data takes "
-      "none).", choices=data.BINARIZATIONS)
+      "none).", choices=data.BINARIZATIONS, group="data")
   # The model.
   model: str = setting("mlp", "mlp (--hidden_sizes each side), conv (strided convs down, "
                        "transposed convs up), two_layer (Burda et al.'s two stochastic layers: "
                        "z2 of --latent_dim over z1 of twice that; its ELBO takes "
                        "--estimator=monte_carlo), or your own as MODULE:FUNCTION, a function "
-                       "(config, image_shape) -> model with init(key) and parts(params).")
-  latent_dim: int = setting(20, "Size of z.", lower=1)
+                       "(config, image_shape) -> model with init(key) and parts(params).", group="model")
+  latent_dim: int = setting(20, "Size of z.", lower=1, group="model")
   conv_channels: tuple[int, ...] = setting((32, 64), "Conv widths going down, reversed going "
                                            "up (--model=conv); each layer halves H and W.",
-                                           lower=1, nonempty=True)
+                                           lower=1, nonempty=True, group="model")
   conv_hidden: int = setting(256, "Dense units between the convs and z, each side "
-                             "(--model=conv).", lower=1)
+                             "(--model=conv).", lower=1, group="model")
   hidden_sizes: tuple[int, ...] = setting((400,), "Encoder hidden widths; the decoder mirrors "
-                                          "them.", lower=1, nonempty=True)
+                                          "them.", lower=1, nonempty=True, group="model")
   activation: str = setting("relu", "Hidden activation (tanh as in the paper, relu as in "
-                            "PyTorch's).", choices=sorted(models.ACTIVATIONS))
+                            "PyTorch's).", choices=sorted(models.ACTIVATIONS), group="model")
   posterior: str = setting("gaussian", "q(z|x): gaussian (diagonal), planar (planar flows, "
                            "Rezende & Mohamed 2015) or iaf (inverse autoregressive flow, "
                            "Kingma et al. 2016) over that Gaussian, --flow_steps steps "
-                           "(--model=mlp or conv).", choices=("gaussian",) + flows.FLOWS)
+                           "(--model=mlp or conv).", choices=("gaussian",) + flows.FLOWS, group="model")
   flow_steps: int = setting(2, "Steps of the --posterior flow (0: the Gaussian; papers use "
-                            "up to 80 planar steps).", lower=0, upper=256)
+                            "up to 80 planar steps).", lower=0, upper=256, group="model")
   flow_hidden: tuple[int, ...] = setting((200,), "Hidden widths of each IAF step's MADE "
-                                         "network (--posterior=iaf).", lower=1, nonempty=True)
+                                         "network (--posterior=iaf).", lower=1, nonempty=True, group="model")
   prior: str = setting("normal", "p(z): normal (N(0, I)) or vamp (the VampPrior, Tomczak & "
                        "Welling 2018: a mixture of the posteriors of --pseudo_inputs learned "
-                       "inputs; --model=mlp or conv).", choices=("normal", "vamp"))
+                       "inputs; --model=mlp or conv).", choices=("normal", "vamp"), group="model")
   pseudo_inputs: int = setting(500, "Learned pseudo-inputs of the VampPrior (--prior=vamp).",
-                               lower=1)
+                               lower=1, group="model")
   likelihood: str = setting(
       "bernoulli", "p(x|z): bernoulli (binary data), continuous_bernoulli (grey levels, "
       "--binarize=none), gaussian, gaussian_sigmoid_mean, discretized_logistic (8-bit data, "
-      "--binarize=none).", choices=sorted(models.LIKELIHOODS))
+      "--binarize=none).", choices=sorted(models.LIKELIHOODS), group="model")
   compute_dtype: str = setting(
       "float32", "Matmul precision: bfloat16 for mixed precision on a GPU or TPU (parameters, "
       "optimizer state, likelihoods and KLs stay float32); float32 everywhere else.",
-      choices=tuple(COMPUTE_DTYPES))
+      choices=tuple(COMPUTE_DTYPES), group="model")
   # The objective.
   objective: str = setting("elbo", "Training objective: elbo (with --L, --estimator, --beta, "
                            "--kl_warmup_epochs) or iwae (the k-sample bound, --k).",
-                           choices=OBJECTIVES)
-  num_samples: int = setting(1, "Monte Carlo samples of z per data point.", flag="L", lower=1)
+                           choices=OBJECTIVES, group="objective")
+  num_samples: int = setting(1, "Monte Carlo samples of z per data point.", flag="L", lower=1, group="objective")
   estimator: str = setting("analytic", "analytic: closed-form KL (B); monte_carlo: full "
-                           "estimator (A).", choices=objectives.ESTIMATORS)
+                           "estimator (A).", choices=objectives.ESTIMATORS, group="objective")
   beta: float = setting(1.0, "KL weight of the ELBO objective (1: the ELBO; other values: the "
-                        "beta-VAE objective).", lower=0.0)
+                        "beta-VAE objective).", lower=0.0, group="objective")
   kl_warmup_epochs: int = setting(0, "Epochs over which the KL weight rises linearly from 0 to "
-                                  "--beta.", lower=0)
+                                  "--beta.", lower=0, group="objective")
   iwae_samples: int = setting(5, "Importance samples of the IWAE training objective "
-                              "(--objective=iwae).", flag="k", lower=1)
+                              "(--objective=iwae).", flag="k", lower=1, group="objective")
   iwae_gradient: str = setting("standard", "Encoder gradient of the IWAE objective: standard, "
                                "or dreg (doubly reparameterized, Tucker et al. 2019).",
-                               choices=("standard", "dreg"))
+                               choices=("standard", "dreg"), group="objective")
   # The optimizer and its schedule.
-  batch_size: int = setting(128, "Examples per step.", lower=1)
-  epochs: int = setting(10, "Epochs to train (in all, counting resumed ones).", lower=1)
+  batch_size: int = setting(128, "Examples per step.", lower=1, group="training")
+  epochs: int = setting(10, "Epochs to train (in all, counting resumed ones).", lower=1, group="training")
   optimizer: str = setting("adam", "adam, adagrad as in the paper, or sgd.",
-                           choices=optimizers.OPTIMIZERS)
-  learning_rate: float = setting(1e-3, "Step size (peak of a schedule).", above=0.0)
+                           choices=optimizers.OPTIMIZERS, group="training")
+  learning_rate: float = setting(1e-3, "Step size (peak of a schedule).", above=0.0, group="training")
   lr_schedule: str = setting("constant", "constant; burda: Burda et al.'s 10**(-i/7) decay "
                              "over 3**i epochs (with Adam's eps 1e-4); warmup_cosine: "
                              "--warmup_epochs of linear warm-up, then a cosine decay to 0 at "
-                             "--epochs.", choices=optimizers.SCHEDULES)
+                             "--epochs.", choices=optimizers.SCHEDULES, group="training")
   warmup_epochs: int = setting(0, "Linear learning-rate warm-up of "
-                               "--lr_schedule=warmup_cosine.", lower=0)
-  adam_b2: float = setting(0.999, "Adam's second-moment decay.", lower=0.0, upper=0.999999)
+                               "--lr_schedule=warmup_cosine.", lower=0, group="training")
+  adam_b2: float = setting(0.999, "Adam's second-moment decay.", lower=0.0, upper=0.999999, group="training")
   skip_nonfinite: bool = setting(False, "Skip (and count) steps whose loss or gradient is not "
-                                 "finite instead of stopping.")
+                                 "finite instead of stopping.", group="training")
   log_grad_norm: bool = setting(False, "Log the gradient's global norm (epoch mean; always with "
-                                "--skip_nonfinite). One more pass over the gradients each step.")
+                                "--skip_nonfinite). One more pass over the gradients each step.", group="training")
   # Keys, evaluation and checkpoints.
   seed: int = setting(0, "Root of every key: init, shuffle, binarization, z.", lower=0,
-                      upper=2 ** 63 - 1)
+                      upper=2 ** 63 - 1, group="evaluation and checkpoints")
   prng: str = setting("threefry2x32", "jax.random's generator for the root key: threefry2x32 "
                       "(JAX's default) or philox4x32 (Random123's Philox: the binarization "
-                      "noise twice as fast on a CPU).")
+                      "noise twice as fast on a CPU).", group="evaluation and checkpoints")
   eval_every: int = setting(1, "Evaluate, checkpoint and log every N epochs (and at the last "
-                            "one, or when stopped).", lower=1)
-  eval_batch_size: int = setting(1000, "Test examples evaluated at once.", lower=1)
-  keep_checkpoints: int = setting(3, "Checkpoints kept.", lower=1)
+                            "one, or when stopped).", lower=1, group="evaluation and checkpoints")
+  eval_batch_size: int = setting(1000, "Test examples evaluated at once.", lower=1, group="evaluation and checkpoints")
+  keep_checkpoints: int = setting(3, "Checkpoints kept.", lower=1, group="evaluation and checkpoints")
 
   def __post_init__(self):
     settings.check(self)
@@ -283,11 +283,17 @@ def build(config: RunConfig, image_shape, num_train: int, model: Model | None = 
   model = config.build_model(image_shape) if model is None else model
   conv_on_cpu = (config.model == "conv" and jax.default_backend() == "cpu"
                  and jax.process_count() == 1)
-  extra = lambda record: {}
-  if config.likelihood == "discretized_logistic":  # 8-bit data: the papers' unit
-    dims = math.prod(image_shape)
-    extra = lambda record: {"test_bits_per_dim": float(
-        distributions.bits_per_dim(record["test_elbo"], dims))}
+  schedule = optimizers.learning_rate_schedule(
+      config.learning_rate, schedule=config.lr_schedule,
+      steps_per_epoch=num_train // config.batch_size, epochs=config.epochs,
+      warmup_epochs=config.warmup_epochs)
+  dims = math.prod(image_shape)
+
+  def extra(record: dict) -> dict:
+    out = {"learning_rate": float(schedule(max(record["step"] - 1, 0)))}  # its last step's
+    if config.likelihood == "discretized_logistic":  # 8-bit data: the papers' unit
+      out["test_bits_per_dim"] = float(distributions.bits_per_dim(record["test_elbo"], dims))
+    return out
   knob = (f"iwae_samples={config.iwae_samples}" if config.objective == "iwae"
           else f"num_samples={config.num_samples}")
   return Recipe(model, make_loss(config, model, num_train), make_optimizer(config, num_train),

@@ -16,6 +16,26 @@ def burda_schedule(learning_rate: float, steps_per_epoch: int) -> optax.Schedule
   return optax.piecewise_constant_schedule(learning_rate, boundaries)
 
 
+def learning_rate_schedule(learning_rate: float, *, schedule: str = "constant",
+                           steps_per_epoch: int = 1, epochs: int = 1,
+                           warmup_epochs: int = 0) -> optax.Schedule:
+  """The step size at each step: "constant"; "burda" (`burda_schedule`); or
+  "warmup_cosine": linear warm-up over `warmup_epochs`, then a cosine decay to 0 at
+  `epochs`."""
+  if not learning_rate > 0:
+    raise ValueError(f"learning_rate={learning_rate}: must be > 0")
+  if schedule not in SCHEDULES:
+    raise ValueError(f"lr_schedule={schedule!r}: expected one of {list(SCHEDULES)}")
+  if schedule == "burda":
+    return burda_schedule(learning_rate, steps_per_epoch)
+  if schedule == "warmup_cosine":
+    total = max(1, epochs * steps_per_epoch)
+    return optax.warmup_cosine_decay_schedule(0.0, learning_rate,
+                                              min(warmup_epochs * steps_per_epoch, total - 1),
+                                              total, end_value=0.0)
+  return optax.constant_schedule(learning_rate)
+
+
 def make_optimizer(name: str, learning_rate: float, *, schedule: str = "constant",
                    steps_per_epoch: int = 1, epochs: int = 1, warmup_epochs: int = 0,
                    b2: float = 0.999) -> optax.GradientTransformation:
@@ -25,26 +45,16 @@ def make_optimizer(name: str, learning_rate: float, *, schedule: str = "constant
     name: "adam", "adagrad" or "sgd".
     learning_rate: the (peak) step size, > 0.
     schedule: "constant"; "burda" (`burda_schedule`, with Adam's epsilon 1e-4
-      as in Burda et al.); or "warmup_cosine": linear warm-up over
-      `warmup_epochs`, then a cosine decay to 0 at `epochs`.
+      as in Burda et al.); or "warmup_cosine" (see `learning_rate_schedule`).
     steps_per_epoch: for schedules counted in epochs.
     epochs, warmup_epochs: the length of the cosine schedule and its warm-up.
     b2: Adam's second-moment decay (0.999 by default; 0.95 trains Burda et
       al.'s VAE to a given bound in fewer epochs, see the burda_2016_fast preset).
   """
-  if not learning_rate > 0:
-    raise ValueError(f"learning_rate={learning_rate}: must be > 0")
-  if schedule not in SCHEDULES:
-    raise ValueError(f"lr_schedule={schedule!r}: expected one of {list(SCHEDULES)}")
-  if schedule == "burda":
-    lr = burda_schedule(learning_rate, steps_per_epoch)
-  elif schedule == "warmup_cosine":
-    total = max(1, epochs * steps_per_epoch)
-    lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate,
-                                            min(warmup_epochs * steps_per_epoch, total - 1),
-                                            total, end_value=0.0)
-  else:
-    lr = learning_rate
+  lr = learning_rate_schedule(learning_rate, schedule=schedule, steps_per_epoch=steps_per_epoch,
+                              epochs=epochs, warmup_epochs=warmup_epochs)
+  if schedule == "constant":
+    lr = learning_rate  # a float: optax's states then hold no step count
   if name == "adam":
     return optax.adam(lr, b2=b2, eps=1e-4 if schedule == "burda" else 1e-8)
   if name == "adagrad":

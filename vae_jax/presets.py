@@ -8,6 +8,7 @@ To add a preset: write a function here returning a RunConfig, and list it in `PR
 """
 
 import dataclasses
+import re
 
 from vae_jax.config import RunConfig
 
@@ -206,6 +207,20 @@ PRESETS = {f.__name__: f for f in (
     pytorch_example, kingma_welling, frey_face, figure2_mnist, figure2_frey_face, burda_2016,
     burda_2016_fast, burda_2016_vamp, burda_2016_iaf, burda_2016_iaf_vamp,
     burda_2016_two_layer, conv_mnist, conv_32x32x3, gradient_variance)}
+
+
+def describe(name: str) -> tuple[str, str]:
+  """(what preset `name` is, its measured or published result) from its docstring:
+  the first sentence, and the text from the line starting "Measured" or "The paper"
+  (or "")."""
+  doc = PRESETS[name].__doc__ or ""
+  what = re.split(r"(?<! al)\.\s", " ".join(doc.split("\n\n")[0].split()))[0].rstrip(".")
+  if len(what) > 100:  # the summary before the details
+    what = what.split(": ")[0]
+  lines = [l.strip() for l in doc.splitlines()]
+  result = next((" ".join(lines[i:]).split("  ")[0] for i, l in enumerate(lines)
+                 if l.startswith(("Measured", "The paper"))), "")
+  return what, " ".join(result.split())
 
 
 def get(name: str) -> RunConfig:

@@ -104,14 +104,22 @@ def _epochs(config, recipe, dataset, workdir, settings, stop) -> dict[str, Any]:
     steps_per_epoch = dataset.train.shape[0] // config.batch_size
     start, state = _resume(ckpt, state, root, steps_per_epoch)
     workdir_lib.write_config(workdir, settings)  # only now, with the state accepted
-    log = workdir_lib.MetricsLog(workdir, start, ckpt.record(start) if start else None)
+    log = workdir_lib.MetricsLog(workdir, start, ckpt.record(start) if start else None,
+                                 settings)
     epoch_fn = _epoch_fn(config, recipe, mesh)
     if start >= config.epochs:
       logging.info("Nothing to train: the checkpoint in %s already has %d epochs", workdir, start)
-      _pictures(workdir, log, model, multihost.local_copy(state.params), test_x, dataset, start, True)
+      # The PNGs again (cheap), but not TensorBoard's images: those of this epoch are there.
+      _pictures(workdir, None, model, multihost.local_copy(state.params), test_x, dataset, start,
+                True)
       return log.last_record()
     batches = train.epoch_batches(train_images, root, start, config.batch_size, mesh)
+    logging.info("Compiling the training epoch (XLA; the compilation cache lets a second run "
+                 "of the same settings skip most of it)")
+    t_compile = time.perf_counter()
     epoch_fn = _compile_within_memory(epoch_fn, state, batches, root, config, recipe)
+    logging.info("Compiled in %.1fs; training epochs %d to %d", time.perf_counter() - t_compile,
+                 start + 1, config.epochs)
     if multihost.any_process(stop.signal is not None):
       raise KeyboardInterrupt  # before any work worth saving: the run ends here
     times, loop_start, record = [], time.perf_counter(), {}
@@ -131,7 +139,8 @@ def _epochs(config, recipe, dataset, workdir, settings, stop) -> dict[str, Any]:
       test = evaluate.elbo_means(
           model.parts, params, test_x, train.eval_key(root), num_samples=config.num_samples,
           estimator=config.estimator, batch_size=config.eval_batch_size)
-      test["active_units"] = _active_units(model, params, test_x, config.eval_batch_size)
+      test["active_units"], test["latent_units"] = _active_units(model, params, test_x,
+                                                                 config.eval_batch_size)
       record = _record(config, recipe, epoch, state, m, test, times[-1],
                        log.wall_before + time.perf_counter() - loop_start)
       ckpt.save(epoch + 1, state, root, record)
@@ -283,7 +292,8 @@ def _record(config, recipe, epoch, state, m, test, seconds, wall_s) -> dict:
                if k not in ("grad_norm", "nonfinite_steps", "first_nonfinite_step", "steps")},
             "test_elbo": test["elbo"], "test_reconstruction": test["reconstruction"],
             "test_kl": test["kl"],
-            **({"active_units": test["active_units"]} if test["active_units"] is not None else {}),
+            **({"active_units": test["active_units"], "latent_units": test["latent_units"]}
+               if test["active_units"] is not None else {}),
             **({"grad_norm": float(m["grad_norm"])} if "grad_norm" in m else {}),
             "skipped_steps": int(m["nonfinite_steps"]),
             "examples_per_s": examples / seconds, "epoch_s": seconds,
@@ -292,12 +302,14 @@ def _record(config, recipe, epoch, state, m, test, seconds, wall_s) -> dict:
   return {**record, **recipe.extra_metrics(record)}
 
 
-def _active_units(model, params, test_x, batch_size: int) -> int | None:
-  """The model's active units on the test set, or None if its posterior has no `mean`."""
+def _active_units(model, params, test_x, batch_size: int) -> tuple[int | None, int | None]:
+  """(the model's active units on the test set, its latent dimensions), or (None, None)
+  if its posterior has no `mean`."""
   try:
-    return evaluate.latent_usage(model.parts, params, test_x, batch_size=batch_size)["active_units"]
+    usage = evaluate.latent_usage(model.parts, params, test_x, batch_size=batch_size)
   except AttributeError:  # a posterior without a mean (your own model's)
-    return None
+    return None, None
+  return usage["active_units"], len(usage["unit_variances"])
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -313,7 +325,8 @@ def _pictures(workdir, log, model, params, test_x, dataset, step: int, write_png
     return
   images = _model_images(model.parts, params, test_x[:64], jax.random.key(0))
   grids = plots.model_grids(images, test_x, dataset.image_shape)
-  log.add_images(grids, step)
+  if log is not None:
+    log.add_images(grids, step)
   if not write_png:
     return
   plots.save_model_grids(workdir, grids)
@@ -330,6 +343,8 @@ def _log_epoch(config: RunConfig, record: dict, times: list[float]) -> None:
   # The first epoch of a process compiles: leave it out of the estimate.
   epoch = record["epoch"]
   left = (config.epochs - epoch) * float(np.median(times[1:])) if times[1:] else None
+  if epoch == config.epochs:
+    left = 0.0
   if "train_iwae_bound" in record:
     train = f"train IWAE bound (k={config.iwae_samples}) {record['train_iwae_bound']:.2f}"
   else:
@@ -337,7 +352,11 @@ def _log_epoch(config: RunConfig, record: dict, times: list[float]) -> None:
     if record.get("train_beta", 1.0) != 1.0:
       train += (f" (objective {record['train_objective']:.2f} with mean beta "
                 f"{record['train_beta']:.3g})")
-  units = (f", {record['active_units']} active units" if "active_units" in record else "")
+  # Active units count the dimensions whose posterior mean moves with x, which the KL
+  # alone does not show: a KL can be large with every mean constant.
+  units = (f", {record['active_units']} active units (of {record['latent_units']}: "
+           f"Cov_x E_q[u|x] > {evaluate.ACTIVE_UNIT_THRESHOLD:g})" if "active_units" in record
+           else "")
   logging.info("epoch %d/%d  %s  test ELBO %.2f (recon %.2f, KL %.2f%s) nats  %.2fs (%.0f ex/s)"
                "  %s", epoch, config.epochs, train, record["test_elbo"],
                record["test_reconstruction"], record["test_kl"], units, record["epoch_s"],
@@ -345,8 +364,10 @@ def _log_epoch(config: RunConfig, record: dict, times: list[float]) -> None:
 
 
 def _duration(seconds: float | None) -> str:
+  if seconds == 0:
+    return "done"
   if seconds is None:
-    return "(time left after the next epoch)"
+    return "(time left: after the next epoch, the first not compiled)"
   m, s = divmod(int(round(seconds)), 60)
   h, m = divmod(m, 60)
   return (f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s") + " left"

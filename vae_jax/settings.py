@@ -17,7 +17,7 @@ from typing import Any, Sequence
 def setting(default: Any, help: str, *, flag: str | None = None,  # pylint: disable=redefined-builtin
             choices: Sequence[str] | None = None, lower: float | None = None,
             upper: float | None = None, above: float | None = None,
-            unique: bool = False, nonempty: bool = False) -> Any:
+            unique: bool = False, nonempty: bool = False, group: str | None = None) -> Any:
   """A dataclass field declaring one setting.
 
   Args:
@@ -29,11 +29,23 @@ def setting(default: Any, help: str, *, flag: str | None = None,  # pylint: disa
     above: an exclusive lower bound (e.g. a step size > 0).
     unique: a tuple's items must differ.
     nonempty: a tuple must hold at least one item.
+    group: its heading in `--help` (default: its class's).
   """
   meta = {"help": help, "flag": flag, "choices": tuple(choices) if choices else None,
           "lower": lower, "upper": upper, "above": above, "unique": unique,
-          "nonempty": nonempty}
+          "nonempty": nonempty, "group": group}
   return dataclasses.field(default=default, metadata=meta)
+
+
+def describe_bounds(field: dataclasses.Field) -> str:
+  """A setting's choices or bounds for `--help`, e.g. "one of: a, b" or ">= 1, <= 256"."""
+  meta = field.metadata
+  if meta.get("choices"):
+    return "one of: " + ", ".join(meta["choices"])
+  parts = [f">= {meta['lower']:g}" if meta.get("lower") is not None else "",
+           f"> {meta['above']:g}" if meta.get("above") is not None else "",
+           f"<= {meta['upper']:g}" if meta.get("upper") is not None else ""]
+  return ", ".join(p for p in parts if p)
 
 
 def flag_name(field: dataclasses.Field) -> str:

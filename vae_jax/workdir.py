@@ -206,9 +206,11 @@ class MetricsLog:
   images, resumed at epoch `start`: lines past it belong to epochs that run again.
   Process 0 writes; on the others every method does nothing."""
 
-  def __init__(self, workdir: pathlib.Path, start: int, start_record: dict | None = None):
+  def __init__(self, workdir: pathlib.Path, start: int, start_record: dict | None = None,
+               settings: dict | None = None):
     """`start_record`: epoch `start`'s record as its checkpoint keeps it, written
-    back if metrics.jsonl lost it (a kill while appending tears the last line)."""
+    back if metrics.jsonl lost it (a kill while appending tears the last line).
+    `settings`: the run's, shown as text in TensorBoard when the run starts."""
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
     self.path = workdir / "metrics.jsonl"
     self.primary = jax.process_index() == 0
@@ -224,6 +226,9 @@ class MetricsLog:
       write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
       self.writer = SummaryWriter(str(workdir / "tensorboard"),
                                   purge_step=start + 1 if start else None)
+      if settings is not None and not start:
+        rows = [[k, json.dumps(v)] for k, v in settings.items()]
+        self.writer.add_text("settings", markdown_table(["setting", "value"], rows), 0)
 
   def record(self, record: dict) -> None:
     if not self.primary:
@@ -232,7 +237,7 @@ class MetricsLog:
       f.write(json.dumps(record) + "\n")
     for k, v in record.items():
       if k not in ("epoch", "step"):
-        self.writer.add_scalar(k, v, record["epoch"])
+        self.writer.add_scalar(tensorboard_tag(k), v, record["epoch"])
 
   def add_images(self, grids: dict, step: int) -> None:
     """TensorBoard images: {name: `[H, W]` grey or `[H, W, 3]` colour grid}."""
@@ -249,6 +254,34 @@ class MetricsLog:
         self.writer.close()
       except OSError:  # a full disk: the error that stopped the run matters more
         pass
+
+
+_TRAIN_TAGS = ("learning_rate", "grad_norm", "skipped_steps")
+_EVAL_TAGS = ("active_units", "latent_units")
+
+
+def tensorboard_tag(name: str) -> str:
+  """A metrics record's key as a grouped TensorBoard tag: train/elbo, test/kl,
+  eval/active_units, run/epoch_s."""
+  for group in ("train", "test", "eval"):
+    if name.startswith(group + "_"):
+      return f"{group}/{name[len(group) + 1:]}"
+  if name in _TRAIN_TAGS:
+    return f"train/{name}"
+  return f"eval/{name}" if name in _EVAL_TAGS else f"run/{name}"
+
+
+def add_evaluation(workdir: pathlib.Path, epoch: int, figures: dict) -> None:
+  """Evaluation figures ({name: nats}) as TensorBoard scalars eval/NAME at `epoch`."""
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  if jax.process_index() != 0 or not figures:
+    return
+  writer = SummaryWriter(str(workdir / "tensorboard"))
+  try:
+    for name, value in figures.items():
+      writer.add_scalar(f"eval/{name}", value, epoch)
+  finally:
+    writer.close()
 
 
 def markdown_table(header: list[str], rows: list[list], float_format: str = ".2f") -> str:
