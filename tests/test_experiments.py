@@ -39,7 +39,10 @@ def test_the_main_command_trains_writes_its_files_and_resumes(data_root, tmp_pat
           "--latent_dim=2", "--batch_size=64", f"--workdir={tmp_path}"]
   code, err = helpers.cli(capfd, "experiments.mnist", *args)
   assert code == 0, err[-3000:]
-  assert "epoch 1/1  train ELBO" in err and " active units) nats" in err
+  assert "epoch 1/1  train ELBO" in err and " active units (of 2: Cov_x E_q[u|x] > 0.01))" in err
+  assert "Settings (all others at their defaults" in err and "--epochs=1 (flag)" in err
+  assert "Compiling the training epoch" in err and "Unable to initialize backend" not in err
+  assert err.rstrip().endswith("ex/s)  done")  # the last epoch: no time left to say
   for name in ("config.json", "metrics.jsonl", "samples.png", "manifold.png"):
     assert (tmp_path / name).is_file(), name
   code, err = helpers.cli(capfd, "experiments.mnist", *args[1:], "--epochs=2")
