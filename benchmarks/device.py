@@ -228,7 +228,7 @@ def main(argv):
 
 
 def summary(r: dict) -> str:
-  """The figures as Markdown, for README's Performance section."""
+  """The figures as Markdown, for docs/performance.md."""
   lines = [f"{r['machine']['device']} ({r['machine']['platform']}, jax {r['machine']['jax']}), "
            f"{r['date']}:"]
   get = lambda d, *keys: (None if not isinstance(d, dict) else

@@ -1,4 +1,4 @@
-r"""Test ELBO against training wall time for several runs, in one plot (README's
+r"""Test ELBO against training wall time for several runs, in one plot (docs/results.md's
 learning-curve figure).
 
   python -m experiments.curves \

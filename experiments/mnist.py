@@ -13,7 +13,7 @@ Presets, with their commands and results: vae_jax/presets.py.
 
 Defaults are the PyTorch example's (784-400-20, relu, batch 128, Adam 1e-3) with
 dynamic binarization, so the bound is a true Bernoulli likelihood. Expected:
-a test ELBO of about -102.9 nats after 10 epochs and -99.5 after 30 (README).
+a test ELBO of about -102.9 nats after 10 epochs and -99.5 after 30 (docs/results.md).
 """
 
 from experiments import cli

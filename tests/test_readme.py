@@ -1,16 +1,27 @@
-"""Every Python block of README.md runs as written (the API section's four examples among them)."""
+"""Every Python block of README.md and docs/*.md runs as written; README stays a page."""
 
 import pathlib
 import re
 
 import pytest
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
-SNIPPETS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SNIPPETS = [(page, block) for page in PAGES
+            for block in re.findall(r"```python\n(.*?)```", page.read_text(), re.S)]
 
 
-def test_readme_has_the_four_api_examples():
-  assert len(SNIPPETS) >= 4
+def test_readme_is_a_front_page_and_links_every_docs_page():
+  text = (ROOT / "README.md").read_text()
+  assert len(text.splitlines()) <= 200
+  for page in PAGES[1:]:
+    assert f"docs/{page.name}" in text, page.name
+  for link in re.findall(r"\]\(((?:docs/)?[\w/.]+\.md)", text):
+    assert (ROOT / link).is_file(), link
+
+
+def test_the_docs_hold_the_api_examples():
+  assert sum(page.name == "api.md" for page, _ in SNIPPETS) >= 4
 
 
 # Blocks that train a model for seconds belong to the slow tier.
@@ -18,7 +29,8 @@ TRAINS = re.compile(r"for \w+ in range\(\d{2,}\)|train_and_evaluate|make_train_e
 
 
 @pytest.mark.parametrize("index", [
-    pytest.param(i, marks=pytest.mark.slow) if TRAINS.search(s) else i
-    for i, s in enumerate(SNIPPETS)])
-def test_readme_snippet_runs(index):
-  exec(compile(SNIPPETS[index], f"README.md, python block {index + 1}", "exec"), {})
+    pytest.param(i, marks=pytest.mark.slow, id=f"{p.name}-{i}") if TRAINS.search(s)
+    else pytest.param(i, id=f"{p.name}-{i}") for i, (p, s) in enumerate(SNIPPETS)])
+def test_snippet_runs(index):
+  page, block = SNIPPETS[index]
+  exec(compile(block, f"{page.name}, python block {index + 1}", "exec"), {})

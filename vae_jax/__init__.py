@@ -16,3 +16,11 @@ from vae_jax.objectives import (ESTIMATORS, ElboTerms, Parts, elbo, elbo_terms, 
                                 iwae_bound_and_stderr, iwae_surrogate, log_weights)
 
 __version__ = "0.3.0"  # the one place it is said (pyproject.toml reads it)
+
+
+def __getattr__(name):
+  # The run-level API imports orbax and TensorBoard's writer: only when asked for.
+  if name in ("load_run", "train_and_evaluate"):
+    from vae_jax import runner  # pylint: disable=g-import-not-at-top
+    return getattr(runner, name)
+  raise AttributeError(f"module 'vae_jax' has no attribute {name!r}")

@@ -188,8 +188,8 @@ class EvaluationStopped(RuntimeError):
 # XLA's CPU backend hands dots and their fused neighbours to YNNPACK by default.
 # For the k-sample evaluation's decoder (rows = chunk x batch, the weights
 # arguments) XLA's own dot emitter is faster: the PyTorch example's k = 5000
-# evaluation took half the time without YNNPACK on a 2-core AMD EPYC (README,
-# Performance), with the same values. Small training steps run faster with it,
+# evaluation took half the time without YNNPACK on a 2-core AMD EPYC (docs/performance.md),
+# with the same values. Small training steps run faster with it,
 # so the option goes to this computation alone; other backends never see it.
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 

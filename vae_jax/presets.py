@@ -17,7 +17,7 @@ def pytorch_example() -> RunConfig:
   """pytorch/examples `vae/main.py`: 784-400-20 relu, batch 128, Adam 1e-3 (the defaults).
 
   python -m experiments.mnist
-  Measured: test ELBO -102.86 nats after 10 epochs (19 s), -99.54 after 30 (README).
+  Measured: test ELBO -102.86 nats after 10 epochs (19 s), -99.54 after 30 (docs/results.md).
   """
   return RunConfig()
 
@@ -36,7 +36,7 @@ def frey_face() -> RunConfig:
   through a sigmoid (learned variance), grey levels; Adam 1e-3, batch 100, 300 epochs.
 
   python -m experiments.frey_face
-  Measured: test ELBO 848 nats per image (train 854), about 30 s (README).
+  Measured: test ELBO 848 nats per image (train 854), about 30 s (docs/results.md).
   """
   return RunConfig(dataset="frey_face", binarize="none", likelihood="gaussian_sigmoid_mean",
                    latent_dim=2, hidden_sizes=(200,), activation="tanh", batch_size=100,
@@ -49,7 +49,7 @@ def figure2_mnist() -> RunConfig:
 
   python -m experiments.figure2 --dataset=mnist
   Measured: test bound -150.8, -132.1, -118.1, -111.0, -120.5 for 3, 5, 10, 20, 200 latent
-  units after 10 epochs (README).
+  units after 10 epochs (docs/results.md).
   """
   return dataclasses.replace(kingma_welling(), epochs=10)
 
@@ -70,7 +70,7 @@ def burda_2016() -> RunConfig:
 
   python -m experiments.mnist --preset=burda_2016 --workdir=runs/burda
   The paper: -86.76 nats (k = 5000) after 3,280 epochs. Measured alone on a 2-core CPU:
-  epoch 557 after 46.9 min, test ELBO -92.36, log p(x) -87.87 (README's curve).
+  epoch 557 after 46.9 min, test ELBO -92.36, log p(x) -87.87 (docs/results.md's curve).
   """
   return RunConfig(hidden_sizes=(200, 200), activation="tanh", latent_dim=50, batch_size=20,
                    lr_schedule="burda", epochs=3280)
@@ -154,7 +154,7 @@ def conv_mnist() -> RunConfig:
   binarized MNIST, Adam 1e-3, batch 128.
 
   python -m experiments.mnist --preset=conv_mnist --workdir=runs/conv
-  Measured: one epoch 92 s on 2 cores (655 images/s, README).
+  Measured: one epoch 92 s on 2 cores (655 images/s, docs/performance.md).
   """
   return RunConfig(model="conv", latent_dim=20)
 
@@ -175,7 +175,7 @@ def gradient_variance() -> RunConfig:
 
   python -m experiments.gradient_variance
   Measured: the score-function estimator's variance about 6,000 times the
-  reparameterization estimator's at L = 1, 5 and 50 (README).
+  reparameterization estimator's at L = 1, 5 and 50 (docs/results.md).
   """
   return dataclasses.replace(pytorch_example(), epochs=2)
 
@@ -187,7 +187,7 @@ def table1_row(name: str, epochs: int) -> RunConfig:
   layers), conv (the conv VAE).
 
   python -m experiments.table1 --minutes=8 --rows=vae_1layer,iwae_1layer,vae_2layer,conv
-  Measured at 8 minutes a row (README): log p(x) -89.27, -90.12, -92.83 (2,000 images),
+  Measured at 8 minutes a row (docs/results.md): log p(x) -89.27, -90.12, -92.83 (2,000 images),
   -89.08 (conv, 200 images).
   """
   base = dataclasses.replace(burda_2016_fast(), epochs=epochs,
