@@ -6,6 +6,7 @@ else takes numpy arrays and writes PNGs through matplotlib's object-oriented `Fi
 inline plots.
 """
 
+import math
 import pathlib
 import statistics
 
@@ -49,10 +50,13 @@ def model_grids(images: dict, test_x, image_shape) -> dict[str, np.ndarray]:
   return grids
 
 
-def save_model_grids(directory: pathlib.Path, grids: dict) -> None:
-  """Each grid of `model_grids` as DIRECTORY/NAME.png, titled."""
+def save_model_grids(directory: pathlib.Path, grids: dict, caption: str = "") -> None:
+  """Each grid of `model_grids` as DIRECTORY/NAME.png, titled (and `caption`, e.g. the
+  run and epoch); the manifold with its z1 and z2 axes."""
   for name, g in grids.items():
-    save_grid(pathlib.Path(directory) / f"{name}.png", g, _TITLES[name])
+    title = f"{_TITLES[name]}\n{caption}" if caption else _TITLES[name]
+    save_grid(pathlib.Path(directory) / f"{name}.png", g, title,
+              latent_axes=manifold_latents() if name == "manifold" else None)
 
 
 def tile(images: np.ndarray, image_shape, cols: int) -> np.ndarray:
@@ -70,18 +74,37 @@ def tile(images: np.ndarray, image_shape, cols: int) -> np.ndarray:
   return grid[..., 0] if c == 1 else grid
 
 
-def save_grid(path, grid: np.ndarray, title: str | None = None, scale: float = 0.025) -> None:
+def save_grid(path, grid: np.ndarray, title: str | None = None, scale: float = 0.025,
+              latent_axes: np.ndarray | None = None) -> None:
   """Writes a tiled grid of images in [0, 1] (grey `[H, W]` or colour `[H, W, 3]`) as a PNG,
-  2.5 screen pixels per image pixel."""
-  fig = Figure(figsize=(max(2.0, grid.shape[1] * scale), max(2.0, grid.shape[0] * scale)))
-  ax = fig.add_axes((0, 0, 1, 0.93 if title else 1))
+  2.5 screen pixels per image pixel. `latent_axes`: the `[n * n, 2]` z of a square grid
+  (`manifold_latents`), marked on the axes as z1 and z2."""
+  # Inches: the images at their aspect, a band above for the title, margins for the axes.
+  width = max(2.0, grid.shape[1] * scale)
+  height = width * grid.shape[0] / grid.shape[1]
+  above = 0.2 * (title.count("\n") + 1) + 0.1 if title else 0.0
+  margin = 0.45 if latent_axes is not None else 0.0
+  fig = Figure(figsize=(width + margin, height + above + margin))
+  ax = fig.add_axes((margin / (width + margin), margin / (height + above + margin),
+                     width / (width + margin), height / (height + above + margin)))
   if grid.ndim == 2:
     ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
   else:
     ax.imshow(np.clip(grid, 0.0, 1.0), interpolation="nearest")
-  ax.axis("off")
+  if latent_axes is None:
+    ax.axis("off")
+  else:
+    n = int(round(math.sqrt(len(latent_axes))))
+    cell = (grid.shape[1] - 1) / n
+    picks = [0, n // 2, n - 1]
+    centres = [1 + cell * (i + 0.5) for i in picks]
+    z1, z2 = latent_axes[:n, 0], latent_axes[::n, 1]
+    ax.set_xticks(centres, [f"{z1[i]:.1f}" for i in picks], fontsize=7)
+    ax.set_yticks(centres, [f"{z2[i]:.1f}" for i in picks], fontsize=7)
+    ax.set_xlabel("z1", fontsize=8)
+    ax.set_ylabel("z2", fontsize=8)
   if title:
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, y=1 - 0.05 / (height + above + margin))
   fig.savefig(pathlib.Path(path), dpi=100)
 
 

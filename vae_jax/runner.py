@@ -329,7 +329,7 @@ def _pictures(workdir, log, model, params, test_x, dataset, step: int, write_png
     log.add_images(grids, step)
   if not write_png:
     return
-  plots.save_model_grids(workdir, grids)
+  plots.save_model_grids(workdir, grids, f"{workdir.name}, epoch {step}")
   if "manifold" in grids:
     means = np.asarray(evaluate.encoder_means(model.parts, params, test_x))
     plots.save_latent_scatter(workdir / "latent_means.png", means, dataset.test_labels,
