@@ -99,10 +99,13 @@ def evaluate_run(ns) -> dict:
                "images)", workdir, epoch, opts.method, scored[opts.method], n)
   result = _previous(workdir, epoch)
   result.update({"workdir": str(workdir), "epoch": epoch})
+  partial = _Partial(workdir, {"epoch": epoch, "k": opts.k, "large_L": opts.large_L,
+                               "eval_seed": opts.eval_seed, "test_examples": n})
   with workdir_lib.StopRequest() as stop:
     poll = lambda: multihost.any_process(stop.signal is not None)
     if opts.method == "iwae":
-      result.update(_iwae(opts, config, model, state.params, test_x, key, poll))
+      result.update(_iwae(opts, config, model, state.params, test_x, key, poll, partial))
+      partial.remove()
     elif opts.method == "ais":
       result[f"ais_from_{opts.ais_start}"] = _ais(opts, model, state.params,
                                                   test_x[:opts.ais_examples], key, poll)
@@ -150,17 +153,54 @@ def _previous(workdir, epoch: int) -> dict:
   return previous
 
 
-def _iwae(opts, config, model, params, test_x, key, poll) -> dict:
-  """The ELBO at L = 1 and --large_L, and the k-sample bound, of every test image."""
-  result = {"test_examples": int(test_x.shape[0])}
+class _Partial:
+  """WORKDIR/evaluation.partial.json: the finished parts of an interrupted k-sample
+  evaluation (its ELBOs, the log p(x) sums of its finished blocks) under the settings
+  that made them; a rerun with the same settings continues from them."""
+
+  def __init__(self, workdir, settings: dict):
+    self.path, self.settings = workdir / "evaluation.partial.json", settings
+    self.state = {"settings": settings, "result": {}, "log_px": None}
+    if self.path.is_file():
+      try:
+        kept = workdir_lib.read_json(self.path)
+      except ValueError:
+        kept = {}
+      if isinstance(kept, dict) and kept.get("settings") == settings:
+        self.state = kept
+        logging.info("%s: continuing an interrupted evaluation (%s done)", self.path,
+                     ", ".join(kept["result"]) or "nothing")
+
+  def save(self, **changes) -> None:
+    self.state.update(changes)
+    if jax.process_index() == 0:
+      workdir_lib.write_atomic(self.path, json.dumps(self.state) + "\n")
+
+  def remove(self) -> None:
+    if jax.process_index() == 0 and self.path.exists():
+      self.path.unlink()
+
+
+def _iwae(opts, config, model, params, test_x, key, poll, partial: _Partial) -> dict:
+  """The ELBO at L = 1 and --large_L, and the k-sample bound, of every test image; each
+  part kept in `partial` as it finishes."""
+  result = {"test_examples": int(test_x.shape[0]), **partial.state["result"]}
   for name, L in (("elbo_L1", 1), (f"elbo_L{opts.large_L}", opts.large_L)):
+    if name in result:
+      continue
+    logging.info("test ELBO, L=%d, on %d images: one compiled pass", L, test_x.shape[0])
     batch = max(1, min(1000, 20_000 // L))  # about 60 MB of decoder outputs at once
     means = jax.device_get(evaluate.elbo_means(model.parts, params, test_x, key,
                                                num_samples=L, estimator=config.estimator,
                                                batch_size=batch))
     result[name] = {k: float(v) for k, v in means.items()}
     logging.info("test ELBO, L=%d: %.3f nats", L, result[name]["elbo"])
-  ll = _log_px(opts, model, params, test_x, key, poll)
+    partial.save(result=result)
+  ll = evaluate.marginal_log_likelihood(
+      model.parts, params, test_x, key, num_samples=opts.k,
+      chunk_size=min(opts.chunk_size, opts.k), batch_size=opts.iwae_batch_size,
+      block_size=opts.block_size, stop=poll, resume=partial.state["log_px"],
+      on_block=lambda kept: partial.save(log_px=kept))
   result[f"log_px_k{opts.k}"] = ll
   logging.info("test log p(x) ~ %.3f nats (k=%d; Monte Carlo s.e. %.4f, over images %.3f), "
                "%.0fs, peak memory %.0f MB", ll["log_px"], opts.k, ll["mc_stderr"],

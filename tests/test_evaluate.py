@@ -111,6 +111,24 @@ def test_a_long_evaluation_is_cut_into_short_calls_and_stops_within_one(problem,
   assert first.startswith("log p(x), k=40 on 7 examples: about ") and "in all" in first
 
 
+def test_an_interrupted_evaluation_continues_to_the_uninterrupted_numbers(problem):
+  """Stopped after its second block, the evaluation kept the sums of its first two; a
+  run resumed from them scores only the rest and ends at the uninterrupted figures."""
+  model, params, x = problem
+  common = dict(num_samples=40, chunk_size=10, batch_size=2, block_size=2, progress=False)
+  whole = evaluate.marginal_log_likelihood(model.parts, params, x, jax.random.key(3), **common)
+  kept, polls = [], []
+  with pytest.raises(evaluate.EvaluationStopped, match="the finished blocks are kept"):
+    evaluate.marginal_log_likelihood(
+        model.parts, params, x, jax.random.key(3), on_block=kept.append,
+        stop=lambda: len(kept) >= 2 and not polls.append(1), **common)
+  assert [k["done"] for k in kept] == [2, 4]
+  resumed = evaluate.marginal_log_likelihood(model.parts, params, x, jax.random.key(3),
+                                             resume=kept[-1], **common)
+  for name in ("log_px", "mc_stderr", "data_stderr"):
+    assert resumed[name] == pytest.approx(whole[name], rel=1e-9), name
+
+
 @pytest.mark.slow  # four evaluations compiled
 def test_more_samples_never_lower_beyond_standard_error(problem):
   model, params, x = problem

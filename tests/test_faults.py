@@ -416,8 +416,13 @@ def test_evaluation_estimates_its_time_first_and_stops_within_seconds_on_sigint(
   _, err = proc.communicate(timeout=120)
   assert time.time() - t0 < 20  # a call lasts about 2 s; then the stop is seen
   last = err.strip().splitlines()[-1]
-  assert proc.returncode == 1 and "stopped after" in last and "nothing written" in last, err[-1500:]
+  assert proc.returncode == 1 and "stopped after" in last, err[-1500:]
+  assert "the finished blocks are kept. Run the same command again to continue" in last
   assert not (run / "evaluation.json").exists()
+  # What it finished is kept for the same command to continue: both ELBO passes.
+  kept = json.loads((run / "evaluation.partial.json").read_text())
+  assert set(kept["result"]) == {"test_examples", "elbo_L1", "elbo_L2"}
+  assert kept["settings"]["k"] == 1000000
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.3, 0.6, 0.9, 1.5])

@@ -182,7 +182,7 @@ def _timed(fn) -> float:
 
 
 class EvaluationStopped(RuntimeError):
-  """The evaluation was asked to stop (a signal) before it finished; nothing was written."""
+  """The evaluation was asked to stop (a signal) before it finished."""
 
 
 # XLA's CPU backend hands dots and their fused neighbours to YNNPACK by default.
@@ -316,7 +316,8 @@ def format_duration(seconds: float) -> str:
 
 def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000,
                             chunk_size: int = 500, batch_size: int = 20, block_size: int = 1000,
-                            progress: bool = True, stop=None) -> dict:
+                            progress: bool = True, stop=None, resume: dict | None = None,
+                            on_block=None) -> dict:
   """The importance-sampled estimate of log p(x) (the k-sample IWAE bound) over a data set.
 
   Cut into compiled calls of about `POLL_SECONDS` each (rows x a range of the
@@ -339,6 +340,12 @@ def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000
     stop: a callable polled after each call (one process) or each block (several,
       which must poll together); when it returns True the evaluation raises
       `EvaluationStopped` (e.g. on SIGINT).
+    resume: {"done": n0, "totals": ...} from `on_block`: the first n0 examples' sums,
+      kept by an interrupted evaluation with the same settings and key; the
+      evaluation continues at example n0 (each example's key is its own, so the result
+      is the one an uninterrupted run gives).
+    on_block: called as on_block({"done": rows, "totals": sums}) after each block
+      (process 0 may save it: what an interrupted evaluation keeps).
 
   Returns:
     {"log_px": mean over examples of the bound (nats), "mc_stderr": its Monte
@@ -359,11 +366,15 @@ def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000
 
   def check_stop(done):
     if stop is not None and stop():
-      raise EvaluationStopped(f"stopped after {done} of {n} examples (a signal); nothing "
-                              f"written. Run the same command again to evaluate")
+      raise EvaluationStopped(f"stopped after {done} of {n} examples (a signal); the finished "
+                              f"blocks are kept. Run the same command again to continue")
 
-  totals, t0 = {}, time.perf_counter()
-  for start in range(0, n, block_size):
+  totals, first, t0 = {}, 0, time.perf_counter()
+  if resume:
+    totals, first = dict(resume["totals"]), int(resume["done"])
+    logging.info("log p(x), k=%d: continuing after the %d examples an earlier run finished",
+                 num_samples, first)
+  for start in range(first, n, block_size):
     stop_at = min(n, start + block_size)
     lo, hi = (start + i for i in _process_share(stop_at - start))  # this process's rows
     block = _block_sums(calls, x, lo, hi, rows_per_call, chunks_per_call,
@@ -374,7 +385,9 @@ def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000
       elapsed = time.perf_counter() - t0
       logging.info("log p(x), k=%d: %d/%d examples, running mean %.3f nats, %.0fs, ~%.0fs left",
                    num_samples, stop_at, n, totals["log_px"] / stop_at, elapsed,
-                   elapsed / stop_at * (n - stop_at))
+                   elapsed / (stop_at - first) * (n - stop_at))
+    if on_block is not None:
+      on_block({"done": stop_at, "totals": dict(totals)})
     if stop_at < n and not one_process:
       check_stop(stop_at)
   return _summary(totals, n, num_samples, time.perf_counter() - t0)

@@ -138,7 +138,8 @@ def prepare(workdir: pathlib.Path, settings: dict, defaults: dict, resumable, fr
     workdir.mkdir(parents=True, exist_ok=True)
   config_path = workdir / "config.json"
   if fresh and primary:
-    for name in ("checkpoints", "tensorboard", "metrics.jsonl", "config.json"):
+    for name in ("checkpoints", "tensorboard", "metrics.jsonl", "config.json",
+                 "evaluation.partial.json"):
       p = workdir / name
       if p.exists():
         logging.warning("fresh start: removing %s", p)
