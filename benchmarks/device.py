@@ -136,7 +136,7 @@ def throughput() -> list[dict]:
 
 def evaluation(ceilings: dict) -> dict:
   """The k-sample log-likelihood of random weights on random images: its rate."""
-  model = models.pytorch_example()
+  model = presets.pytorch_module()
   params = models.init_params(model, jax.random.key(0))
   n, k = _size("eval_images"), _size("eval_k")
   x = data.to_unit_interval(jnp.asarray(random_images(n).reshape(n, -1)))

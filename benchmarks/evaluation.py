@@ -23,6 +23,7 @@ from benchmarks import common
 from vae_jax import data
 from vae_jax import evaluate
 from vae_jax import models
+from vae_jax import presets
 from vae_jax import runner
 
 K = flags.DEFINE_integer("k", 5000, "Importance samples per image.", lower_bound=1)
@@ -41,7 +42,7 @@ def main(argv):
     _, model, state, _ = runner.load_run(WORKDIR.value)
     params = state.params
   else:
-    model = models.pytorch_example()
+    model = presets.pytorch_module()
     params = models.init_params(model, jax.random.key(0))
   test = data.load_mnist(data.default_data_root() / "mnist").test[:NUM.value]
   x = data.to_unit_interval(jnp.asarray(data.fixed_binarization(test, stream=1)))

@@ -28,6 +28,7 @@ from benchmarks.epochs import config_epoch, interleaved, plain_jax_epoch, random
 from vae_jax import data
 from vae_jax import losses
 from vae_jax import models
+from vae_jax import presets
 from vae_jax import optimizers
 from vae_jax import train
 from vae_jax.config import RunConfig
@@ -48,7 +49,7 @@ def our_epoch(images, batch_size, num_samples=1):
 
 def jax_loop(images, batch_size, repeats=3):
   """Epoch seconds of a jitted train_step called from a Python loop."""
-  model = models.pytorch_example()
+  model = presets.pytorch_module()
   opt = optimizers.make_optimizer("adam", 1e-3)
   root = jax.random.key(0)
   step = jax.jit(train.make_train_step(losses.elbo_loss(model.parts), opt), donate_argnums=0)
@@ -111,7 +112,7 @@ def main(argv):
   host = random_images(n)
   images = jnp.asarray(host)
   ceiling = common.matmul_ceiling(sizes=[int(n) for n in CEILING.value])
-  model = models.pytorch_example()
+  model = presets.pytorch_module()
   flops = common.train_flops_per_example(model)
   result = {"machine": {"processor": platform.processor() or platform.machine(),
                         "cpus": jax.local_devices()[0].platform, "jax": jax.__version__,

@@ -28,15 +28,13 @@ from vae_jax.settings import setting
 
 
 @dataclasses.dataclass(frozen=True)
-class RuntimeOptions:
+class RuntimeOptions(settings.Settings):
   """The process."""
   compilation_cache: str = setting(
       "", "Where XLA keeps compiled programs between runs, so that a second run of the same "
       "settings starts sooner (default: $JAX_COMPILATION_CACHE_DIR if set, else "
       "$XDG_CACHE_HOME/vae_jax/xla, else ~/.cache/vae_jax/xla); none: keep nothing.")
 
-  def __post_init__(self):
-    settings.check(self)
 
   def cache_dir(self) -> str | None:
     if self.compilation_cache == "none":
@@ -73,7 +71,9 @@ def define(fv: flags.FlagValues, cls) -> None:
     name, help_text = settings.flag_name(f), f.metadata["help"]
     typ, is_tuple, _ = settings.base_type(cls, f)
     default, choices = f.default, f.metadata["choices"]
-    if is_tuple:
+    if is_tuple and f.metadata.get("repeat"):
+      flags.DEFINE_multi_string(name, list(default), help_text, flag_values=fv)
+    elif is_tuple:
       flags.DEFINE_list(name, [str(v) for v in default], help_text, flag_values=fv)
     elif typ is bool:
       flags.DEFINE_bool(name, default, help_text, flag_values=fv)

@@ -16,7 +16,7 @@ from vae_jax.settings import setting
 
 
 @dataclasses.dataclass(frozen=True)
-class ClusterOptions:
+class ClusterOptions(settings.Settings):
   """How this process joins the others."""
   distributed: bool = setting(
       False, "Join the other processes through jax.distributed.initialize() first: run the "
@@ -35,8 +35,6 @@ class ClusterOptions:
                               "which this one stops with one line, its checkpoints intact "
                               "(--distributed).", lower=5)
 
-  def __post_init__(self):
-    settings.check(self)
 
 
 def _env_int(name: str):
@@ -110,8 +108,8 @@ def joined(options: ClusterOptions):
   if not options.distributed or jax.process_count() == 1:
     yield
     return
-  from jax._src import distributed  # pylint: disable=g-import-not-at-top  (its client)
-  watch = PeerWatch(distributed.global_state.client, jax.process_index(), jax.process_count(),
+  from vae_jax import multihost  # pylint: disable=g-import-not-at-top
+  watch = PeerWatch(multihost.coordination_client(), jax.process_index(), jax.process_count(),
                     options.peer_timeout)
   try:
     yield

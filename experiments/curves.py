@@ -25,12 +25,10 @@ STAGE_ENDS = [sum(3 ** j for j in range(i + 1)) for i in range(8)]
 
 
 @dataclasses.dataclass(frozen=True)
-class CurvesOptions:
+class CurvesOptions(settings.Settings):
   runs: tuple[str, ...] = setting((), "LABEL=WORKDIR pairs (required).", nonempty=False)
   out: str = setting("docs/learning_curves.png", "The PNG to write.")
 
-  def __post_init__(self):
-    settings.check(self)
 
 
 def curves(ns) -> None:

@@ -87,7 +87,7 @@ def run_under_policy(body, shown, memory_flags=lambda: MEMORY_FLAGS) -> int:
     signal.signal(signal.SIGINT, previous)
 
 
-_ARGUMENT = re.compile(r"(?<![\w\-/.$])([A-Za-z_]\w*)(=True\b|=)?")
+_ARGUMENT = re.compile(r"(?<![\w\-/.$=])([A-Za-z_]\w*)(=True\b|=)?")
 
 
 def as_flags(message: str, fv, renames: dict) -> str:

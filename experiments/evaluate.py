@@ -43,7 +43,7 @@ METHODS = ("iwae", "ais", "bdmc")
 
 
 @dataclasses.dataclass(frozen=True)
-class EvaluateOptions:
+class EvaluateOptions(settings.Settings):
   """What `experiments.evaluate` computes, and with how much memory at once."""
   workdir: str = setting("", "The workdir of the training run to evaluate (required).")
   model: str = setting("", "The MODULE:FUNCTION that built a run of your own model, as "
@@ -73,8 +73,6 @@ class EvaluateOptions:
   leapfrog_steps: int = setting(10, "Leapfrog steps of each HMC move.", lower=1)
   ais_batch_size: int = setting(25, "Examples whose chains run at once.", lower=1)
 
-  def __post_init__(self):
-    settings.check(self)
 
 
 def evaluate_run(ns) -> dict:

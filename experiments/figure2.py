@@ -29,13 +29,11 @@ PAPER_SAMPLES = {"mnist": 10 ** 8, "frey_face": 10 ** 7}
 
 
 @dataclasses.dataclass(frozen=True)
-class Figure2Options:
+class Figure2Options(settings.Settings):
   budget: str = setting("short", "short: --epochs as given (default 10 MNIST, 200 Frey Face); "
                         "paper: the paper's 10^8 (MNIST) or 10^7 (Frey Face) samples.",
                         choices=("short", "paper"))
 
-  def __post_init__(self):
-    settings.check(self)
 
 
 def figure2(ns) -> None:
@@ -49,10 +47,11 @@ def figure2(ns) -> None:
         config, epochs=-(-PAPER_SAMPLES[name] // (steps * config.batch_size)))
   workdir = sweep.workdir(ns.train.workdir, f"runs/figure2_{name}")
   latent_dims = ns.train.latent_dims or LATENT_DIMS[name]
-  sweep.train_all(config, dataset, workdir, latent_dims, ns.train.fresh)
+  points = sweep.grid(config, [f"latent_dim={','.join(map(str, latent_dims))}"])
+  sweep.train_points(config, dataset, workdir, points, fresh=ns.train.fresh)
   curves = {}
-  for d in latent_dims:
-    lines = (workdir / f"latent_{d}" / "metrics.jsonl").read_text().splitlines()
+  for d, p in zip(latent_dims, points):
+    lines = (workdir / p.name / "metrics.jsonl").read_text().splitlines()
     curves[d] = [json.loads(l) for l in lines]
   plots.save_learning_curves(workdir / f"figure2_{name}.png", curves,
                              f"{name}: lower bound per data point (solid: test, dashed: train)")

@@ -30,7 +30,7 @@ from vae_jax.settings import setting
 
 
 @dataclasses.dataclass(frozen=True)
-class GradientVarianceOptions:
+class GradientVarianceOptions(settings.Settings):
   workdir: str = setting("runs/gradvar", "Where the model is trained (if it holds no "
                          "checkpoint) and the results go.")
   Ls: tuple[int, ...] = setting((1, 2, 5, 10, 20, 50), "Sample counts L to compare.", lower=1,
@@ -38,8 +38,6 @@ class GradientVarianceOptions:
   repeats: int = setting(200, "Gradient estimates per L and estimator.", lower=2)
   minibatch: int = setting(100, "Test images in the fixed minibatch.", lower=1)
 
-  def __post_init__(self):
-    settings.check(self)
 
 
 def gradient_variance(ns) -> None:

@@ -1,15 +1,20 @@
-"""The training commands' body: one run, or a sweep over latent sizes with a summary
-table (`--latent_dims=2,5,10`)."""
+"""The training commands' body: one run, or a sweep over the grid of any settings'
+values (`--sweep=beta=0.5,1 --sweep=latent_dim=2,5`; `--latent_dims=2,5,10` is the
+sweep over latent_dim), each point a resumable run in its own folder, split over
+machines by `--shard=I/N`, and summarized at the sweep's root."""
 
 import csv
 import dataclasses
+import itertools
 import pathlib
 
 import jax
 from absl import logging
 
 from experiments import errors
+from vae_jax import config as config_lib
 from vae_jax import datasets
+from vae_jax import plots
 from vae_jax import presets
 from vae_jax import runner
 from vae_jax import settings
@@ -18,24 +23,31 @@ from vae_jax.settings import setting
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainOptions:
-  """The settings of a training command that are not the run's."""
+class TrainOptions(settings.Settings):
+  """The run folder, presets and sweeps."""
   workdir: str | None = setting(None, "Where checkpoints, metrics and pictures go (default: "
-                                "runs/<dataset>).")
-  preset: str | None = setting(None, "Start from a named configuration (vae_jax/presets.py "
-                               "lists each with its command and result); flags given on the "
-                               "command line still win.", choices=sorted(presets.PRESETS))
+                                "runs/<dataset>); a sweep's points go in its subfolders.")
+  preset: str | None = setting(None, "Start from a named configuration (--list_presets lists "
+                               "each with its result); flags given on the command line still "
+                               "win.", choices=sorted(presets.PRESETS))
+  sweep: tuple[str, ...] = setting(
+      (), "SETTING=V1,V2,...: train one run per value, in WORKDIR/SETTING=V; repeat the flag "
+      "for the grid of several settings (--sweep=beta=0.5,1 --sweep=latent_dim=2,5: four "
+      "runs). Any setting a flag sets, by its flag or field name; list settings separate "
+      "their values with ';' (--sweep='hidden_sizes=200;400,400'). Finished points are "
+      "skipped; WORKDIR/summary.{csv,md,png} sum up every point.", repeat=True)
   latent_dims: tuple[int, ...] = setting(
-      (), "Sweep: train one model per latent size (e.g. 2,5,10,20,200), each in "
-      "WORKDIR/latent_<size>, and write WORKDIR/summary.{csv,md}. Overrides --latent_dim.",
-      lower=1, unique=True)
+      (), "Sweep over latent sizes (e.g. 2,5,10,20,200): the same as "
+      "--sweep=latent_dim=2,5,10,20,200.", lower=1, unique=True)
+  shard: str = setting("", "I/N: train only the sweep's points whose index is I modulo N (0 "
+                       "<= I < N), so N copies of the command (a Slurm array job) split the "
+                       "grid.")
+  summarize: bool = setting(False, "Write the sweep's summary from its points' own files and "
+                            "exit, training nothing.")
   fresh: bool = setting(False, "Delete the workdir's checkpoints and metrics and start over "
                         "instead of resuming.")
   list_presets: bool = setting(False, "Print every --preset: its name, what it is and its "
                                "measured result; then exit.")
-
-  def __post_init__(self):
-    settings.check(self)
 
 
 def list_presets() -> str:
@@ -67,41 +79,168 @@ def entry(default_preset: str | None = None):
 
 
 def train_main(ns) -> list[dict] | dict:
-  """Loads the data set of `ns.run` and trains it (or sweeps `ns.train.latent_dims`)."""
+  """Loads the data set of `ns.run` and trains it, or the points of its sweep."""
   if ns.train.list_presets:
     print(list_presets())
     return {}
+  path = workdir(ns.train.workdir, f"runs/{ns.run.dataset}")
+  specs = ns.train.sweep + ((f"latent_dim={','.join(map(str, ns.train.latent_dims))}",)
+                            if ns.train.latent_dims else ())
+  points = grid(ns.run, specs)  # every point checked before any work
+  shard = parse_shard(ns.train.shard)
+  if ns.train.summarize:
+    return write_summary(path, ns.run, points)
   logging.info("Loading the data set %s", ns.run.dataset)
   dataset = datasets.load_for(ns.run, ns.data)
-  return train_all(ns.run, dataset, workdir(ns.train.workdir, f"runs/{ns.run.dataset}"),
-                   ns.train.latent_dims, ns.train.fresh)
+  if not points:
+    errors.check_interrupted()
+    return runner.train_and_evaluate(ns.run, dataset, path, fresh=ns.train.fresh)
+  return train_points(ns.run, dataset, path, points, shard, ns.train.fresh)
 
 
-def train_all(config, dataset, path: pathlib.Path, latent_dims=(), fresh: bool = False):
-  """Trains one model, or one per entry of `latent_dims` with a summary table."""
-  errors.check_interrupted()
-  if not latent_dims:
-    return runner.train_and_evaluate(config, dataset, path, fresh=fresh)
+class Point(dict):
+  """One point of a sweep: {setting: value}, named by its folder."""
+
+  @property
+  def name(self) -> str:
+    return ",".join(f"{k}={_text(v)}" for k, v in self.items())
+
+
+def _text(value) -> str:
+  return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _field(name: str) -> dataclasses.Field:
+  """The RunConfig setting a sweep names, by its field name or its flag."""
+  for f in settings.fields(config_lib.RunConfig):
+    if name in (f.name, settings.flag_name(f)):
+      return f
+  raise ValueError(f"sweep={name}=...: {name} is not a setting of a run; sweep one of "
+                   f"{', '.join(sorted(settings.flag_name(f) for f in settings.fields(config_lib.RunConfig)))}")
+
+
+def _value(spec: str, field: dataclasses.Field, text: str):
+  typ, is_tuple, _ = settings.base_type(config_lib.RunConfig, field)
+  convert = {bool: lambda t: {"true": True, "false": False, "1": True, "0": False}[t.lower()],
+             int: int, float: float}.get(typ, typ)
+  try:
+    return tuple(convert(t) for t in text.split(",")) if is_tuple else convert(text)
+  except (ValueError, KeyError):
+    raise ValueError(f"sweep={spec}: {text!r} is not a value of {field.name} (a "
+                     f"{'list of ' if is_tuple else ''}{typ.__name__})") from None
+
+
+def grid(base: config_lib.RunConfig, specs) -> list[Point]:
+  """The points of `specs` ("SETTING=V1,V2,..." each; their grid, the first varying
+  slowest), each checked as a whole RunConfig: a bad value raises ValueError naming it."""
+  axes = []
+  for spec in specs:
+    name, sep, values = spec.partition("=")
+    if not sep or not values:
+      raise ValueError(f"sweep={spec}: expected SETTING=V1,V2,... (e.g. sweep=beta=0.5,1)")
+    field = _field(name.strip())
+    _, is_tuple, _ = settings.base_type(config_lib.RunConfig, field)
+    texts = values.split(";") if is_tuple else values.split(",")
+    if any(field.name == f for f, _ in axes):
+      raise ValueError(f"sweep={spec}: {field.name} is swept twice; give its values once")
+    axes.append((field.name, [_value(spec, field, t.strip()) for t in texts]))
+  points = [Point(zip([a for a, _ in axes], combo))
+            for combo in itertools.product(*[v for _, v in axes])] if axes else []
+  for p in points:
+    try:
+      dataclasses.replace(base, **p)
+    except ValueError as e:
+      raise ValueError(f"sweep point {p.name}: {e}") from None
+  if len({p.name for p in points}) != len(points):
+    raise ValueError(f"sweep={' '.join(specs)}: lists a value twice; give each once")
+  return points
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+  """(I, N) of "I/N" (0 <= I < N); (0, 1) for ""."""
+  if not text:
+    return 0, 1
+  try:
+    i, n = (int(v) for v in text.split("/"))
+  except ValueError:
+    raise ValueError(f"shard={text}: expected I/N, e.g. shard=0/4") from None
+  if not 0 <= i < n:
+    raise ValueError(f"shard={text}: needs 0 <= I < N")
+  return i, n
+
+
+def _finished(path: pathlib.Path, epochs: int) -> bool:
+  records = workdir_lib.read_metrics(path / "metrics.jsonl") if path.is_dir() else []
+  return bool(records) and records[-1]["epoch"] >= epochs
+
+
+def train_points(base, dataset, path: pathlib.Path, points: list[Point], shard=(0, 1),
+                 fresh: bool = False) -> list[dict]:
+  """Trains this shard's points (index I modulo N) of a sweep, each in PATH/<its name>,
+  skipping finished ones; then writes the summary of every point."""
+  i, n = shard
+  mine = [(k, p) for k, p in enumerate(points) if k % n == i]
+  for k, p in mine:
+    config, sub = dataclasses.replace(base, **p), path / p.name
+    errors.check_interrupted()
+    if not fresh and _finished(sub, config.epochs):
+      logging.info("Sweep: point %d of %d (%s) is finished; skipped", k + 1, len(points), p.name)
+      continue
+    logging.info("Sweep: point %d of %d (%s) in %s", k + 1, len(points), p.name, sub)
+    runner.train_and_evaluate(config, dataset, sub, fresh=fresh)
+  return write_summary(path, base, points)
+
+
+FIGURES = ("test_elbo", "log_px", "active_units")
+
+
+def summary_rows(path: pathlib.Path, base, points: list[Point]) -> list[dict]:
+  """A row per point from its own files: its settings, the epochs it trained, its last
+  test ELBO and KL, log p(x) where `experiments.evaluate` scored it, active units,
+  minutes of training, and whether it is finished."""
   rows = []
-  for d in latent_dims:
-    logging.info("Sweep: latent_dim=%d", d)
-    record = runner.train_and_evaluate(dataclasses.replace(config, latent_dim=d), dataset,
-                                       path / f"latent_{d}", fresh=fresh)
-    rows.append({"latent_dim": d, **{k: record.get(k) for k in
-                                     ("epoch", "train_elbo", "test_elbo", "test_reconstruction",
-                                      "test_kl")}})
-  write_summary(path, rows)
+  for p in points:
+    sub, epochs = path / p.name, dataclasses.replace(base, **p).epochs
+    records = workdir_lib.read_metrics(sub / "metrics.jsonl") if sub.is_dir() else []
+    last = records[-1] if records else {}
+    log_px = None
+    if (sub / "evaluation.json").is_file():
+      ev = workdir_lib.read_json(sub / "evaluation.json")
+      log_px = next((v["log_px"] for k, v in ev.items() if k.startswith("log_px_k")
+                     and ev.get("epoch") == last.get("epoch")), None)
+    status = ("done" if last.get("epoch", 0) >= epochs else
+              f"{last['epoch']} of {epochs} epochs" if last else "not started")
+    rows.append({**{k: _text(v) for k, v in p.items()}, "epochs": last.get("epoch", 0),
+                 "test_elbo": last.get("test_elbo"), "test_kl": last.get("test_kl"),
+                 "log_px": log_px, "active_units": last.get("active_units"),
+                 "minutes": None if "wall_s" not in last else last["wall_s"] / 60,
+                 "status": status})
   return rows
 
 
-def write_summary(path: pathlib.Path, rows: list[dict]) -> None:
-  """summary.csv and summary.md: one row per latent size (process 0 writes them)."""
-  if jax.process_index() != 0:
-    return
-  with open(path / "summary.csv", "w", newline="") as f:
+def write_summary(path: pathlib.Path, base, points: list[Point]) -> list[dict]:
+  """WORKDIR/summary.csv and summary.md (a row per point) and, for a sweep of one
+  setting, summary.png (each figure against its values); process 0 writes them."""
+  rows = summary_rows(path, base, points)
+  if jax.process_index() != 0 or not rows:
+    return rows
+  path.mkdir(parents=True, exist_ok=True)
+  with open(path / "summary.csv.tmp", "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=list(rows[0]))
     w.writeheader()
     w.writerows(rows)
-  table = workdir_lib.markdown_table(list(rows[0]), [list(r.values()) for r in rows])
-  (path / "summary.md").write_text(table + "\n")
+  (path / "summary.csv.tmp").replace(path / "summary.csv")
+  shown = [[("" if v is None else v) for v in r.values()] for r in rows]
+  table = workdir_lib.markdown_table(list(rows[0]), shown)
+  workdir_lib.write_atomic(path / "summary.md", table + "\n")
+  axes = list(points[0])
+  if len(axes) == 1:
+    curves = {f: [(r[axes[0]], r[f]) for r in rows if r[f] is not None] for f in FIGURES}
+    plots.save_sweep(path / "summary.png", axes[0], {f: c for f, c in curves.items() if c},
+                     f"sweep over {axes[0]} ({path.name})")
+  unfinished = [r for r in rows if r["status"] != "done"]
   logging.info("Summary (nats per image):\n%s", table)
+  if unfinished:
+    logging.info("Not finished: %s", ", ".join(points[k].name for k, r in enumerate(rows)
+                                              if r["status"] != "done"))
+  return rows

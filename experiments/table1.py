@@ -40,7 +40,7 @@ MAX_EVAL = {"conv": 200}
 
 
 @dataclasses.dataclass(frozen=True)
-class Table1Options:
+class Table1Options(settings.Settings):
   workdir: str = setting("runs/table1", "Each row trains in WORKDIR/<row>; the table goes to "
                          "WORKDIR/table1.{md,json}.")
   minutes: float = setting(8.0, "Training wall time of each row.", lower=0.01)
@@ -51,8 +51,6 @@ class Table1Options:
   eval_examples: int = setting(2000, "Test images scored with k samples (the first N; 0: all "
                                "10,000).", lower=0)
 
-  def __post_init__(self):
-    settings.check(self)
 
 
 def _epoch_seconds(name: str, dataset, workdir) -> float:

@@ -98,10 +98,10 @@ def test_presets_are_whole_valid_configurations_documented_with_a_command():
     assert isinstance(fn(), config.RunConfig), name
     assert "python -m " in fn.__doc__, name
   # The Python constructors read the same definitions: one architecture, one place.
-  from vae_jax import models  # pylint: disable=g-import-not-at-top
-  burda = models.burda_2016()
+  import vae_jax  # pylint: disable=g-import-not-at-top
+  burda = vae_jax.burda_2016()
   assert burda.hidden_sizes == presets.burda_2016().hidden_sizes and burda.activation == "tanh"
-  assert models.conv_32x32x3().channels == presets.conv_32x32x3().conv_channels
+  assert vae_jax.conv_32x32x3().channels == presets.conv_32x32x3().conv_channels
 
 
 def test_each_setting_is_declared_once_and_flags_are_only_generated():

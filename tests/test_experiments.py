@@ -51,18 +51,51 @@ def test_the_main_command_trains_writes_its_files_and_resumes(data_root, tmp_pat
 
 
 @pytest.mark.slow
-def test_mnist_sweep_writes_a_summary(data_root, tmp_path, capfd):
+def test_a_sweep_over_two_settings_trains_its_grid_shards_skips_and_sums_up(data_root, tmp_path,
+                                                                           capfd):
+  """--sweep=beta=0.5,1 --sweep=latent_dim=2,3: four runs in their own folders and a
+  four-row summary; --shard=1/2 trains only its two; finished points are skipped; the
+  summary names what is not finished and --summarize rebuilds it from the points."""
+  grid = ["--sweep=beta=0.5,1", "--sweep=latent_dim=2,3", f"--workdir={tmp_path}"]
+  names = ["beta=0.5,latent_dim=2", "beta=0.5,latent_dim=3", "beta=1.0,latent_dim=2",
+           "beta=1.0,latent_dim=3"]
+  out = in_process(capfd, "experiments.mnist", *TINY, *grid, "--shard=1/2")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [names[1], names[3]]
+  rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
+  assert [(r["beta"], r["latent_dim"], r["status"]) for r in rows] == [
+      ("0.5", "2", "not started"), ("0.5", "3", "done"), ("1.0", "2", "not started"),
+      ("1.0", "3", "done")]
+  assert "Not finished: beta=0.5,latent_dim=2, beta=1.0,latent_dim=2" in out.stderr
+  out = in_process(capfd, "experiments.mnist", *TINY, *grid)  # the rest; two skipped
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stderr.count("is finished; skipped") == 2 and out.stderr.count("epoch 1/1") == 2
+  rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
+  assert [r["status"] for r in rows] == ["done"] * 4
+  assert all(float(r["test_elbo"]) < 0 and int(r["active_units"]) <= int(r["latent_dim"])
+             for r in rows)
+  for name, r in zip(names, rows):
+    config = json.loads((tmp_path / name / "config.json").read_text())
+    assert (config["beta"], config["latent_dim"]) == (float(r["beta"]), int(r["latent_dim"]))
+  assert (tmp_path / "summary.md").read_text().startswith("| beta | latent_dim | epochs |")
+  (tmp_path / "summary.md").unlink()
+  out = in_process(capfd, "experiments.mnist", *TINY, *grid, "--summarize")
+  assert out.returncode == 0 and "epoch 1/" not in out.stderr
+  assert (tmp_path / "summary.md").is_file()
+
+
+@pytest.mark.slow
+def test_latent_dims_is_the_sweep_over_latent_dim_with_its_plot(data_root, tmp_path, capfd):
   out = in_process(capfd, "experiments.mnist", *TINY, "--latent_dims=2,3", f"--workdir={tmp_path}",
-            "--L=2")
+                   "--L=2")
   assert out.returncode == 0, out.stderr[-3000:]
   rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
   assert [r["latent_dim"] for r in rows] == ["2", "3"]
   assert all(float(r["test_elbo"]) < 0 for r in rows)
-  assert (tmp_path / "summary.md").read_text().startswith("| latent_dim |")
-  assert (tmp_path / "latent_2" / "manifold.png").exists()
-  assert "epoch 1/1" in out.stderr
+  assert (tmp_path / "latent_dim=2" / "manifold.png").exists()
+  assert (tmp_path / "summary.png").stat().st_size > 0  # one axis: each figure against it
   again = in_process(capfd, "experiments.mnist", *TINY, "--epochs=2", "--latent_dims=2", "--L=2",
-              f"--workdir={tmp_path}")
+                     f"--workdir={tmp_path}")
   assert "Resuming from the checkpoint of epoch 1" in again.stderr, again.stderr[-2000:]
   assert "epoch 2/2" in again.stderr
 
@@ -77,6 +110,11 @@ def test_mnist_sweep_writes_a_summary(data_root, tmp_path, capfd):
     ("--beta=nan", "--beta=nan: must be a finite number"),
     ("--latent_dims=2,five", "--latent_dims=2,five: must be a comma-separated list of integers"),
     ("--latent_dims=2,2", "--latent_dims=2,2: lists a value twice"),
+    ("--sweep=beta=0.5,x", "--sweep=beta=0.5,x: 'x' is not a value of beta (a float)"),
+    ("--sweep=colour=1,2", "colour is not a setting of a run; sweep one of"),
+    ("--sweep=latent_dim=2,0", "latent_dim=0: must be >= 1"),
+    ("--sweep=beta", "expected SETTING=V1,V2,..."),
+    ("--shard=2/2", "--shard=2/2: needs 0 <= I < N"),
     ("--hidden_sizes=0", "--hidden_sizes=0: must be >= 1"),
     ("--seed=-1", "--seed=-1: must be >= 0"),
     ("--seed=9223372036854775808", "--seed=9223372036854775808: must be <= "),
@@ -110,8 +148,8 @@ def test_frey_face_and_figure2(data_root, tmp_path, capfd):
             "--train_examples=400", "--hidden_sizes=32", f"--workdir={tmp_path}")
   assert out.returncode == 0, out.stderr[-3000:]
   assert (tmp_path / "figure2_frey_face.png").stat().st_size > 0
-  assert (tmp_path / "latent_2" / "manifold.png").exists()
-  config = (tmp_path / "latent_3" / "config.json").read_text()
+  assert (tmp_path / "latent_dim=2" / "manifold.png").exists()
+  config = (tmp_path / "latent_dim=3" / "config.json").read_text()
   assert '"likelihood": "gaussian_sigmoid_mean"' in config and '"optimizer": "adagrad"' in config
   out = in_process(capfd, "experiments.frey_face", "--epochs=1", "--train_examples=300", "--hidden_sizes=16",
             f"--workdir={tmp_path / 'frey'}")

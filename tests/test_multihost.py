@@ -15,7 +15,6 @@ import pytest
 from tests import helpers
 from vae_jax import runner
 
-pytestmark = pytest.mark.slow  # two JAX processes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ARGS = ["--train_examples=1024", "--test_examples=300", "--batch_size=64", "--hidden_sizes=64",
@@ -65,6 +64,7 @@ def _params(workdir):
   return jax.tree_util.tree_leaves(runner.load_run(workdir)[2].params)
 
 
+@pytest.mark.slow  # two JAX processes
 def test_two_processes_stop_together_resume_and_equal_one_process_with_two_devices(
     data_root, tmp_path, capfd):
   """Two processes train until kill -9 of process 1: process 0 (blocked in a collective,
@@ -140,6 +140,7 @@ def test_two_processes_stop_together_resume_and_equal_one_process_with_two_devic
                              rtol=1e-5)
 
 
+@pytest.mark.slow  # a JAX process
 def test_unreachable_coordinator_fails_with_one_line_in_time(data_root, tmp_path):
   start = time.monotonic()
   out = subprocess.run(
@@ -165,3 +166,13 @@ def test_a_collective_that_failed_with_its_peer_is_named_as_such():
                         "(INTERNAL: Gloo all-reduce failed") and "\n" not in why
   assert cluster.peer_failure(xla_error("RESOURCE_EXHAUSTED: out of memory")) is None
   assert cluster.peer_failure(ValueError("Connection reset by peer")) is None
+
+
+@pytest.mark.parametrize("method", ["key_value_set", "key_value_try_get"])
+def test_the_private_coordination_client_is_where_the_peer_watch_reaches_for_it(method):
+  """`multihost.coordination_client` reads `jax._src.distributed`: if JAX moves it, or its
+  client loses a method the peer watch calls, this fails here, not in a user's cluster."""
+  from jax._src.lib import _jax  # pylint: disable=g-import-not-at-top
+  from vae_jax import multihost  # pylint: disable=g-import-not-at-top
+  assert multihost.coordination_client() is None  # no jax.distributed.initialize here
+  assert callable(getattr(_jax.DistributedRuntimeClient, method))

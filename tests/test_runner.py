@@ -5,8 +5,6 @@ import dataclasses
 import json
 
 import chex
-import jax
-import numpy as np
 import pytest
 
 from tests import helpers

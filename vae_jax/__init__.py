@@ -9,9 +9,15 @@ from vae_jax.estimators import score_function_surrogate
 from vae_jax.flows import IAF, FlowPosterior, Planar
 from vae_jax.generation import decode, generate, interpolate, reconstruct
 from vae_jax.losses import elbo_loss, iwae_loss, kl_warmup
-from vae_jax.models import (LIKELIHOODS, PRESETS, VAE, ConvVAE, TwoLayerVAE, init_params,
-                            burda_2016, burda_2016_two_layer, conv_32x32x3, conv_mnist,
-                            kingma_welling_frey, kingma_welling_mnist, pytorch_example)
+from vae_jax.models import LIKELIHOODS, VAE, ConvVAE, TwoLayerVAE, init_params
+from vae_jax.presets import PRESETS
+# The presets' architectures as linen modules (the presets themselves are RunConfigs).
+from vae_jax.presets import burda_2016_module as burda_2016
+from vae_jax.presets import burda_2016_two_layer_module as burda_2016_two_layer
+from vae_jax.presets import conv_32x32x3_module as conv_32x32x3
+from vae_jax.presets import conv_mnist_module as conv_mnist
+from vae_jax.presets import kingma_welling_frey, kingma_welling_mnist
+from vae_jax.presets import pytorch_module as pytorch_example
 from vae_jax.objectives import (ESTIMATORS, ElboTerms, Parts, elbo, elbo_terms, iwae_bound,
                                 iwae_bound_and_stderr, iwae_surrogate, log_weights)
 

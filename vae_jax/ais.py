@@ -227,7 +227,7 @@ class AISResult(NamedTuple):
 
 def _sampling_prior(prior, dim: int):
   """The prior as a sampler: N(0, I) of `dim` where it was left without a size."""
-  if prior is None or (isinstance(prior, distributions.StandardNormal) and prior.dim is None):
+  if prior is None or getattr(prior, "dim", 0) is None:  # N(0, I) of no set size
     return distributions.StandardNormal(dim)
   return prior
 

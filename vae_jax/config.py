@@ -5,6 +5,7 @@ optimizer, the input transform and the extra metrics. Plain arguments, no flags:
 """
 
 import dataclasses
+import functools
 import importlib
 import inspect
 import logging
@@ -13,12 +14,13 @@ import re
 from typing import Any, Callable, NamedTuple, Protocol
 
 import jax
-import jax.numpy as jnp
 import optax
 
+from vae_jax import builders
 from vae_jax import data
 from vae_jax import datasets
 from vae_jax import distributions
+from vae_jax import evaluate
 from vae_jax import flows
 from vae_jax import losses
 from vae_jax import models
@@ -28,21 +30,15 @@ from vae_jax import settings
 from vae_jax import train
 from vae_jax.settings import setting
 
-# Settings that may change when a run resumes (train longer, lower the step size);
-# every other one must match.
-RESUMABLE = ("epochs", "keep_checkpoints", "skip_nonfinite", "learning_rate", "eval_every",
-             "data_path", "log_grad_norm")
-MODELS = ("mlp", "conv", "two_layer")
+MODELS = tuple(builders.BUILDERS)
 _BUILDER = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")  # your own model: MODULE:FUNCTION
 OBJECTIVES = ("elbo", "iwae")
-# Mixed precision: matmuls in bfloat16, parameters, optimizer state, likelihoods and KLs float32.
-COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 # Runs written before images were [H, W, C] recorded only the flattened size.
 LEGACY_IMAGE_SHAPES = {784: (28, 28, 1), 560: (28, 20, 1)}
 
 
 @dataclasses.dataclass(frozen=True)
-class RunConfig:
+class RunConfig(settings.Settings):
   """The settings of one training run. Each field is one setting: its help, bounds
   and command-line name are declared here and nowhere else."""
   # The data.
@@ -50,7 +46,7 @@ class RunConfig:
                          "and 'test' arrays), folder (--data_path=DIR of PNG/JPEG images), "
                          "tfds (--tfds_name=NAME).", choices=datasets.SOURCES, group="data")
   data_path: str = setting("", "The .npz file (--dataset=npz) or image directory "
-                           "(--dataset=folder).", group="data")
+                           "(--dataset=folder).", resumable=True, group="data")
   tfds_name: str = setting("", "A TFDS image data set with train and test splits "
                            "(--dataset=tfds), e.g. fashion_mnist.", group="data")
   image_size: int = setting(0, "Resize --dataset=folder images to this many pixels square "
@@ -65,7 +61,8 @@ class RunConfig:
                        "transposed convs up), two_layer (Burda et al.'s two stochastic layers: "
                        "z2 of --latent_dim over z1 of twice that; its ELBO takes "
                        "--estimator=monte_carlo), or your own as MODULE:FUNCTION, a function "
-                       "(config, image_shape) -> model with init(key) and parts(params).", group="model")
+                       "(config, image_shape) -> model with init(key) and parts(params).",
+                       group="model")
   latent_dim: int = setting(20, "Size of z.", lower=1, group="model")
   conv_channels: tuple[int, ...] = setting((32, 64), "Conv widths going down, reversed going "
                                            "up (--model=conv); each layer halves H and W.",
@@ -79,11 +76,13 @@ class RunConfig:
   posterior: str = setting("gaussian", "q(z|x): gaussian (diagonal), planar (planar flows, "
                            "Rezende & Mohamed 2015) or iaf (inverse autoregressive flow, "
                            "Kingma et al. 2016) over that Gaussian, --flow_steps steps "
-                           "(--model=mlp or conv).", choices=("gaussian",) + flows.FLOWS, group="model")
+                           "(--model=mlp or conv).", choices=("gaussian",) + flows.FLOWS,
+                           group="model")
   flow_steps: int = setting(2, "Steps of the --posterior flow (0: the Gaussian; papers use "
                             "up to 80 planar steps).", lower=0, upper=256, group="model")
   flow_hidden: tuple[int, ...] = setting((200,), "Hidden widths of each IAF step's MADE "
-                                         "network (--posterior=iaf).", lower=1, nonempty=True, group="model")
+                                         "network (--posterior=iaf).", lower=1, nonempty=True,
+                                         group="model")
   prior: str = setting("normal", "p(z): normal (N(0, I)) or vamp (the VampPrior, Tomczak & "
                        "Welling 2018: a mixture of the posteriors of --pseudo_inputs learned "
                        "inputs; --model=mlp or conv).", choices=("normal", "vamp"), group="model")
@@ -96,12 +95,13 @@ class RunConfig:
   compute_dtype: str = setting(
       "float32", "Matmul precision: bfloat16 for mixed precision on a GPU or TPU (parameters, "
       "optimizer state, likelihoods and KLs stay float32); float32 everywhere else.",
-      choices=tuple(COMPUTE_DTYPES), group="model")
+      choices=tuple(builders.COMPUTE_DTYPES), group="model")
   # The objective.
   objective: str = setting("elbo", "Training objective: elbo (with --L, --estimator, --beta, "
                            "--kl_warmup_epochs) or iwae (the k-sample bound, --k).",
                            choices=OBJECTIVES, group="objective")
-  num_samples: int = setting(1, "Monte Carlo samples of z per data point.", flag="L", lower=1, group="objective")
+  num_samples: int = setting(1, "Monte Carlo samples of z per data point.", flag="L", lower=1,
+                             group="objective")
   estimator: str = setting("analytic", "analytic: closed-form KL (B); monte_carlo: full "
                            "estimator (A).", choices=objectives.ESTIMATORS, group="objective")
   beta: float = setting(1.0, "KL weight of the ELBO objective (1: the ELBO; other values: the "
@@ -115,21 +115,27 @@ class RunConfig:
                                choices=("standard", "dreg"), group="objective")
   # The optimizer and its schedule.
   batch_size: int = setting(128, "Examples per step.", lower=1, group="training")
-  epochs: int = setting(10, "Epochs to train (in all, counting resumed ones).", lower=1, group="training")
+  epochs: int = setting(10, "Epochs to train (in all, counting resumed ones).", lower=1,
+                        resumable=True, group="training")
   optimizer: str = setting("adam", "adam, adagrad as in the paper, or sgd.",
                            choices=optimizers.OPTIMIZERS, group="training")
-  learning_rate: float = setting(1e-3, "Step size (peak of a schedule).", above=0.0, group="training")
+  learning_rate: float = setting(1e-3, "Step size (peak of a schedule).", above=0.0,
+                                 resumable=True, group="training")
   lr_schedule: str = setting("constant", "constant; burda: Burda et al.'s 10**(-i/7) decay "
-                             "over 3**i epochs (with Adam's eps 1e-4); warmup_cosine: "
+                             "over 3**i epochs; warmup_cosine: "
                              "--warmup_epochs of linear warm-up, then a cosine decay to 0 at "
                              "--epochs.", choices=optimizers.SCHEDULES, group="training")
   warmup_epochs: int = setting(0, "Linear learning-rate warm-up of "
                                "--lr_schedule=warmup_cosine.", lower=0, group="training")
-  adam_b2: float = setting(0.999, "Adam's second-moment decay.", lower=0.0, upper=0.999999, group="training")
+  adam_b2: float = setting(0.999, "Adam's second-moment decay.", lower=0.0, upper=0.999999,
+                           group="training")
+  adam_eps: float = setting(1e-8, "Adam's epsilon (Burda et al. use 1e-4 with their schedule).",
+                            above=0.0, group="training")
   skip_nonfinite: bool = setting(False, "Skip (and count) steps whose loss or gradient is not "
-                                 "finite instead of stopping.", group="training")
+                                 "finite instead of stopping.", resumable=True, group="training")
   log_grad_norm: bool = setting(False, "Log the gradient's global norm (epoch mean; always with "
-                                "--skip_nonfinite). One more pass over the gradients each step.", group="training")
+                                "--skip_nonfinite). One more pass over the gradients each step.",
+                                resumable=True, group="training")
   # Keys, evaluation and checkpoints.
   seed: int = setting(0, "Root of every key: init, shuffle, binarization, z.", lower=0,
                       upper=2 ** 63 - 1, group="evaluation and checkpoints")
@@ -137,12 +143,15 @@ class RunConfig:
                       "(JAX's default) or philox4x32 (Random123's Philox: the binarization "
                       "noise twice as fast on a CPU).", group="evaluation and checkpoints")
   eval_every: int = setting(1, "Evaluate, checkpoint and log every N epochs (and at the last "
-                            "one, or when stopped).", lower=1, group="evaluation and checkpoints")
-  eval_batch_size: int = setting(1000, "Test examples evaluated at once.", lower=1, group="evaluation and checkpoints")
-  keep_checkpoints: int = setting(3, "Checkpoints kept.", lower=1, group="evaluation and checkpoints")
+                            "one, or when stopped).", lower=1,
+                            resumable=True, group="evaluation and checkpoints")
+  eval_batch_size: int = setting(1000, "Test examples evaluated at once.", lower=1,
+                                 group="evaluation and checkpoints")
+  keep_checkpoints: int = setting(3, "Checkpoints kept.", lower=1,
+                                  resumable=True, group="evaluation and checkpoints")
 
   def __post_init__(self):
-    settings.check(self)
+    super().__post_init__()
     if self.model not in MODELS and not _BUILDER.fullmatch(self.model):
       raise ValueError(f"model={self.model!r}: expected one of {list(MODELS)} or "
                        f"MODULE:FUNCTION (your own model, e.g. examples.nnx_vae:build)")
@@ -173,35 +182,13 @@ class RunConfig:
 
   def build_model(self, image_shape: tuple[int, ...]):
     """The model of these settings for images of `image_shape` (H, W, C): an object
-    with `init(key) -> params` and `parts(params) -> objectives.Parts`.
-
-    mlp: `hidden_sizes` each side. conv: `models.ConvVAE`. two_layer: Burda et
-    al.'s two stochastic layers, z2 of `latent_dim` on top of z1 of twice that,
-    `hidden_sizes` between x and z1 and two layers of 2 * latent_dim between z1 and
-    z2. MODULE:FUNCTION: `FUNCTION(config, image_shape)` from that module.
+    with `init(key) -> params` and `parts(params) -> objectives.Parts`, from the
+    builder `model` names: a built-in one (`builders.BUILDERS`: mlp, conv, two_layer)
+    or MODULE:FUNCTION, both called as `FUNCTION(config, image_shape)`.
     """
     image_shape = tuple(image_shape)
-    if ":" in self.model:
-      return _checked_model(self.model, import_builder(self.model)(self, image_shape))
-    head, dtype = models.likelihood_head(self.likelihood), COMPUTE_DTYPES[self.compute_dtype]
-    flow = flows.make(self.posterior, self.flow_steps, self.latent_dim, self.flow_hidden)
-    k = self.pseudo_inputs if self.prior == "vamp" else 0
-    if self.model == "mlp":
-      module = models.VAE(input_dim=math.prod(image_shape), latent_dim=self.latent_dim,
-                          hidden_sizes=tuple(self.hidden_sizes), activation=self.activation,
-                          likelihood=head, image_shape=image_shape, dtype=dtype, flow=flow,
-                          pseudo_inputs=k)
-    elif self.model == "conv":
-      module = models.ConvVAE(image_shape=image_shape, latent_dim=self.latent_dim,
-                              channels=tuple(self.conv_channels), hidden=self.conv_hidden,
-                              likelihood=head, dtype=dtype, flow=flow, pseudo_inputs=k)
-    else:
-      d = self.latent_dim
-      module = models.TwoLayerVAE(input_dim=math.prod(image_shape), latent_dims=(2 * d, d),
-                                  hidden_sizes=(tuple(self.hidden_sizes), (2 * d, 2 * d)),
-                                  activation=self.activation, likelihood=head,
-                                  image_shape=image_shape, dtype=dtype)
-    return models.LinenModel(module)
+    build = builders.BUILDERS.get(self.model) or import_builder(self.model)
+    return _checked_model(self.model, build(self, image_shape))
 
 
 def import_builder(name: str) -> Callable:
@@ -242,6 +229,10 @@ def _checked_model(name: str, model):
   return model
 
 
+# Settings that may change when a run resumes, from their declarations.
+RESUMABLE = tuple(f.name for f in settings.fields(RunConfig) if f.metadata["resumable"])
+
+
 class Model(Protocol):
   """What the runner trains: any object with these two methods (hashable, since
   `parts` is a static argument of compiled evaluations)."""
@@ -249,6 +240,25 @@ class Model(Protocol):
   def init(self, key: jax.Array) -> Any: ...  # the initial parameters, a pytree of arrays
 
   def parts(self, params) -> objectives.Parts: ...  # (encoder, decoder, prior)
+
+
+class MemoryKnob(NamedTuple):
+  """The setting that scales a training step's memory, and its value."""
+  setting: str
+  value: int
+
+  def __str__(self) -> str:
+    return f"{self.setting}={self.value}"
+
+
+class LoopPolicy(NamedTuple):
+  """How the training loop runs: what the runner needs of the settings, read here once."""
+  epochs: int  # in all, counting resumed ones
+  batch_size: int
+  eval_every: int  # evaluate, checkpoint and log every N epochs (and at the last)
+  keep_checkpoints: int
+  skip_nonfinite: bool  # skip (and count) non-finite steps instead of stopping
+  grad_norm: bool  # compute the gradient's global norm each step
 
 
 class Recipe(NamedTuple):
@@ -259,7 +269,12 @@ class Recipe(NamedTuple):
   transform: Callable  # (key, batch of stored images) -> model inputs
   host_loop: bool  # train step by step from Python (XLA's CPU convolutions, jax#12868)
   extra_metrics: Callable[[dict], dict]  # an evaluated epoch's record -> more entries
-  memory_knob: str  # the setting that scales a step's memory, e.g. "num_samples=5"
+  memory_knob: MemoryKnob  # the setting that scales a step's memory
+  policy: LoopPolicy
+  root: jax.Array  # the run's root key
+  inputs: Callable  # Dataset -> (stored training images, test model inputs)
+  test_bound: Callable  # (params, test_x, key) -> {"elbo", "reconstruction", "kl"}
+  train_summary: Callable[[dict], str]  # an epoch's record -> its log line's training part
 
 
 def resolve(config: RunConfig) -> RunConfig:
@@ -275,6 +290,50 @@ def resolve(config: RunConfig) -> RunConfig:
                     "(estimator A)", ", ".join(what))
     return dataclasses.replace(config, estimator="monte_carlo")
   return config
+
+
+def check_data(config: RunConfig, image_shape, num_train: int) -> None:
+  """Settings that cannot work with this data set or these devices, one line each."""
+  devices = jax.device_count()
+  config.root_key()  # an unknown prng fails here, before the workdir is touched
+  if config.batch_size > num_train:
+    raise ValueError(f"batch_size={config.batch_size}: larger than the {num_train} training "
+                     f"images; use at most {num_train}")
+  if config.batch_size % devices:
+    raise ValueError(f"batch_size={config.batch_size}: must be a multiple of the "
+                     f"{devices} devices to shard over")
+  if image_shape[-1] != 1 and config.binarize != "none":
+    raise ValueError(f"binarize={config.binarize}: the images have {image_shape[-1]} "
+                     f"channels and only grey levels are binarized; use binarize=none with "
+                     f"likelihood=discretized_logistic or continuous_bernoulli")
+
+
+def check_builder(config: RunConfig, named: str | None, where) -> None:
+  """Refuses settings (a run's config.json at `where`) that name code the caller did
+  not name: a MODULE:FUNCTION builder runs only when `named` is the same."""
+  if named and named != config.model:
+    raise ValueError(f"model={named}: the run in {where} was trained with "
+                     f"model={config.model}; pass that, or leave model out for a built-in "
+                     f"model")
+  if ":" in config.model and named != config.model:
+    raise ValueError(f"workdir={where}: its config.json names the model builder "
+                     f"{config.model!r}, code that loading the run would import and run; if "
+                     f"you trust that folder, pass model={config.model}")
+
+
+def _train_summary(config: RunConfig) -> Callable[[dict], str]:
+  """The training part of an epoch's log line. "train ELBO" is the ELBO itself; where
+  the run trains another objective (beta != 1, a KL warm-up, the IWAE bound) that one
+  is shown beside it under its own name."""
+  def summary(record: dict) -> str:
+    if "train_iwae_bound" in record:
+      return f"train IWAE bound (k={config.iwae_samples}) {record['train_iwae_bound']:.2f}"
+    text = f"train ELBO {record['train_elbo']:.2f}"
+    if record.get("train_beta", 1.0) != 1.0:
+      text += (f" (objective {record['train_objective']:.2f} with mean beta "
+               f"{record['train_beta']:.3g})")
+    return text
+  return summary
 
 
 def build(config: RunConfig, image_shape, num_train: int, model: Model | None = None) -> Recipe:
@@ -294,11 +353,19 @@ def build(config: RunConfig, image_shape, num_train: int, model: Model | None = 
     if config.likelihood == "discretized_logistic":  # 8-bit data: the papers' unit
       out["test_bits_per_dim"] = float(distributions.bits_per_dim(record["test_elbo"], dims))
     return out
-  knob = (f"iwae_samples={config.iwae_samples}" if config.objective == "iwae"
-          else f"num_samples={config.num_samples}")
+  knob = (MemoryKnob("iwae_samples", config.iwae_samples) if config.objective == "iwae"
+          else MemoryKnob("num_samples", config.num_samples))
+  policy = LoopPolicy(config.epochs, config.batch_size, config.eval_every,
+                      config.keep_checkpoints, config.skip_nonfinite,
+                      config.log_grad_norm or config.skip_nonfinite)
+  test_bound = functools.partial(evaluate.elbo_means, model.parts,
+                                 num_samples=config.num_samples, estimator=config.estimator,
+                                 batch_size=config.eval_batch_size)
   return Recipe(model, make_loss(config, model, num_train), make_optimizer(config, num_train),
-                data.binarizer(config.binarize), conv_on_cpu, extra,
-                knob)
+                data.binarizer(config.binarize), conv_on_cpu, extra, knob, policy,
+                config.root_key(),
+                functools.partial(data.model_inputs, binarize=config.binarize), test_bound,
+                _train_summary(config))
 
 
 def make_optimizer(config: RunConfig, num_train: int) -> optax.GradientTransformation:
@@ -306,7 +373,7 @@ def make_optimizer(config: RunConfig, num_train: int) -> optax.GradientTransform
                                    schedule=config.lr_schedule,
                                    steps_per_epoch=num_train // config.batch_size,
                                    epochs=config.epochs, warmup_epochs=config.warmup_epochs,
-                                   b2=config.adam_b2)
+                                   b2=config.adam_b2, eps=config.adam_eps)
 
 
 def make_loss(config: RunConfig, model: Model, num_train: int) -> losses.LossFn:

@@ -85,7 +85,7 @@ def load(name: str, options: Options = Options()) -> Dataset:
 
 
 @dataclasses.dataclass(frozen=True)
-class DataOptions:
+class DataOptions(settings.Settings):
   """Where this machine finds a run's data, and how much of it to use: settings of a
   command, not of the run (a resumed run may read its files from elsewhere)."""
   data_dir: str | None = setting(None, "Directory of the data files (default: "
@@ -100,8 +100,6 @@ class DataOptions:
                                 "quick trials.", lower=0)
   test_examples: int = setting(0, "Use only the first N test examples (0: all).", lower=0)
 
-  def __post_init__(self):
-    settings.check(self)
 
 
 def load_for(config, options: DataOptions = DataOptions()) -> Dataset:

@@ -191,7 +191,7 @@ def vamp_prior(encoder, pseudo_inputs: jax.Array) -> MixtureOfGaussians:
   its Gaussian q0 (a flow's density has no closed form to mix)."""
   q = encoder(pseudo_inputs)
   q = getattr(q, "base", q)
-  if not isinstance(q, DiagonalGaussian):
+  if not (hasattr(q, "mean") and hasattr(q, "logvar")):
     raise TypeError(f"vamp_prior: the encoder gives {type(q).__name__}; the VampPrior mixes "
                     f"diagonal Gaussians (or a flow's Gaussian base)")
   return MixtureOfGaussians(jnp.zeros(q.mean.shape[:-1], q.mean.dtype), q.mean, q.logvar)
@@ -243,27 +243,61 @@ class TwoLevelGaussian:
   @property
   def mean(self) -> jax.Array:
     """The mean of a and the mean of b given that mean (not E[b]: a summary for pictures)."""
-    a = self.first.mean if isinstance(self.first, DiagonalGaussian) else jnp.zeros(self.first_dim)
+    a = getattr(self.first, "mean", None)
+    a = jnp.zeros(self.first_dim) if a is None else a
     return self._join(a, self.conditional.apply(self.params, a).mean)
 
 
-def kl_divergence(q, p) -> jax.Array:
-  """KL(q || p) in closed form, `[...]`, for the pairs that have one.
+_KL_PER_DIM: dict = {}
 
-  Diagonal Gaussian to N(0, I) and diagonal Gaussian to diagonal Gaussian.
+
+def register_kl(q_type, p_type):
+  """Declares the closed-form KL(q || p) of a pair of types (as TFP's `RegisterKL`):
+  decorates fn(q, p) -> the KL of each dimension `[..., D]`, which `kl_divergence`
+  sums. Subclasses inherit their parents' entries."""
+  def add(fn):
+    _KL_PER_DIM[(q_type, p_type)] = fn
+    return fn
+  return add
+
+
+def kl_per_dim(q, p) -> jax.Array | None:
+  """KL(q || p) of each dimension `[..., D]` for a pair with a registered closed form
+  (`register_kl`) that factorizes, else None."""
+  for q_type in type(q).__mro__:
+    for p_type in type(p).__mro__:
+      fn = _KL_PER_DIM.get((q_type, p_type))
+      if fn is not None:
+        return fn(q, p)
+  return None
+
+
+def kl_divergence(q, p) -> jax.Array:
+  """KL(q || p) in closed form, `[...]`, for the pairs `register_kl` declares:
+  diagonal Gaussian to N(0, I) and diagonal Gaussian to diagonal Gaussian.
 
   Raises:
     NotImplementedError: no closed form for this pair (estimate it by Monte
       Carlo: `estimator="monte_carlo"`).
   """
-  if isinstance(q, DiagonalGaussian) and isinstance(p, StandardNormal):
-    return kl_standard_normal(q.mean, q.logvar)
-  if isinstance(q, DiagonalGaussian) and isinstance(p, DiagonalGaussian):
-    return 0.5 * jnp.sum(p.logvar - q.logvar - 1.0 + jnp.exp(q.logvar - p.logvar)
-                         + jnp.square(q.mean - p.mean) * jnp.exp(-p.logvar), axis=-1)
-  raise NotImplementedError(
-      f"no closed-form KL between {type(q).__name__} and {type(p).__name__}; "
-      f"use estimator='monte_carlo'")
+  per_dim = kl_per_dim(q, p)
+  if per_dim is None:
+    raise NotImplementedError(
+        f"no closed-form KL between {type(q).__name__} and {type(p).__name__}; "
+        f"use estimator='monte_carlo'")
+  return jnp.sum(per_dim, axis=-1)
+
+
+@register_kl(DiagonalGaussian, StandardNormal)
+def _kl_gaussian_standard(q: DiagonalGaussian, p: StandardNormal) -> jax.Array:
+  del p
+  return 0.5 * (jnp.exp(q.logvar) + jnp.square(q.mean) - 1.0 - q.logvar)
+
+
+@register_kl(DiagonalGaussian, DiagonalGaussian)
+def _kl_gaussian_gaussian(q: DiagonalGaussian, p: DiagonalGaussian) -> jax.Array:
+  return 0.5 * (p.logvar - q.logvar - 1.0 + jnp.exp(q.logvar - p.logvar)
+                + jnp.square(q.mean - p.mean) * jnp.exp(-p.logvar))
 
 
 # -- likelihoods p(x|z) ----------------------------------------------------------------

@@ -430,11 +430,9 @@ def _usage(parts_fn, params, x):
   parts = parts_fn(params)
   q = parts.encoder(x)
   mean = q.mean.reshape(x.shape[0], -1)
-  if isinstance(q, distributions.DiagonalGaussian) and (
-      parts.prior is None or isinstance(parts.prior, distributions.StandardNormal)):
-    logvar = q.logvar.reshape(mean.shape)
-    return mean, jnp.sum(0.5 * (jnp.exp(logvar) + jnp.square(mean) - 1.0 - logvar), 0)
-  return mean, None
+  prior = distributions.StandardNormal() if parts.prior is None else parts.prior
+  kl = distributions.kl_per_dim(q, prior)  # None where the KL has no closed form
+  return mean, None if kl is None else jnp.sum(kl.reshape(mean.shape), 0)
 
 
 def latent_usage(parts_fn, params, x, *, batch_size: int = 1000) -> dict:

@@ -77,12 +77,13 @@ class FlowPosterior:
 class Planar:
   """`steps` planar maps whose u, w, b (2 D + 1 numbers a step) the encoder gives."""
   steps: int
+  has_params = False  # every parameter is per example, in the context
 
   def context_size(self, dim: int) -> int:
     return self.steps * (2 * dim + 1)
 
   def init(self, key: jax.Array, dim: int) -> None:  # pylint: disable=unused-argument
-    return None  # every parameter is per example, in the context
+    return None
 
   def forward(self, params, context, z):  # pylint: disable=unused-argument
     """z `[..., D]` -> (f(z) `[..., D]`, log |det df/dz| `[...]`)."""
@@ -134,6 +135,7 @@ class IAF:
   hidden: tuple[int, ...] = (200,)
   context_dim: int = 50
   gate_bias: float = 1.0
+  has_params = True  # its MADE networks, shared by every example
 
   def context_size(self, dim: int) -> int:  # pylint: disable=unused-argument
     return self.context_dim

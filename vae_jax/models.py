@@ -134,7 +134,7 @@ def _posterior(module: nn.Module, out: jax.Array, latent_dim: int, flow):
   base = distributions.DiagonalGaussian(out[..., :latent_dim], out[..., latent_dim:2 * latent_dim])
   if flow is None:
     return base
-  params = module.param("flow", flow.init, latent_dim) if isinstance(flow, flows.IAF) else None
+  params = module.param("flow", flow.init, latent_dim) if flow.has_params else None
   return flows.FlowPosterior(base, out[..., 2 * latent_dim:], params, flow)
 
 
@@ -476,59 +476,3 @@ class LinenModel:
 
   def parts(self, params) -> Parts:
     return self.module.parts(params)
-
-
-# The architectures of the presets, as linen modules: each reads its preset in
-# `vae_jax.presets`, where the architecture is defined.
-
-def _preset_module(name: str, image_shape=(28, 28, 1), **changes) -> nn.Module:
-  """Preset `name`'s model; an MLP takes flat `[batch, H * W * C]` inputs, as these
-  constructors always have."""
-  from vae_jax import presets  # pylint: disable=g-import-not-at-top  (presets build models)
-  config = dataclasses.replace(presets.get(name), **changes)
-  module = config.build_model(image_shape).module
-  return module.clone(image_shape=None) if isinstance(module, (VAE, TwoLayerVAE)) else module
-
-
-def pytorch_example(latent_dim: int = 20) -> "VAE":
-  """pytorch/examples `vae/main.py`: 784-400-20, relu, Bernoulli decoder."""
-  return _preset_module("pytorch_example", latent_dim=latent_dim)
-
-
-def kingma_welling_mnist(latent_dim: int = 20) -> "VAE":
-  """Kingma & Welling (2014), MNIST: one hidden layer of 500 tanh units each side."""
-  return _preset_module("kingma_welling", latent_dim=latent_dim)
-
-
-def kingma_welling_frey(latent_dim: int = 10) -> "VAE":
-  """Kingma & Welling (2014), Frey Face: 200 tanh units, Gaussian decoder whose mean
-  goes through a sigmoid, learned variance, 28x20 images."""
-  return _preset_module("frey_face", (28, 20, 1), latent_dim=latent_dim)
-
-
-def burda_2016(latent_dim: int = 50) -> "VAE":
-  """Burda et al. (2016), Table 1, one stochastic layer: 784-200-200-50, tanh."""
-  return _preset_module("burda_2016", latent_dim=latent_dim)
-
-
-def burda_2016_two_layer() -> "TwoLayerVAE":
-  """Burda et al. (2016), Table 1, two stochastic layers: 784-200-200-100(z1)-100-100-50(z2),
-  tanh, generative path mirrored."""
-  return _preset_module("burda_2016_two_layer")
-
-
-def conv_mnist(latent_dim: int = 20) -> "ConvVAE":
-  """A conv VAE for 28x28x1 images: 32 and 64 channels, 256 dense units, Bernoulli."""
-  return _preset_module("conv_mnist", latent_dim=latent_dim)
-
-
-def conv_32x32x3(latent_dim: int = 64) -> "ConvVAE":
-  """A conv VAE for 32x32 colour images (CIFAR-10, SVHN): a discretized logistic
-  likelihood (report bits per dimension)."""
-  return _preset_module("conv_32x32x3", (32, 32, 3), latent_dim=latent_dim)
-
-
-PRESETS = {"pytorch_example": pytorch_example, "kingma_welling_mnist": kingma_welling_mnist,
-           "kingma_welling_frey": kingma_welling_frey, "burda_2016": burda_2016,
-           "burda_2016_two_layer": burda_2016_two_layer, "conv_mnist": conv_mnist,
-           "conv_32x32x3": conv_32x32x3}

@@ -43,3 +43,12 @@ def barrier(name: str) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(name)
+
+
+def coordination_client():
+  """JAX's client of the coordination service's key-value store, once
+  `jax.distributed.initialize` has run (else None). It lives in `jax._src.distributed`,
+  not in JAX's public API: this is the one place that reaches into it, and
+  tests/test_multihost.py fails loudly when JAX moves it."""
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  return distributed.global_state.client

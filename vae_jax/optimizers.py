@@ -38,25 +38,26 @@ def learning_rate_schedule(learning_rate: float, *, schedule: str = "constant",
 
 def make_optimizer(name: str, learning_rate: float, *, schedule: str = "constant",
                    steps_per_epoch: int = 1, epochs: int = 1, warmup_epochs: int = 0,
-                   b2: float = 0.999) -> optax.GradientTransformation:
+                   b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
   """Adam (the default), Adagrad (Kingma & Welling, 2014) or plain SGD.
 
   Args:
     name: "adam", "adagrad" or "sgd".
     learning_rate: the (peak) step size, > 0.
-    schedule: "constant"; "burda" (`burda_schedule`, with Adam's epsilon 1e-4
-      as in Burda et al.); or "warmup_cosine" (see `learning_rate_schedule`).
+    schedule: "constant"; "burda" (`burda_schedule`); or "warmup_cosine" (see
+      `learning_rate_schedule`).
     steps_per_epoch: for schedules counted in epochs.
     epochs, warmup_epochs: the length of the cosine schedule and its warm-up.
     b2: Adam's second-moment decay (0.999 by default; 0.95 trains Burda et
       al.'s VAE to a given bound in fewer epochs, see the burda_2016_fast preset).
+    eps: Adam's epsilon (Burda et al. use 1e-4).
   """
   lr = learning_rate_schedule(learning_rate, schedule=schedule, steps_per_epoch=steps_per_epoch,
                               epochs=epochs, warmup_epochs=warmup_epochs)
   if schedule == "constant":
     lr = learning_rate  # a float: optax's states then hold no step count
   if name == "adam":
-    return optax.adam(lr, b2=b2, eps=1e-4 if schedule == "burda" else 1e-8)
+    return optax.adam(lr, b2=b2, eps=eps)
   if name == "adagrad":
     return optax.adagrad(lr)
   if name == "sgd":

@@ -188,6 +188,29 @@ def save_time_curves(path, curves: dict, title: str, marks: dict | None = None) 
   _finish(fig, ax, path, title, "training wall time (minutes)", "test ELBO (nats per image)")
 
 
+def save_sweep(path, setting: str, figures: dict, title: str) -> None:
+  """A sweep of one setting: each figure {name: [(value, y), ...]} against the values,
+  one panel each (numbers on a numeric axis, anything else as categories)."""
+  fig = Figure(figsize=(4.0 * len(figures), 3.2))
+  for i, (name, points) in enumerate(figures.items()):
+    ax = fig.add_subplot(1, len(figures), i + 1)
+    xs = [x for x, _ in points]
+    try:
+      xs = [float(x) for x in xs]
+      ticks = None
+    except ValueError:
+      ticks, xs = xs, list(range(len(xs)))
+    ax.plot(xs, [y for _, y in points], "o-")
+    if ticks is not None:
+      ax.set_xticks(xs, ticks)
+    ax.set_xlabel(setting)
+    ax.set_ylabel(name)
+    ax.grid(alpha=0.3)
+  fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  _save(fig, path)
+
+
 def save_gradient_variance(path, rows: list[dict], title: str) -> None:
   """Total variance of the encoder gradient against L, one line per estimator."""
   fig = Figure(figsize=(6.5, 4.5))

@@ -10,6 +10,9 @@ To add a preset: write a function here returning a RunConfig, and list it in `PR
 import dataclasses
 import re
 
+import flax.linen as nn
+
+from vae_jax import models
 from vae_jax.config import RunConfig
 
 
@@ -65,15 +68,15 @@ def figure2_frey_face() -> RunConfig:
 
 
 def burda_2016() -> RunConfig:
-  """Burda et al. (2016), one stochastic layer: 784-200-200-50 tanh, batch 20, Adam with
-  their 3^i-epoch schedule (eps 1e-4), 3,280 epochs.
+  """Burda et al. (2016), one stochastic layer: 784-200-200-50 tanh, batch 20, Adam (eps
+  1e-4) with their 3^i-epoch schedule, 3,280 epochs.
 
   python -m experiments.mnist --preset=burda_2016 --workdir=runs/burda
   The paper: -86.76 nats (k = 5000) after 3,280 epochs. Measured alone on a 2-core CPU:
   epoch 557 after 46.9 min, test ELBO -92.36, log p(x) -87.87 (docs/results.md's curve).
   """
   return RunConfig(hidden_sizes=(200, 200), activation="tanh", latent_dim=50, batch_size=20,
-                   lr_schedule="burda", epochs=3280)
+                   lr_schedule="burda", adam_eps=1e-4, epochs=3280)
 
 
 def burda_2016_fast() -> RunConfig:
@@ -89,6 +92,7 @@ def burda_2016_fast() -> RunConfig:
   With Threefry (--prng=threefry2x32): 45.9 min, -90.11, -86.63.
   """
   return dataclasses.replace(burda_2016(), batch_size=250, learning_rate=2e-3, adam_b2=0.95,
+                             adam_eps=1e-8,
                              lr_schedule="warmup_cosine", warmup_epochs=5, epochs=1200,
                              eval_every=10, prng="philox4x32")
 
@@ -228,3 +232,58 @@ def get(name: str) -> RunConfig:
   if name not in PRESETS:
     raise ValueError(f"preset={name}: expected one of {sorted(PRESETS)}")
   return PRESETS[name]()
+
+
+# The architectures of the presets, as linen modules: each reads its preset in
+# `vae_jax.presets`, where the architecture is defined.
+
+def _preset_module(name: str, image_shape=(28, 28, 1), **changes) -> nn.Module:
+  """Preset `name`'s model; an MLP takes flat `[batch, H * W * C]` inputs, as these
+  constructors always have."""
+  config = dataclasses.replace(get(name), **changes)
+  module = config.build_model(image_shape).module
+  return module if config.model == "conv" else module.clone(image_shape=None)
+
+
+def pytorch_module(latent_dim: int = 20) -> "models.VAE":
+  """pytorch/examples `vae/main.py`: 784-400-20, relu, Bernoulli decoder."""
+  return _preset_module("pytorch_example", latent_dim=latent_dim)
+
+
+def kingma_welling_mnist(latent_dim: int = 20) -> "models.VAE":
+  """Kingma & Welling (2014), MNIST: one hidden layer of 500 tanh units each side."""
+  return _preset_module("kingma_welling", latent_dim=latent_dim)
+
+
+def kingma_welling_frey(latent_dim: int = 10) -> "models.VAE":
+  """Kingma & Welling (2014), Frey Face: 200 tanh units, Gaussian decoder whose mean
+  goes through a sigmoid, learned variance, 28x20 images."""
+  return _preset_module("frey_face", (28, 20, 1), latent_dim=latent_dim)
+
+
+def burda_2016_module(latent_dim: int = 50) -> "models.VAE":
+  """Burda et al. (2016), Table 1, one stochastic layer: 784-200-200-50, tanh."""
+  return _preset_module("burda_2016", latent_dim=latent_dim)
+
+
+def burda_2016_two_layer_module() -> "models.TwoLayerVAE":
+  """Burda et al. (2016), Table 1, two stochastic layers: 784-200-200-100(z1)-100-100-50(z2),
+  tanh, generative path mirrored."""
+  return _preset_module("burda_2016_two_layer")
+
+
+def conv_mnist_module(latent_dim: int = 20) -> "models.ConvVAE":
+  """A conv VAE for 28x28x1 images: 32 and 64 channels, 256 dense units, Bernoulli."""
+  return _preset_module("conv_mnist", latent_dim=latent_dim)
+
+
+def conv_32x32x3_module(latent_dim: int = 64) -> "models.ConvVAE":
+  """A conv VAE for 32x32 colour images (CIFAR-10, SVHN): a discretized logistic
+  likelihood (report bits per dimension)."""
+  return _preset_module("conv_32x32x3", (32, 32, 3), latent_dim=latent_dim)
+
+
+MODULES = {"pytorch_example": pytorch_module, "kingma_welling_mnist": kingma_welling_mnist,
+           "kingma_welling_frey": kingma_welling_frey, "burda_2016": burda_2016_module,
+           "burda_2016_two_layer": burda_2016_two_layer_module, "conv_mnist": conv_mnist_module,
+           "conv_32x32x3": conv_32x32x3_module}

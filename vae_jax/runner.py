@@ -69,7 +69,7 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir, *,
   if not fresh and (workdir / "config.json").is_file():
     config_lib.read_run_config(workdir / "config.json")  # a damaged one: one line, now
   config = config_lib.resolve(config)
-  _check_config(config, dataset)
+  config_lib.check_data(config, dataset.image_shape, dataset.train.shape[0])
   recipe = config_lib.build(config, dataset.image_shape, dataset.train.shape[0], model)
   abstract = jax.eval_shape(lambda k: config_lib.initial_state(recipe.model, recipe.optimizer, k),
                             jax.random.key(0))
@@ -80,10 +80,10 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir, *,
   with workdir_lib.Lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
     workdir_lib.prepare(workdir, settings, dataclasses.asdict(RunConfig()),
                         config_lib.RESUMABLE, fresh)
-    return _train(config, recipe, dataset, workdir, settings)
+    return _train(recipe, dataset, workdir, settings)
 
 
-def _train(config, recipe, dataset, workdir, settings) -> dict[str, Any]:
+def _train(recipe, dataset, workdir, settings) -> dict[str, Any]:
   """The epochs of `train_and_evaluate`, once the workdir is locked and checked.
 
   SIGINT/SIGTERM are requests from here on, never exceptions (a KeyboardInterrupt
@@ -91,62 +91,59 @@ def _train(config, recipe, dataset, workdir, settings) -> dict[str, Any]:
   arrives before the first epoch ends the run as an interruption, a later one
   after the current epoch, with its checkpoint saved."""
   with workdir_lib.StopRequest() as stop:
-    return _epochs(config, recipe, dataset, workdir, settings, stop)
+    return _epochs(recipe, dataset, workdir, settings, stop)
 
 
-def _epochs(config, recipe, dataset, workdir, settings, stop) -> dict[str, Any]:
-  train_images, test_x = data_lib.model_inputs(dataset, config.binarize)
-  model, mesh, root = recipe.model, multihost.data_mesh(), config.root_key()
+def _epochs(recipe, dataset, workdir, settings, stop) -> dict[str, Any]:
+  train_images, test_x = recipe.inputs(dataset)
+  model, mesh, root, policy = recipe.model, multihost.data_mesh(), recipe.root, recipe.policy
   state = multihost.replicate(config_lib.initial_state(model, recipe.optimizer, root), mesh)
-  ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
+  ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", max_to_keep=policy.keep_checkpoints)
   log = None
   try:
-    steps_per_epoch = dataset.train.shape[0] // config.batch_size
+    steps_per_epoch = dataset.train.shape[0] // policy.batch_size
     start, state = _resume(ckpt, state, root, steps_per_epoch)
     workdir_lib.write_config(workdir, settings)  # only now, with the state accepted
     log = workdir_lib.MetricsLog(workdir, start, ckpt.record(start) if start else None,
                                  settings)
-    epoch_fn = _epoch_fn(config, recipe, mesh)
-    if start >= config.epochs:
+    epoch_fn = _epoch_fn(recipe, mesh)
+    if start >= policy.epochs:
       logging.info("Nothing to train: the checkpoint in %s already has %d epochs", workdir, start)
       # The PNGs again (cheap), but not TensorBoard's images: those of this epoch are there.
       _pictures(workdir, None, model, multihost.local_copy(state.params), test_x, dataset, start,
                 True)
       return log.last_record()
-    batches = train.epoch_batches(train_images, root, start, config.batch_size, mesh)
+    batches = train.epoch_batches(train_images, root, start, policy.batch_size, mesh)
     logging.info("Compiling the training epoch (XLA; the compilation cache lets a second run "
                  "of the same settings skip most of it)")
     t_compile = time.perf_counter()
-    epoch_fn = _compile_within_memory(epoch_fn, state, batches, root, config, recipe)
+    epoch_fn = _compile_within_memory(epoch_fn, state, batches, root, recipe)
     logging.info("Compiled in %.1fs; training epochs %d to %d", time.perf_counter() - t_compile,
-                 start + 1, config.epochs)
+                 start + 1, policy.epochs)
     if multihost.any_process(stop.signal is not None):
       raise KeyboardInterrupt  # before any work worth saving: the run ends here
     times, loop_start, record = [], time.perf_counter(), {}
-    for epoch in range(start, config.epochs):
+    for epoch in range(start, policy.epochs):
       t0 = time.perf_counter()
       state, m = epoch_fn(state, batches, root)
-      if epoch + 1 < config.epochs:  # the host gathers the next epoch while this one runs
-        batches = train.epoch_batches(train_images, root, epoch + 1, config.batch_size, mesh)
+      if epoch + 1 < policy.epochs:  # the host gathers the next epoch while this one runs
+        batches = train.epoch_batches(train_images, root, epoch + 1, policy.batch_size, mesh)
       m = jax.device_get(m)  # the one host sync of the epoch
       times.append(time.perf_counter() - t0)
-      _check_finite(m, epoch, ckpt.latest_epoch(), config)
-      last = epoch + 1 == config.epochs
+      _check_finite(m, epoch, ckpt.latest_epoch(), policy.skip_nonfinite)
+      last = epoch + 1 == policy.epochs
       stopping = multihost.any_process(stop.signal is not None)
-      if (epoch + 1) % config.eval_every and not last and not stopping:
+      if (epoch + 1) % policy.eval_every and not last and not stopping:
         continue  # evaluation, checkpoint and pictures every eval_every epochs
       params = multihost.local_copy(state.params)
-      test = evaluate.elbo_means(
-          model.parts, params, test_x, train.eval_key(root), num_samples=config.num_samples,
-          estimator=config.estimator, batch_size=config.eval_batch_size)
-      test["active_units"], test["latent_units"] = _active_units(model, params, test_x,
-                                                                 config.eval_batch_size)
-      record = _record(config, recipe, epoch, state, m, test, times[-1],
+      test = recipe.test_bound(params, test_x, train.eval_key(root))
+      test["active_units"], test["latent_units"] = _active_units(model, params, test_x)
+      record = _record(recipe, epoch, state, m, test, times[-1],
                        log.wall_before + time.perf_counter() - loop_start)
       ckpt.save(epoch + 1, state, root, record)
       log.record(record)
       _pictures(workdir, log, model, params, test_x, dataset, epoch + 1, last)
-      _log_epoch(config, record, times)
+      _log_epoch(recipe, record, times)
       if stopping:
         logging.warning("%s: stopping after epoch %d; its checkpoint is saved. Run the same "
                         "command again to resume.", stop.signal or "a signal to another "
@@ -175,48 +172,20 @@ def load_run(workdir, epoch: int | None = None, *, model: str | None = None):
     raise ValueError(f"workdir={workdir}: no config.json there; pass the workdir of a "
                      f"training run")
   config, sizes = config_lib.read_run_config(workdir / "config.json")
-  _check_builder(workdir, config.model, model)
-  model = config.build_model(tuple(sizes["image_shape"]))
-  optimizer = config_lib.make_optimizer(config, sizes["train_examples"])
-  root = config.root_key()
+  config_lib.check_builder(config, model, workdir)
+  recipe = config_lib.build(config, tuple(sizes["image_shape"]), sizes["train_examples"])
+  model, root = recipe.model, recipe.root
   ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints")
   try:
     if ckpt.latest_epoch() is None:
       raise ValueError(f"workdir={workdir}: holds no checkpoint yet")
-    template = config_lib.initial_state(model, optimizer, root)
+    template = config_lib.initial_state(model, recipe.optimizer, root)
     if jax.process_count() > 1:  # several processes restore global arrays together
       template = multihost.replicate(template, multihost.data_mesh())
     epoch, state = ckpt.restore(template, root, epoch)
   finally:
     ckpt.close()
   return config, model, state, epoch
-
-
-def _check_builder(workdir, recorded: str, named: str | None) -> None:
-  """Refuses a run whose config.json names code the caller did not name."""
-  if named and named != recorded:
-    raise ValueError(f"model={named}: the run in {workdir} was trained with model={recorded}; "
-                     f"pass that, or leave model out for a built-in model")
-  if ":" in recorded and named != recorded:
-    raise ValueError(f"workdir={workdir}: its config.json names the model builder "
-                     f"{recorded!r}, code that loading the run would import and run; if you "
-                     f"trust that folder, pass model={recorded}")
-
-
-def _check_config(config: RunConfig, dataset: data_lib.Dataset) -> None:
-  """Settings that cannot work with this data set or these devices, one line each."""
-  n_train, devices = dataset.train.shape[0], jax.device_count()
-  config.root_key()  # an unknown prng fails here, before the workdir is touched
-  if config.batch_size > n_train:
-    raise ValueError(f"batch_size={config.batch_size}: larger than the {n_train} training "
-                     f"images; use at most {n_train}")
-  if config.batch_size % devices:
-    raise ValueError(f"batch_size={config.batch_size}: must be a multiple of the "
-                     f"{devices} devices to shard over")
-  if dataset.image_shape[-1] != 1 and config.binarize != "none":
-    raise ValueError(f"binarize={config.binarize}: the images have {dataset.image_shape[-1]} "
-                     f"channels and only grey levels are binarized; use binarize=none with "
-                     f"likelihood=discretized_logistic or continuous_bernoulli")
 
 
 def _data_sizes(dataset: data_lib.Dataset) -> dict:
@@ -244,14 +213,14 @@ def _resume(ckpt: checkpoint_lib.Checkpointer, state, root, steps_per_epoch: int
   return start, state
 
 
-def _epoch_fn(config: RunConfig, recipe: config_lib.Recipe, mesh):
+def _epoch_fn(recipe: config_lib.Recipe, mesh):
   return train.make_train_epoch(
       recipe.loss, recipe.optimizer, transform=recipe.transform,
-      skip_nonfinite=config.skip_nonfinite, mesh=mesh,
-      grad_norm=config.log_grad_norm or config.skip_nonfinite, host_loop=recipe.host_loop)
+      skip_nonfinite=recipe.policy.skip_nonfinite, mesh=mesh, grad_norm=recipe.policy.grad_norm,
+      host_loop=recipe.host_loop)
 
 
-def _compile_within_memory(epoch_fn, state, batches, root, config, recipe):
+def _compile_within_memory(epoch_fn, state, batches, root, recipe):
   """The epoch compiled ahead of its first call (its shapes never change), refused
   with one line when XLA's count of the memory it needs beyond its inputs
   exceeds what is free: a setting too large fails here, not after minutes."""
@@ -261,15 +230,15 @@ def _compile_within_memory(epoch_fn, state, batches, root, config, recipe):
     knob = recipe.memory_knob
     memory.check_fits(stats.temp_size_in_bytes + stats.output_size_in_bytes, 0.9,
                       f"a training step needs about {{gib}} ({knob}, "
-                      f"batch_size={config.batch_size})",
-                      f"lower {knob.split('=')[0]} or batch_size")
+                      f"batch_size={recipe.policy.batch_size})",
+                      f"lower {knob.setting} or batch_size")
   return compiled
 
 
-def _check_finite(m: dict, epoch: int, last_good: int | None, config: RunConfig) -> None:
+def _check_finite(m: dict, epoch: int, last_good: int | None, skip_nonfinite: bool) -> None:
   """Stops the run on a non-finite step (unless skipped), or when every step was skipped."""
   steps = int(m["steps"])
-  if m["nonfinite_steps"] and not config.skip_nonfinite:
+  if m["nonfinite_steps"] and not skip_nonfinite:
     raise NonFiniteError(
         f"non-finite loss or gradient at step {int(m['first_nonfinite_step'])} (epoch "
         f"{epoch + 1}); stopped without saving: the checkpoint of epoch {last_good} is the "
@@ -284,9 +253,9 @@ def _check_finite(m: dict, epoch: int, last_good: int | None, config: RunConfig)
                     epoch + 1, int(m["nonfinite_steps"]), steps)
 
 
-def _record(config, recipe, epoch, state, m, test, seconds, wall_s) -> dict:
+def _record(recipe, epoch, state, m, test, seconds, wall_s) -> dict:
   """The metrics.jsonl line of an evaluated epoch."""
-  examples = int(m["steps"]) * config.batch_size
+  examples = int(m["steps"]) * recipe.policy.batch_size
   record = {"epoch": epoch + 1, "step": int(multihost.local_copy(state.step)),
             **{f"train_{k}": float(v) for k, v in m.items()
                if k not in ("grad_norm", "nonfinite_steps", "first_nonfinite_step", "steps")},
@@ -302,11 +271,11 @@ def _record(config, recipe, epoch, state, m, test, seconds, wall_s) -> dict:
   return {**record, **recipe.extra_metrics(record)}
 
 
-def _active_units(model, params, test_x, batch_size: int) -> tuple[int | None, int | None]:
+def _active_units(model, params, test_x) -> tuple[int | None, int | None]:
   """(the model's active units on the test set, its latent dimensions), or (None, None)
   if its posterior has no `mean`."""
   try:
-    usage = evaluate.latent_usage(model.parts, params, test_x, batch_size=batch_size)
+    usage = evaluate.latent_usage(model.parts, params, test_x)
   except AttributeError:  # a posterior without a mean (your own model's)
     return None, None
   return usage["active_units"], len(usage["unit_variances"])
@@ -336,29 +305,20 @@ def _pictures(workdir, log, model, params, test_x, dataset, step: int, write_png
                               "test set: encoder means")
 
 
-def _log_epoch(config: RunConfig, record: dict, times: list[float]) -> None:
-  """One line per evaluated epoch. "train ELBO" is the ELBO itself; where the run
-  trains another objective (beta != 1, a KL warm-up, the IWAE bound) that one is
-  shown beside it under its own name."""
+def _log_epoch(recipe: config_lib.Recipe, record: dict, times: list[float]) -> None:
+  """One line per evaluated epoch."""
   # The first epoch of a process compiles: leave it out of the estimate.
-  epoch = record["epoch"]
-  left = (config.epochs - epoch) * float(np.median(times[1:])) if times[1:] else None
-  if epoch == config.epochs:
+  epoch, epochs = record["epoch"], recipe.policy.epochs
+  left = (epochs - epoch) * float(np.median(times[1:])) if times[1:] else None
+  if epoch == epochs:
     left = 0.0
-  if "train_iwae_bound" in record:
-    train = f"train IWAE bound (k={config.iwae_samples}) {record['train_iwae_bound']:.2f}"
-  else:
-    train = f"train ELBO {record['train_elbo']:.2f}"
-    if record.get("train_beta", 1.0) != 1.0:
-      train += (f" (objective {record['train_objective']:.2f} with mean beta "
-                f"{record['train_beta']:.3g})")
   # Active units count the dimensions whose posterior mean moves with x, which the KL
   # alone does not show: a KL can be large with every mean constant.
   units = (f", {record['active_units']} active units (of {record['latent_units']}: "
            f"Cov_x E_q[u|x] > {evaluate.ACTIVE_UNIT_THRESHOLD:g})" if "active_units" in record
            else "")
   logging.info("epoch %d/%d  %s  test ELBO %.2f (recon %.2f, KL %.2f%s) nats  %.2fs (%.0f ex/s)"
-               "  %s", epoch, config.epochs, train, record["test_elbo"],
+               "  %s", epoch, epochs, recipe.train_summary(record), record["test_elbo"],
                record["test_reconstruction"], record["test_kl"], units, record["epoch_s"],
                record["examples_per_s"], _duration(left))
 

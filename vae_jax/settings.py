@@ -14,10 +14,20 @@ import typing
 from typing import Any, Sequence
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """A settings class's base: an instance checks every field against its declaration
+  when it is made (a subclass with checks of its own calls `super().__post_init__()`)."""
+
+  def __post_init__(self):
+    check(self)
+
+
 def setting(default: Any, help: str, *, flag: str | None = None,  # pylint: disable=redefined-builtin
             choices: Sequence[str] | None = None, lower: float | None = None,
             upper: float | None = None, above: float | None = None,
-            unique: bool = False, nonempty: bool = False, group: str | None = None) -> Any:
+            unique: bool = False, nonempty: bool = False, group: str | None = None,
+            resumable: bool = False, repeat: bool = False) -> Any:
   """A dataclass field declaring one setting.
 
   Args:
@@ -30,10 +40,15 @@ def setting(default: Any, help: str, *, flag: str | None = None,  # pylint: disa
     unique: a tuple's items must differ.
     nonempty: a tuple must hold at least one item.
     group: its heading in `--help` (default: its class's).
+    resumable: it may change when a run resumes (train longer, lower the step size);
+      every other setting of a run must match its checkpoints'.
+    repeat: a tuple of strings given by repeating its flag (--sweep=a --sweep=b), not
+      by a comma-separated list.
   """
   meta = {"help": help, "flag": flag, "choices": tuple(choices) if choices else None,
           "lower": lower, "upper": upper, "above": above, "unique": unique,
-          "nonempty": nonempty, "group": group}
+          "nonempty": nonempty, "group": group, "resumable": resumable,
+          "repeat": repeat}
   return dataclasses.field(default=default, metadata=meta)
 
 

@@ -1,0 +1,53 @@
+"""The built-in models as builders: each a function (config, image_shape) -> model with
+`init(key)` and `parts(params)`, the same signature as your own `--model=MODULE:FUNCTION`,
+so `--model=mlp` and `--model=pkg.mod:build` take one path (`config.build_model`).
+
+To add a built-in model: a builder here and its line in `BUILDERS`.
+"""
+
+import math
+
+import jax.numpy as jnp
+
+from vae_jax import flows
+from vae_jax import models
+
+# Mixed precision: matmuls in bfloat16, parameters, optimizer state, likelihoods and KLs float32.
+COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+
+
+def _common(config) -> dict:
+  """The likelihood head, the matmul precision, the flow and the VampPrior's size."""
+  return dict(likelihood=models.likelihood_head(config.likelihood),
+              dtype=COMPUTE_DTYPES[config.compute_dtype],
+              flow=flows.make(config.posterior, config.flow_steps, config.latent_dim,
+                              config.flow_hidden),
+              pseudo_inputs=config.pseudo_inputs if config.prior == "vamp" else 0)
+
+
+def mlp(config, image_shape) -> models.LinenModel:
+  """`hidden_sizes` each side of z (`models.VAE`)."""
+  return models.LinenModel(models.VAE(
+      input_dim=math.prod(image_shape), latent_dim=config.latent_dim,
+      hidden_sizes=tuple(config.hidden_sizes), activation=config.activation,
+      image_shape=tuple(image_shape), **_common(config)))
+
+
+def conv(config, image_shape) -> models.LinenModel:
+  """Strided convs down and transposed convs up (`models.ConvVAE`)."""
+  return models.LinenModel(models.ConvVAE(
+      image_shape=tuple(image_shape), latent_dim=config.latent_dim,
+      channels=tuple(config.conv_channels), hidden=config.conv_hidden, **_common(config)))
+
+
+def two_layer(config, image_shape) -> models.LinenModel:
+  """Burda et al.'s two stochastic layers: z2 of `latent_dim` on top of z1 of twice that,
+  `hidden_sizes` between x and z1 and two layers of 2 * latent_dim between z1 and z2."""
+  d, common = config.latent_dim, _common(config)
+  return models.LinenModel(models.TwoLayerVAE(
+      input_dim=math.prod(image_shape), latent_dims=(2 * d, d),
+      hidden_sizes=(tuple(config.hidden_sizes), (2 * d, 2 * d)), activation=config.activation,
+      likelihood=common["likelihood"], image_shape=tuple(image_shape), dtype=common["dtype"]))
+
+
+BUILDERS = {"mlp": mlp, "conv": conv, "two_layer": two_layer}
