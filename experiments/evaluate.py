@@ -82,7 +82,7 @@ def evaluate_run(ns) -> dict:
   workdir = sweep.workdir(opts.workdir, "")
   config, model, state, epoch = runner.load_run(workdir, opts.epoch,
                                                    model=opts.model or None)
-  if jax.process_index() == 0:  # before the work, not after it
+  if multihost.is_primary():  # before the work, not after it
     workdir_lib.check_writable(workdir)
   dataset = datasets.load_for(config, ns.data)
   _, test_x = data_lib.model_inputs(dataset, config.binarize)
@@ -114,7 +114,7 @@ def evaluate_run(ns) -> dict:
   logging.info("active units: %d of %d (Cov_x E_q[u|x] > %g)", usage["active_units"],
                len(usage["unit_variances"]), evaluate.ACTIVE_UNIT_THRESHOLD)
   result["peak_memory_mb"] = evaluate.peak_memory_mb()
-  if jax.process_index() == 0:
+  if multihost.is_primary():
     workdir_lib.write_atomic(workdir / "evaluation.json", json.dumps(result, indent=2) + "\n")
     workdir_lib.add_evaluation(workdir, epoch, _figures(result))
   return result
@@ -171,11 +171,11 @@ class _Partial:
 
   def save(self, **changes) -> None:
     self.state.update(changes)
-    if jax.process_index() == 0:
+    if multihost.is_primary():
       workdir_lib.write_atomic(self.path, json.dumps(self.state) + "\n")
 
   def remove(self) -> None:
-    if jax.process_index() == 0 and self.path.exists():
+    if multihost.is_primary() and self.path.exists():
       self.path.unlink()
 
 

@@ -8,13 +8,13 @@ import dataclasses
 import itertools
 import pathlib
 
-import jax
 from absl import logging
 
 from experiments import errors
 from vae_jax import config as config_lib
 from vae_jax import datasets
 from vae_jax import plots
+from vae_jax import multihost
 from vae_jax import presets
 from vae_jax import runner
 from vae_jax import settings
@@ -222,7 +222,7 @@ def write_summary(path: pathlib.Path, base, points: list[Point]) -> list[dict]:
   """WORKDIR/summary.csv and summary.md (a row per point) and, for a sweep of one
   setting, summary.png (each figure against its values); process 0 writes them."""
   rows = summary_rows(path, base, points)
-  if jax.process_index() != 0 or not rows:
+  if not multihost.is_primary() or not rows:
     return rows
   path.mkdir(parents=True, exist_ok=True)
   with open(path / "summary.csv.tmp", "w", newline="") as f:

@@ -52,3 +52,8 @@ def coordination_client():
   tests/test_multihost.py fails loudly when JAX moves it."""
   from jax._src import distributed  # pylint: disable=g-import-not-at-top
   return distributed.global_state.client
+
+
+def is_primary() -> bool:
+  """Whether this process writes the run's files (process 0; the only one alone)."""
+  return jax.process_index() == 0

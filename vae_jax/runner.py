@@ -77,7 +77,7 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir, *,
   settings = {**dataclasses.asdict(config), "data": _data_sizes(dataset)}
   # One run per workdir: process 0 holds the lock (on a shared file system the
   # others reach the workdir through it).
-  with workdir_lib.Lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+  with workdir_lib.Lock(workdir) if multihost.is_primary() else contextlib.nullcontext():
     workdir_lib.prepare(workdir, settings, dataclasses.asdict(RunConfig()),
                         config_lib.RESUMABLE, fresh)
     return _train(recipe, dataset, workdir, settings)
@@ -114,12 +114,7 @@ def _epochs(recipe, dataset, workdir, settings, stop) -> dict[str, Any]:
                 True)
       return log.last_record()
     batches = train.epoch_batches(train_images, root, start, policy.batch_size, mesh)
-    logging.info("Compiling the training epoch (XLA; the compilation cache lets a second run "
-                 "of the same settings skip most of it)")
-    t_compile = time.perf_counter()
-    epoch_fn = _compile_within_memory(epoch_fn, state, batches, root, recipe)
-    logging.info("Compiled in %.1fs; training epochs %d to %d", time.perf_counter() - t_compile,
-                 start + 1, policy.epochs)
+    epoch_fn = _compile_within_memory(epoch_fn, state, batches, root, recipe, start)
     if multihost.any_process(stop.signal is not None):
       raise KeyboardInterrupt  # before any work worth saving: the run ends here
     times, loop_start, record = [], time.perf_counter(), {}
@@ -220,11 +215,16 @@ def _epoch_fn(recipe: config_lib.Recipe, mesh):
       host_loop=recipe.host_loop)
 
 
-def _compile_within_memory(epoch_fn, state, batches, root, recipe):
-  """The epoch compiled ahead of its first call (its shapes never change), refused
-  with one line when XLA's count of the memory it needs beyond its inputs
-  exceeds what is free: a setting too large fails here, not after minutes."""
+def _compile_within_memory(epoch_fn, state, batches, root, recipe, start: int):
+  """The epoch compiled ahead of its first call (its shapes never change), said in the
+  log, and refused with one line when XLA's count of the memory it needs beyond its
+  inputs exceeds what is free: a setting too large fails here, not after minutes."""
+  logging.info("Compiling the training epoch (XLA; the compilation cache lets a second run "
+               "of the same settings skip most of it)")
+  t0 = time.perf_counter()
   compiled = epoch_fn.lower(state, batches, root).compile()
+  logging.info("Compiled in %.1fs; training epochs %d to %d", time.perf_counter() - t0,
+               start + 1, recipe.policy.epochs)
   stats = compiled.memory_analysis()
   if stats is not None:
     knob = recipe.memory_knob
@@ -290,7 +290,7 @@ def _model_images(parts_fn, params, x, key):
 
 def _pictures(workdir, log, model, params, test_x, dataset, step: int, write_png: bool) -> None:
   """TensorBoard grids at every evaluation; PNGs (and the latent scatter) at the end."""
-  if jax.process_index() != 0:
+  if not multihost.is_primary():
     return
   images = _model_images(model.parts, params, test_x[:64], jax.random.key(0))
   grids = plots.model_grids(images, test_x, dataset.image_shape)

@@ -15,7 +15,6 @@ import socket
 import tempfile
 import time
 
-import jax
 
 from vae_jax import multihost
 
@@ -133,7 +132,7 @@ def prepare(workdir: pathlib.Path, settings: dict, defaults: dict, resumable, fr
   no checkpoint has nothing to protect and is replaced. config.json is written
   later (`write_config`), once a resumed state has been accepted."""
   check_is_dir(workdir)
-  primary = jax.process_index() == 0
+  primary = multihost.is_primary()
   if primary:
     workdir.mkdir(parents=True, exist_ok=True)
   config_path = workdir / "config.json"
@@ -160,7 +159,7 @@ def prepare(workdir: pathlib.Path, settings: dict, defaults: dict, resumable, fr
 
 
 def write_config(workdir: pathlib.Path, settings: dict) -> None:
-  if jax.process_index() == 0:
+  if multihost.is_primary():
     write_atomic(workdir / "config.json", json.dumps(settings, indent=2, allow_nan=False) + "\n")
 
 
@@ -214,7 +213,7 @@ class MetricsLog:
     `settings`: the run's, shown as text in TensorBoard when the run starts."""
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
     self.path = workdir / "metrics.jsonl"
-    self.primary = jax.process_index() == 0
+    self.primary = multihost.is_primary()
     kept = [r for r in read_metrics(self.path) if r["epoch"] <= start]
     if start_record is not None and (not kept or kept[-1]["epoch"] < start):
       logging.warning("%s: epoch %d's line is missing; written again from its checkpoint",
@@ -275,7 +274,7 @@ def tensorboard_tag(name: str) -> str:
 def add_evaluation(workdir: pathlib.Path, epoch: int, figures: dict) -> None:
   """Evaluation figures ({name: nats}) as TensorBoard scalars eval/NAME at `epoch`."""
   from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-  if jax.process_index() != 0 or not figures:
+  if not multihost.is_primary() or not figures:
     return
   writer = SummaryWriter(str(workdir / "tensorboard"))
   try:
