@@ -119,3 +119,16 @@ def test_bad_settings(small, tmp_path):
   assert not (tmp_path / "p").exists()
   with pytest.raises(ValueError, match="binarize=sometimes"):
     runner.train_and_evaluate(dataclasses.replace(CONFIG, binarize="sometimes"), small, tmp_path)
+
+
+def test_epochs_between_evaluations_say_where_the_run_is(small, tmp_path, monkeypatch, caplog):
+  monkeypatch.setattr(runner, "PROGRESS_SECONDS", 0.0)
+  with caplog.at_level("INFO"):
+    runner.train_and_evaluate(dataclasses.replace(CONFIG, epochs=3, eval_every=3), small,
+                              tmp_path)
+  lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+  assert lines[0].startswith("epoch 1/3  train ELBO ") and lines[0].endswith(
+      "(next evaluation after epoch 3)")
+  assert lines[1].startswith("epoch 2/3  train ELBO ")
+  assert lines[2].startswith("epoch 3/3  train ELBO ") and "test ELBO" in lines[2]
+  assert [r["epoch"] for r in helpers.run_metrics(tmp_path)] == [3]

@@ -33,6 +33,9 @@ from vae_jax import workdir as workdir_lib
 from vae_jax.config import RunConfig  # pylint: disable=unused-import  (runner.RunConfig)
 
 
+PROGRESS_SECONDS = 10.0  # between evaluations, an epoch's line at most this often
+
+
 class NonFiniteError(RuntimeError):
   """Training produced a non-finite loss or gradient."""
 
@@ -118,6 +121,7 @@ def _epochs(recipe, dataset, workdir, settings, stop) -> dict[str, Any]:
     if multihost.any_process(stop.signal is not None):
       raise KeyboardInterrupt  # before any work worth saving: the run ends here
     times, loop_start, record = [], time.perf_counter(), {}
+    last_line = loop_start
     for epoch in range(start, policy.epochs):
       t0 = time.perf_counter()
       state, m = epoch_fn(state, batches, root)
@@ -129,16 +133,16 @@ def _epochs(recipe, dataset, workdir, settings, stop) -> dict[str, Any]:
       last = epoch + 1 == policy.epochs
       stopping = multihost.any_process(stop.signal is not None)
       if (epoch + 1) % policy.eval_every and not last and not stopping:
-        continue  # evaluation, checkpoint and pictures every eval_every epochs
-      params = multihost.local_copy(state.params)
-      test = recipe.test_bound(params, test_x, train.eval_key(root))
-      test["active_units"], test["latent_units"] = _active_units(model, params, test_x)
-      record = _record(recipe, epoch, state, m, test, times[-1],
-                       log.wall_before + time.perf_counter() - loop_start)
-      ckpt.save(epoch + 1, state, root, record)
-      log.record(record)
-      _pictures(workdir, log, model, params, test_x, dataset, epoch + 1, last)
-      _log_epoch(recipe, record, times)
+        # Evaluation, checkpoint and pictures every eval_every epochs; between them a
+        # short line at most every PROGRESS_SECONDS, so a long stretch says where it is.
+        if time.perf_counter() - last_line >= PROGRESS_SECONDS:
+          _log_progress(recipe, epoch + 1, m, times[-1])
+          last_line = time.perf_counter()
+        continue
+      record = _evaluate_and_save(recipe, epoch, state, m, times, log.wall_before
+                                  + time.perf_counter() - loop_start, test_x, dataset, ckpt,
+                                  log, workdir)
+      last_line = time.perf_counter()
       if stopping:
         logging.warning("%s: stopping after epoch %d; its checkpoint is saved. Run the same "
                         "command again to resume.", stop.signal or "a signal to another "
@@ -151,6 +155,22 @@ def _epochs(recipe, dataset, workdir, settings, stop) -> dict[str, Any]:
     finally:
       if log is not None:
         log.close()
+
+
+def _evaluate_and_save(recipe, epoch, state, m, times, wall_s, test_x, dataset, ckpt, log,
+                       workdir) -> dict:
+  """An evaluated epoch: the test bound and active units, its checkpoint, its metrics
+  line, its pictures and its log line; returns its record."""
+  params = multihost.local_copy(state.params)
+  test = recipe.test_bound(params, test_x, train.eval_key(recipe.root))
+  test["active_units"], test["latent_units"] = _active_units(recipe.model, params, test_x)
+  record = _record(recipe, epoch, state, m, test, times[-1], wall_s)
+  ckpt.save(epoch + 1, state, recipe.root, record)
+  log.record(record)
+  _pictures(workdir, log, recipe.model, params, test_x, dataset, epoch + 1,
+            epoch + 1 == recipe.policy.epochs)
+  _log_epoch(recipe, record, times)
+  return record
 
 
 def load_run(workdir, epoch: int | None = None, *, model: str | None = None):
@@ -321,6 +341,14 @@ def _log_epoch(recipe: config_lib.Recipe, record: dict, times: list[float]) -> N
                "  %s", epoch, epochs, recipe.train_summary(record), record["test_elbo"],
                record["test_reconstruction"], record["test_kl"], units, record["epoch_s"],
                record["examples_per_s"], _duration(left))
+
+
+def _log_progress(recipe: config_lib.Recipe, epoch: int, m: dict, seconds: float) -> None:
+  """A short line for an epoch that is not evaluated: its training figures and time."""
+  every, epochs = recipe.policy.eval_every, recipe.policy.epochs
+  logging.info("epoch %d/%d  %s  %.2fs (next evaluation after epoch %d)", epoch, epochs,
+               recipe.train_summary({f"train_{k}": float(v) for k, v in m.items()}), seconds,
+               min(epochs, -(-epoch // every) * every))
 
 
 def _duration(seconds: float | None) -> str:
