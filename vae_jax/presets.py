@@ -122,7 +122,9 @@ def burda_2016_vamp_20min() -> RunConfig:
 
   python -m experiments.mnist --preset=burda_2016_vamp_20min --workdir=runs/vamp_20min
   python -m experiments.evaluate --workdir=runs/vamp_20min
-  Measured: see docs/results.md (Time to result).
+  Measured alone on a 2-core CPU (2026-12-02): 18.5 min from the command's start to its
+  last epoch, test ELBO -88.23 (L = 1), log p(x) -84.85 on all 10,000 test images
+  (k = 5000; Monte Carlo s.e. 0.004, over the images 0.23), evaluated in 6.2 min.
   """
   return dataclasses.replace(burda_2016_vamp(), epochs=450)
 
