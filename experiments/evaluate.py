@@ -194,11 +194,8 @@ def _iwae(opts, config, model, params, test_x, key, poll, partial: _Partial) -> 
     result[name] = {k: float(v) for k, v in means.items()}
     logging.info("test ELBO, L=%d: %.3f nats", L, result[name]["elbo"])
     partial.save(result=result)
-  ll = evaluate.marginal_log_likelihood(
-      model.parts, params, test_x, key, num_samples=opts.k,
-      chunk_size=min(opts.chunk_size, opts.k), batch_size=opts.iwae_batch_size,
-      block_size=opts.block_size, stop=poll, resume=partial.state["log_px"],
-      on_block=lambda kept: partial.save(log_px=kept))
+  ll = _log_px(opts, model, params, test_x, key, poll, resume=partial.state["log_px"],
+               on_block=lambda kept: partial.save(log_px=kept))
   result[f"log_px_k{opts.k}"] = ll
   logging.info("test log p(x) ~ %.3f nats (k=%d; Monte Carlo s.e. %.4f, over images %.3f), "
                "%.0fs, peak memory %.0f MB", ll["log_px"], opts.k, ll["mc_stderr"],
@@ -206,10 +203,11 @@ def _iwae(opts, config, model, params, test_x, key, poll, partial: _Partial) -> 
   return result
 
 
-def _log_px(opts, model, params, x, key, poll) -> dict:
+def _log_px(opts, model, params, x, key, poll, **keep) -> dict:
+  """The k-sample bound of x; `keep`: `resume` and `on_block` (an interrupted run's parts)."""
   return evaluate.marginal_log_likelihood(
       model.parts, params, x, key, num_samples=opts.k, chunk_size=min(opts.chunk_size, opts.k),
-      batch_size=opts.iwae_batch_size, block_size=opts.block_size, stop=poll)
+      batch_size=opts.iwae_batch_size, block_size=opts.block_size, stop=poll, **keep)
 
 
 def _ais_settings(opts) -> dict:

@@ -5,6 +5,7 @@ machines by `--shard=I/N`, and summarized at the sweep's root."""
 
 import csv
 import dataclasses
+import io
 import itertools
 import pathlib
 
@@ -13,8 +14,8 @@ from absl import logging
 from experiments import errors
 from vae_jax import config as config_lib
 from vae_jax import datasets
-from vae_jax import plots
 from vae_jax import multihost
+from vae_jax import plots
 from vae_jax import presets
 from vae_jax import runner
 from vae_jax import settings
@@ -225,11 +226,11 @@ def write_summary(path: pathlib.Path, base, points: list[Point]) -> list[dict]:
   if not multihost.is_primary() or not rows:
     return rows
   path.mkdir(parents=True, exist_ok=True)
-  with open(path / "summary.csv.tmp", "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-  (path / "summary.csv.tmp").replace(path / "summary.csv")
+  text = io.StringIO()
+  w = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
+  w.writeheader()
+  w.writerows(rows)
+  workdir_lib.write_atomic(path / "summary.csv", text.getvalue())
   shown = [[("" if v is None else v) for v in r.values()] for r in rows]
   table = workdir_lib.markdown_table(list(rows[0]), shown)
   workdir_lib.write_atomic(path / "summary.md", table + "\n")

@@ -28,6 +28,7 @@ from vae_jax import objectives
 from vae_jax import optimizers
 from vae_jax import settings
 from vae_jax import train
+from vae_jax import workdir
 from vae_jax.settings import setting
 
 MODELS = tuple(builders.BUILDERS)
@@ -393,7 +394,6 @@ def read_run_config(path) -> tuple[RunConfig, dict]:
   """A run's config.json: (its `RunConfig`, its data sizes), each field checked
   against its declaration (type, bounds, unknown names: one line naming the field).
   Nothing is imported: a MODULE:FUNCTION it names is only a string here."""
-  from vae_jax import workdir  # pylint: disable=g-import-not-at-top
   saved = workdir.read_json(path)
   if not isinstance(saved, dict) or not isinstance(saved.get("data"), dict):
     raise ValueError(f"{path}: not a run's config.json (no \"data\" object of sizes); repair "
