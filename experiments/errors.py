@@ -16,10 +16,10 @@ class Failure(Exception):
 
 
 def _user_errors() -> tuple:
-  from vae_jax import checkpoint, data, evaluate, runner, workdir  # pylint: disable=g-import-not-at-top
+  from vae_jax import checkpoint, data, engine, runner, workdir  # pylint: disable=g-import-not-at-top
   # NotImplementedError: a closed form or an inverse the chosen objects lack, said in one line.
   return (ValueError, NotImplementedError, OSError, Failure, data.DataError, runner.NonFiniteError,
-          checkpoint.CheckpointError, workdir.WorkdirBusy, evaluate.EvaluationStopped)
+          checkpoint.CheckpointError, workdir.WorkdirBusy, engine.EvaluationStopped)
 
 
 def report(message: str, code: int = 1) -> int:

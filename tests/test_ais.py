@@ -10,7 +10,7 @@ import pytest
 from tests import helpers
 from vae_jax import ais
 from vae_jax import distributions
-from vae_jax import evaluate
+from vae_jax import engine
 from vae_jax import objectives
 
 
@@ -149,7 +149,7 @@ def test_the_data_set_driver_gives_ais_numbers_whatever_the_segments(monkeypatch
   opts = dict(num_chains=8, num_intermediate=12, num_leapfrog=3)
   direct = _with_parts(model, ais.ais, params, x, key, tuple(opts.items()))
   for poll in (1e-9, 1e9):  # one move a call; the whole path in one call
-    monkeypatch.setattr(ais, "POLL_SECONDS", poll)
+    monkeypatch.setattr(engine, "POLL_SECONDS", poll)
     got = ais.log_likelihood(model.parts, params, x, key, batch_size=2, progress=False, **opts)
     np.testing.assert_allclose(got["log_px"], float(np.mean(direct.log_px)), atol=1e-4)
     assert got["n"] == 5 and got["num_intermediate"] == 12 and 0 < got["acceptance"] < 1
@@ -158,12 +158,12 @@ def test_the_data_set_driver_gives_ais_numbers_whatever_the_segments(monkeypatch
 @pytest.mark.slow  # compiles the driver's calls
 def test_a_stop_request_ends_the_run_within_a_call(monkeypatch):
   model, params, x, _ = _linear_gaussian(n=4)
-  monkeypatch.setattr(ais, "POLL_SECONDS", 1e-9)
+  monkeypatch.setattr(engine, "POLL_SECONDS", 1e-9)
   calls = []
   def stop():
     calls.append(1)
     return len(calls) >= 3
-  with pytest.raises(evaluate.EvaluationStopped, match="stopped after 0 of 4 examples"):
+  with pytest.raises(engine.EvaluationStopped, match="stopped after 0 of 4 examples"):
     ais.log_likelihood(model.parts, params, x, jax.random.key(0), num_chains=4,
                        num_intermediate=50, batch_size=2, progress=False, stop=stop)
   assert len(calls) == 3

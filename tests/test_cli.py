@@ -35,6 +35,7 @@ TRAIN_FLAGS = [
     ("--image_size=32", "run", "image_size", 32), ("--compute_dtype=bfloat16", "run", "compute_dtype", "bfloat16"),
     ("--log_grad_norm", "run", "log_grad_norm", True), ("--eval_batch_size=200", "run", "eval_batch_size", 200),
     ("--keep_checkpoints=5", "run", "keep_checkpoints", 5),
+    ("--eval_methods=elbo,iwae", "run", "eval_methods", ("elbo", "iwae")),
     ("--workdir=runs/x", "train", "workdir", "runs/x"), ("--fresh", "train", "fresh", True),
     ("--latent_dims=2,5,10", "train", "latent_dims", (2, 5, 10)),
     ("--preset=burda_2016", "train", "preset", "burda_2016"),
@@ -47,19 +48,19 @@ TRAIN_FLAGS = [
     ("--coordinator_timeout=60", "cluster", "coordinator_timeout", 60),
 ]
 OTHER_FLAGS = [
-    (evaluate.ENTRY, "--k=20", "evaluate", "k", 20), (evaluate.ENTRY, "--large_L=5", "evaluate", "large_L", 5),
-    (evaluate.ENTRY, "--chunk_size=50", "evaluate", "chunk_size", 50),
-    (evaluate.ENTRY, "--iwae_batch_size=4", "evaluate", "iwae_batch_size", 4),
-    (evaluate.ENTRY, "--block_size=10", "evaluate", "block_size", 10),
+    (evaluate.ENTRY, "--k=20", "iwae", "k", 20), (evaluate.ENTRY, "--large_L=5", "elbo", "large_L", 5),
+    (evaluate.ENTRY, "--chunk_size=50", "iwae", "chunk_size", 50),
+    (evaluate.ENTRY, "--iwae_batch_size=4", "iwae", "iwae_batch_size", 4),
+    (evaluate.ENTRY, "--block_size=10", "iwae", "block_size", 10),
     (evaluate.ENTRY, "--eval_seed=3", "evaluate", "eval_seed", 3), (evaluate.ENTRY, "--epoch=2", "evaluate", "epoch", 2),
     (evaluate.ENTRY, "--workdir=runs/x", "evaluate", "workdir", "runs/x"),
-    (evaluate.ENTRY, "--method=ais", "evaluate", "method", "ais"),
-    (evaluate.ENTRY, "--ais_examples=50", "evaluate", "ais_examples", 50),
-    (evaluate.ENTRY, "--ais_intermediate=10", "evaluate", "ais_intermediate", 10),
-    (evaluate.ENTRY, "--ais_chains=2", "evaluate", "ais_chains", 2),
-    (evaluate.ENTRY, "--ais_start=posterior", "evaluate", "ais_start", "posterior"),
-    (evaluate.ENTRY, "--leapfrog_steps=3", "evaluate", "leapfrog_steps", 3),
-    (evaluate.ENTRY, "--ais_batch_size=5", "evaluate", "ais_batch_size", 5),
+    (evaluate.ENTRY, "--method=ais", "evaluate", "method", ("ais",)),
+    (evaluate.ENTRY, "--ais_examples=50", "ais", "ais_examples", 50),
+    (evaluate.ENTRY, "--ais_intermediate=10", "ais", "ais_intermediate", 10),
+    (evaluate.ENTRY, "--ais_chains=2", "ais", "ais_chains", 2),
+    (evaluate.ENTRY, "--ais_start=posterior", "ais", "ais_start", "posterior"),
+    (evaluate.ENTRY, "--leapfrog_steps=3", "ais", "leapfrog_steps", 3),
+    (evaluate.ENTRY, "--ais_batch_size=5", "ais", "ais_batch_size", 5),
 ]
 
 
@@ -72,7 +73,7 @@ def test_every_training_flag_of_the_previous_readme_sets_its_setting(flag, attr,
 def test_the_other_entry_points_flags_and_their_defaults():
   for entry, flag, attr, field, value in OTHER_FLAGS:
     assert getattr(getattr(cli.parse(entry, [flag]), attr), field) == value, flag
-  assert cli.parse(evaluate.ENTRY, []).evaluate.k == 5000  # evaluate's own default
+  assert cli.parse(evaluate.ENTRY, []).iwae.k == 5000  # evaluate's own default
   assert cli.parse(sweep.entry(), []).run.iwae_samples == 5  # training's, in the same process
   f2 = cli.parse(figure2.ENTRY, ["--dataset=frey_face", "--budget=paper"])
   assert f2.figure2.budget == "paper" and f2.run.likelihood == "gaussian_sigmoid_mean"

@@ -103,7 +103,7 @@ def test_continuous_bernoulli_integrates_to_one(lam):
   assert total == pytest.approx(1.0, abs=2e-5)
   # Its mean is the density's first moment.
   first, _ = integrate.quad(lambda x: x * float(density(jnp.float32(x))[0]), 0.0, 1.0, limit=200)
-  assert float(dist.mean()[0]) == pytest.approx(first, abs=2e-5)
+  assert float(dist.mean[0]) == pytest.approx(first, abs=2e-5)
 
 
 def test_continuous_bernoulli_is_finite_at_one_half_and_matches_the_closed_form():
@@ -136,7 +136,7 @@ def test_discretized_logistic_bins_sum_to_one(loc, log_scale):
   assert float(jnp.sum(jnp.exp(logp.astype(jnp.float64) if jax.config.x64_enabled else logp))) \
       == pytest.approx(1.0, abs=1e-5)
   # The exact mean is sum_k k/255 P(k).
-  mean = float(dist.mean()[0])
+  mean = float(dist.mean[0])
   assert mean == pytest.approx(float(jnp.sum(bins * jnp.exp(logp))), abs=1e-5)
 
 

@@ -6,7 +6,7 @@ import pytest
 from scipy import special, stats
 
 import vae_jax
-from vae_jax import evaluate, optimizers
+from vae_jax import engine, evaluate, optimizers
 import vae_jax.objectives  # pylint: disable=unused-import
 from tests import helpers
 
@@ -96,14 +96,14 @@ def test_log_sums_over_chunk_ranges_add_up_to_the_bound_and_its_groups(problem):
 def test_a_long_evaluation_is_cut_into_short_calls_and_stops_within_one(problem, monkeypatch,
                                                                          caplog):
   model, params, x = problem
-  monkeypatch.setattr(evaluate, "POLL_SECONDS", 0.0)  # one chunk per call
+  monkeypatch.setattr(engine, "POLL_SECONDS", 0.0)  # one chunk per call
   polls = []
 
   def stop():
     polls.append(1)
     return len(polls) == 3
   with caplog.at_level("INFO"):
-    with pytest.raises(evaluate.EvaluationStopped, match="stopped after 0 of 7 examples"):
+    with pytest.raises(engine.EvaluationStopped, match="stopped after 0 of 7 examples"):
       evaluate.marginal_log_likelihood(model.parts, params, x, jax.random.key(0), num_samples=40,
                                        chunk_size=4, batch_size=7, block_size=7, stop=stop)
   assert len(polls) == 3  # polled after each call, within the first block
@@ -118,7 +118,7 @@ def test_an_interrupted_evaluation_continues_to_the_uninterrupted_numbers(proble
   common = dict(num_samples=40, chunk_size=10, batch_size=2, block_size=2, progress=False)
   whole = evaluate.marginal_log_likelihood(model.parts, params, x, jax.random.key(3), **common)
   kept, polls = [], []
-  with pytest.raises(evaluate.EvaluationStopped, match="the finished blocks are kept"):
+  with pytest.raises(engine.EvaluationStopped, match="the finished blocks are kept"):
     evaluate.marginal_log_likelihood(
         model.parts, params, x, jax.random.key(3), on_block=kept.append,
         stop=lambda: len(kept) >= 2 and not polls.append(1), **common)

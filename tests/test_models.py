@@ -73,7 +73,7 @@ def test_gaussian_mean_is_unbounded_unless_squashed():
   for squash in (False, True):
     model = vae_jax.VAE(input_dim=6, latent_dim=2, hidden_sizes=(4,),
                         likelihood=models.GaussianHead(squash_mean=squash))
-    mean = model.parts(vae_jax.init_params(model, jax.random.key(0))).decoder(z).mean()
+    mean = model.parts(vae_jax.init_params(model, jax.random.key(0))).decoder(z).mean
     assert bool(jnp.all((mean >= 0) & (mean <= 1))) == squash
 
 

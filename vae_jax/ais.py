@@ -34,9 +34,7 @@ uses `fold_in(moves_key, t)`) and the pilot's key (its own start and moves keys 
 same way), so cutting the schedule into segments changes no number.
 """
 
-import logging
 import math
-import time
 from typing import NamedTuple
 
 import jax
@@ -44,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import distributions
-from vae_jax import evaluate
+from vae_jax import engine
 from vae_jax import memory
 from vae_jax import multihost
 from vae_jax import objectives
@@ -369,8 +367,6 @@ def simulate(decoder, prior, key, num_examples: int, dim: int) -> tuple[jax.Arra
 
 # -- over a data set: examples in batches, the schedule cut into short compiled calls --
 
-POLL_SECONDS = 2.0  # about this long per compiled call: a stop request is seen that soon
-PROGRESS_SECONDS = 10.0  # at most a progress line this often
 MAX_INTERMEDIATE = 10 ** 6  # the pilot keeps a step size per move and example
 
 
@@ -379,15 +375,6 @@ def sigmoid_betas(num_intermediate: int, index) -> np.ndarray:
   r, t = 4.0, np.asarray(index, np.float64)
   s = lambda u: 1 / (1 + np.exp(-(-r + 2 * r * u / num_intermediate)))
   return (s(t) - s(0.0)) / (s(float(num_intermediate)) - s(0.0))
-
-
-class TooLarge(ValueError):
-  """A call of the AIS driver would need more memory than is free: `what` says how
-  much and why, the message adds which arguments to lower."""
-
-  def __init__(self, what: str):
-    super().__init__(f"{what}; lower num_chains or batch_size")
-    self.what = what
 
 
 class _Runner:
@@ -465,49 +452,73 @@ class _Runner:
     return AISResult(*(np.asarray(v[:, 0], np.float64) for v in out))
 
 
-def _plan_segment(runner: _Runner, xb, zb) -> tuple[int, float]:
-  """(moves per call, seconds per move of the estimate and its pilot for these rows):
-  the memory of a call checked, then a timed probe of a few moves, then as many
-  moves a call as fill about `POLL_SECONDS`."""
-  keys = runner.keys(0, xb.shape[0])
-  probe = min(runner.moves, 4)
-  chains = runner.begin(runner.params, xb, keys, zb, num_chains=runner.num_chains,
-                        exact=runner.reverse)
-  args = (runner.params, xb, keys, chains, runner.segment_betas(0, probe, True), jnp.int32(0),
-          runner.segment_sizes(jnp.full((xb.shape[0], runner.moves), runner.step_size),
-                               0, probe))
-  stats = runner.advance.lower(*args).compile().memory_analysis()
-  if stats is not None:
-    need, free = stats.temp_size_in_bytes + stats.output_size_in_bytes, memory.available_bytes()
-    if free is not None and need > 0.8 * free:
-      raise TooLarge(f"AIS needs about {need / 2**30:.2f} GiB per call ({runner.num_chains} "
-                     f"chains x {xb.shape[0]} examples), but {free / 2**30:.2f} GiB are free")
+class _Job:
+  """AIS over rows of a data set as an `engine.Job`: a batch of rows (the last one
+  padded to the same shape) walks the pilot's path, then the estimate's, in calls of
+  a segment of the schedule's moves; its sums are those of the per-row results."""
 
-  def timed(call_args):
-    t0 = time.perf_counter()
-    jax.block_until_ready(runner.advance(*call_args))
-    return time.perf_counter() - t0
+  sum_keys = ("log_px", "sq", "var", "acceptance")
+  grow_rows = False  # one shape: a batch of rows, its chains and their moves
 
-  timed(args)  # compiles
-  unit = min(timed(args), timed(args)) / probe
-  if runner.adapt:  # the pilot's moves: fewer chains, but not proportionally cheaper
-    pilot = runner.begin(runner.params, xb, keys, zb, num_chains=runner.pilot_chains,
-                         exact=False)
-    pilot_args = args[:3] + (pilot,) + args[4:6] + (None,)
-    timed(pilot_args)  # compiles
-    unit += min(timed(pilot_args), timed(pilot_args)) / probe
-  return int(min(runner.moves, max(1, POLL_SECONDS // max(unit, 1e-9)))), unit
+  def __init__(self, runner: _Runner, z, batch_size: int, name: str, settings: dict):
+    self.runner, self.z, self.batch, self.name = runner, z, batch_size, name
+    self.steps, self.settings = runner.moves, settings
 
+  def _padded(self, rows, offset: int):
+    zrows = self.z[offset:offset + rows.shape[0]]
+    pad = self.batch - rows.shape[0]
+    if pad:  # one shape: pad the last batch, drop its padding after
+      rows = jnp.concatenate([rows, jnp.repeat(rows[-1:], pad, 0)])
+      zrows = jnp.concatenate([zrows, jnp.repeat(zrows[-1:], pad, 0)])
+    return rows, zrows
 
-def _summary(results: list[AISResult], seconds: float, settings: dict) -> dict:
-  log_px = np.concatenate([r.log_px for r in results])
-  se = np.concatenate([r.stderr for r in results])
-  n = len(log_px)
-  return {"log_px": float(np.mean(log_px)),
-          "mc_stderr": float(np.sqrt(np.nansum(se ** 2)) / n),
-          "data_stderr": float(np.std(log_px, ddof=1) / math.sqrt(n)) if n > 1 else float("nan"),
-          "acceptance": float(np.mean(np.concatenate([r.acceptance for r in results]))),
-          "n": n, "seconds": seconds, **settings}
+  def prepare(self, rows) -> float:
+    """A call's memory checked, then seconds per move (the estimate's and the pilot's)."""
+    runner = self.runner
+    xb, zb = self._padded(rows, 0)
+    keys = runner.keys(0, xb.shape[0])
+    probe = min(runner.moves, 4)
+    chains = runner.begin(runner.params, xb, keys, zb, num_chains=runner.num_chains,
+                          exact=runner.reverse)
+    args = (runner.params, xb, keys, chains, runner.segment_betas(0, probe, True),
+            jnp.int32(0), runner.segment_sizes(jnp.full((xb.shape[0], runner.moves),
+                                                        runner.step_size), 0, probe))
+    stats = runner.advance.lower(*args).compile().memory_analysis()
+    if stats is not None:
+      memory.check_fits(stats.temp_size_in_bytes + stats.output_size_in_bytes, 0.8,
+                        f"AIS needs about {{gib}} per call ({runner.num_chains} chains x "
+                        f"{xb.shape[0]} examples)", "lower num_chains or batch_size")
+    run = lambda call_args: jax.block_until_ready(runner.advance(*call_args))
+    engine.timed(lambda: run(args))  # compiles
+    unit = min(engine.timed(lambda: run(args)), engine.timed(lambda: run(args))) / probe
+    if runner.adapt:  # the pilot's moves: fewer chains, but not proportionally cheaper
+      pilot = runner.begin(runner.params, xb, keys, zb, num_chains=runner.pilot_chains,
+                           exact=False)
+      pilot_args = args[:3] + (pilot,) + args[4:6] + (None,)
+      engine.timed(lambda: run(pilot_args))  # compiles
+      unit += min(engine.timed(lambda: run(pilot_args)),
+                  engine.timed(lambda: run(pilot_args))) / probe
+    return unit
+
+  def plan_line(self, n: int, rows: int, unit: float, total: float) -> str:
+    pilot = self.runner.pilot_chains if self.runner.adapt else 0
+    return (f"{self.name}: {n} examples x {self.runner.num_chains} chains x {self.steps} moves "
+            f"(and a pilot of {pilot} chains): about {engine.format_duration(total)} in all "
+            f"(a move of {rows} examples took {unit:.4f}s)")
+
+  def sums(self, rows, offset: int, steps_per_call: int, poll) -> dict:
+    n = rows.shape[0]
+    xb, zb = self._padded(rows, offset)
+    r = self.runner.run_rows(xb, zb, offset, steps_per_call, poll)
+    log_px, se, acc = r.log_px[:n], r.stderr[:n], r.acceptance[:n]
+    return {"log_px": float(np.sum(log_px)), "sq": float(np.sum(np.square(log_px))),
+            "var": float(np.nansum(np.square(se))), "acceptance": float(np.sum(acc))}
+
+  def summary(self, totals: dict, n: int, seconds: float) -> dict:
+    mean, data_stderr = engine.mean_and_stderr(totals["log_px"], totals["sq"], n, ddof=1)
+    return {"log_px": mean, "mc_stderr": math.sqrt(totals["var"]) / n,
+            "data_stderr": data_stderr, "acceptance": totals["acceptance"] / n, "n": n,
+            "seconds": seconds, **self.settings}
 
 
 def _check_sizes(num_intermediate: int, num_chains: int, pilot_chains: int) -> None:
@@ -520,47 +531,18 @@ def _check_sizes(num_intermediate: int, num_chains: int, pilot_chains: int) -> N
 
 def _run(parts_fn, params, x, key, z, *, num_intermediate, batch_size, progress, stop, what,
          **opts):
-  n = x.shape[0]
   reverse = z is not None
   runner = _Runner(parts_fn, multihost.local_copy(params), key,
                    num_intermediate=num_intermediate, reverse=reverse, **opts)
-  batch_size = max(1, min(batch_size, n))
-  zs = jnp.zeros((n, 1)) if z is None else z  # the forward chain ignores it
-  segment, unit = _plan_segment(runner, x[:batch_size], zs[:batch_size])
-  if progress:
-    total = unit * runner.moves * -(-n // batch_size)
-    logging.info("%s: %d examples x %d chains x %d moves (and a pilot of %d chains): about %s "
-                 "in all (a move of %d examples took %.4fs)", what, n, opts["num_chains"],
-                 runner.moves, opts["pilot_chains"] if runner.adapt else 0,
-                 evaluate.format_duration(total), batch_size, unit)
-
-  def poll(done):
-    if stop is not None and stop():
-      raise evaluate.EvaluationStopped(f"{what}: stopped after {done} of {n} examples (a "
-                                       f"signal); nothing written. Run the same command again "
-                                       f"to evaluate")
-
-  results, t0, last_line = [], time.perf_counter(), time.perf_counter()
-  for lo in range(0, n, batch_size):
-    hi = min(n, lo + batch_size)
-    rows, zrows = x[lo:hi], zs[lo:hi]
-    if hi - lo < batch_size:  # one shape: pad the last batch, drop its padding after
-      pad = batch_size - (hi - lo)
-      rows = jnp.concatenate([rows, jnp.repeat(rows[-1:], pad, 0)])
-      zrows = jnp.concatenate([zrows, jnp.repeat(zrows[-1:], pad, 0)])
-    r = runner.run_rows(rows, zrows, lo, segment, lambda: poll(lo))
-    results.append(AISResult(*(v[:hi - lo] for v in r)))
-    now = time.perf_counter()
-    if progress and (now - last_line >= PROGRESS_SECONDS or hi == n):
-      last_line, elapsed = now, now - t0
-      mean = np.mean(np.concatenate([r.log_px for r in results]))
-      logging.info("%s: %d/%d examples, running mean %.3f nats, %.0fs, ~%s left", what, hi, n,
-                   mean, elapsed, evaluate.format_duration(elapsed / hi * (n - hi)))
+  batch_size = max(1, min(batch_size, x.shape[0]))
   settings = {"num_chains": opts["num_chains"], "num_intermediate": runner.moves,
               "start": opts["start"], "num_leapfrog": opts["num_leapfrog"],
               "pilot_chains": opts["pilot_chains"] if runner.adapt else 0,
               "schedule": "sigmoid"}
-  return _summary(results, time.perf_counter() - t0, settings)
+  zs = jnp.zeros((x.shape[0], 1)) if z is None else z  # the forward chain ignores it
+  job = _Job(runner, zs, batch_size, what, settings)
+  return engine.run(job, x, batch_size=batch_size, block_size=batch_size, progress=progress,
+                    stop=stop)
 
 
 def log_likelihood(parts_fn, params, x, key, *, num_chains: int = 16,
@@ -570,9 +552,9 @@ def log_likelihood(parts_fn, params, x, key, *, num_chains: int = 16,
                    stop=None) -> dict:
   """AIS over a data set x `[n, ...]`: the same numbers as `ais` with the same key
   (example j uses `fold_in(key, j)`), computed `batch_size` examples at a time in
-  compiled calls of about `POLL_SECONDS`, with the expected time logged first and a
-  progress line at most every `PROGRESS_SECONDS`. `stop` is polled after each call
-  (raises `evaluate.EvaluationStopped`).
+  compiled calls of about `engine.POLL_SECONDS` (`engine.run`), with the expected time
+  logged first and a progress line at most every `engine.PROGRESS_SECONDS`. `stop` is
+  polled after each call (raises `engine.EvaluationStopped`).
 
   Returns:
     {"log_px": mean over examples of the per-example AIS estimates (a stochastic
@@ -582,7 +564,7 @@ def log_likelihood(parts_fn, params, x, key, *, num_chains: int = 16,
     settings}.
 
   Raises:
-    TooLarge: a call would need more memory than is free (lower num_chains or
+    memory.TooLarge: a call would need more memory than is free (lower num_chains or
       batch_size), before any work.
   """
   _check_sizes(num_intermediate, num_chains, pilot_chains)

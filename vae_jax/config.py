@@ -20,7 +20,7 @@ from vae_jax import builders
 from vae_jax import data
 from vae_jax import datasets
 from vae_jax import distributions
-from vae_jax import evaluate
+from vae_jax import evaluators
 from vae_jax import flows
 from vae_jax import losses
 from vae_jax import models
@@ -148,6 +148,12 @@ class RunConfig(settings.Settings):
                             resumable=True, group="evaluation and checkpoints")
   eval_batch_size: int = setting(1000, "Test examples evaluated at once.", lower=1,
                                  group="evaluation and checkpoints")
+  eval_methods: tuple[str, ...] = setting(
+      ("elbo", "latent_usage"), "What each evaluation scores on the test set, by "
+      "`vae_jax.evaluators` name: elbo (the test ELBO with --L and --estimator; always "
+      "first), latent_usage (active units), iwae (the k-sample bound with k = --k).",
+      choices=evaluators.DURING_TRAINING, unique=True, resumable=True,
+      group="evaluation and checkpoints")
   keep_checkpoints: int = setting(3, "Checkpoints kept.", lower=1,
                                   resumable=True, group="evaluation and checkpoints")
 
@@ -162,6 +168,9 @@ class RunConfig(settings.Settings):
                        f"VampPrior are built for --model=mlp or conv, not {self.model!r}; a "
                        f"model of your own gives its posterior and prior itself")
 
+    if self.eval_methods[:1] != ("elbo",):
+      raise ValueError(f"eval_methods={','.join(self.eval_methods)}: must start with elbo (the "
+                       f"test ELBO every run records); add the others after it")
     if self.posterior == "planar" and self.flow_steps and self.iwae_gradient == "dreg":
       raise ValueError("posterior=planar with iwae_gradient=dreg: DReG needs q's density at "
                        "any z, and a planar flow has no inverse; use --posterior=iaf or "
@@ -274,7 +283,7 @@ class Recipe(NamedTuple):
   policy: LoopPolicy
   root: jax.Array  # the run's root key
   inputs: Callable  # Dataset -> (stored training images, test model inputs)
-  test_bound: Callable  # (params, test_x, key) -> {"elbo", "reconstruction", "kl"}
+  evaluate: Callable  # (params, test_x, key) -> {"test_elbo", ...}: the eval_methods' metrics
   train_summary: Callable[[dict], str]  # an epoch's record -> its log line's training part
 
 
@@ -359,13 +368,12 @@ def build(config: RunConfig, image_shape, num_train: int, model: Model | None = 
   policy = LoopPolicy(config.epochs, config.batch_size, config.eval_every,
                       config.keep_checkpoints, config.skip_nonfinite,
                       config.log_grad_norm or config.skip_nonfinite)
-  test_bound = functools.partial(evaluate.elbo_means, model.parts,
-                                 num_samples=config.num_samples, estimator=config.estimator,
-                                 batch_size=config.eval_batch_size)
+  methods = evaluators.during_training(config.eval_methods, config)
   return Recipe(model, make_loss(config, model, num_train), make_optimizer(config, num_train),
                 data.binarizer(config.binarize), conv_on_cpu, extra, knob, policy,
                 config.root_key(),
-                functools.partial(data.model_inputs, binarize=config.binarize), test_bound,
+                functools.partial(data.model_inputs, binarize=config.binarize),
+                functools.partial(methods, model),
                 _train_summary(config))
 
 

@@ -4,7 +4,7 @@ Posteriors and priors over z, and likelihoods p(x|z), are `flax.struct`
 dataclasses: pytrees of arrays that pass through `jax.jit`, `jax.vmap` and
 `jax.grad`, with static configuration (event sizes) kept out of the leaves.
 Each has `log_prob` (summed over the event, one value per batch entry),
-`sample(key)` and `mean()`; posteriors sample with the reparameterization
+`sample(key)` and a `mean` (a property); posteriors sample with the reparameterization
 trick, so gradients flow through the draw.
 
 Event conventions: a latent z is a vector, its last axis the event. A
@@ -320,8 +320,9 @@ class Reshaped:
   def log_prob(self, x: jax.Array) -> jax.Array:
     return self.flat.log_prob(x.reshape(x.shape[:x.ndim - len(self.event_shape)] + (-1,)))
 
+  @property
   def mean(self) -> jax.Array:
-    return self._unflatten(self.flat.mean())
+    return self._unflatten(self.flat.mean)
 
   def sample(self, key: jax.Array) -> jax.Array:
     return self._unflatten(self.flat.sample(key))
@@ -336,6 +337,7 @@ class Bernoulli:
   def log_prob(self, x: jax.Array) -> jax.Array:
     return _sum_event(x * self.logits - softplus(self.logits), self.event_ndims)
 
+  @property
   def mean(self) -> jax.Array:
     return jax.nn.sigmoid(self.logits)
 
@@ -354,6 +356,7 @@ class Gaussian:
     sq = jnp.square(x - self.loc) * jnp.exp(-self.logvar)
     return _sum_event(-0.5 * (_LOG_2PI + self.logvar + sq), self.event_ndims)
 
+  @property
   def mean(self) -> jax.Array:
     return self.loc
 
@@ -396,6 +399,7 @@ class ContinuousBernoulli:
     per_entry = x * self.logits - softplus(self.logits) + _log_cb_normalizer(self.logits)
     return _sum_event(per_entry, self.event_ndims)
 
+  @property
   def mean(self) -> jax.Array:
     """E[x] = 1 / (1 - exp(-l)) - 1 / l, and 1/2 + l/12 - l^3/720 near l = 0."""
     l = self.logits
@@ -456,6 +460,7 @@ class DiscretizedLogistic:
     per_entry = jnp.where((x >= 0.0) & (x <= 1.0), per_entry, jnp.nan)
     return _sum_event(per_entry, self.event_ndims)
 
+  @property
   def mean(self) -> jax.Array:
     """E[x] = 1/255 sum_{k=1..255} P(x >= k / 255), exactly."""
     thresholds = (jnp.arange(1, 256) - 0.5) / 255.0

@@ -9,33 +9,17 @@ several processes, each evaluates its own contiguous share of the examples
 """
 
 import functools
-import logging
 import math
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import distributions
+from vae_jax import engine
 from vae_jax import memory
 from vae_jax import multihost
 from vae_jax import objectives
-
-
-def _process_share(n: int) -> tuple[int, int]:
-  """The contiguous rows [start, stop) of n that this process evaluates."""
-  p, count = jax.process_index(), jax.process_count()
-  return n * p // count, n * (p + 1) // count
-
-
-def _sum_over_processes(sums: dict) -> dict:
-  """Host floats: `sums` added up over every process (one process: as they are)."""
-  sums = {k: np.asarray(v, np.float64) for k, v in jax.device_get(sums).items()}
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    sums = {k: multihost_utils.process_allgather(v).sum(0) for k, v in sums.items()}
-  return {k: float(v) for k, v in sums.items()}
 
 
 def _padded_batches(x, batch_size: int):
@@ -86,12 +70,12 @@ def elbo_means(parts_fn, params, x, key, *, num_samples: int = 1, estimator: str
     {"elbo", "reconstruction", "kl"}: floats, nats per example.
   """
   n = x.shape[0]
-  start, stop = _process_share(n)
+  start, stop = engine.process_share(n)
   params = multihost.local_copy(params)
   sums = _elbo_sums(parts_fn, params, x[start:stop], key, jnp.int32(start),
                     num_samples=num_samples, estimator=estimator,
                     batch_size=max(1, min(batch_size, stop - start)))
-  return {k: v / n for k, v in _sum_over_processes(sums).items()}
+  return {k: v / n for k, v in engine.sum_over_processes(sums).items()}
 
 
 @functools.partial(jax.jit, static_argnames=("parts_fn", "num_samples", "estimator",
@@ -175,16 +159,6 @@ def mc_stderr_of_mean(sums: dict, n: int, num_samples: int) -> tuple[float, floa
   return math.sqrt(sums["var_half"] * 2.0 ** -rate) / n, rate
 
 
-def _timed(fn) -> float:
-  t = time.perf_counter()
-  fn()
-  return time.perf_counter() - t
-
-
-class EvaluationStopped(RuntimeError):
-  """The evaluation was asked to stop (a signal) before it finished."""
-
-
 # XLA's CPU backend hands dots and their fused neighbours to YNNPACK by default.
 # For the k-sample evaluation's decoder (rows = chunk x batch, the weights
 # arguments) XLA's own dot emitter is faster: the PyTorch example's k = 5000
@@ -219,35 +193,27 @@ def compile_with_cpu_options(lowered):
   return lowered.compile()
 
 
-def _call_bytes(compiled) -> int:
-  stats = compiled.memory_analysis()
-  if stats is None:
-    return 0
-  return int(stats.temp_size_in_bytes + stats.argument_size_in_bytes
-             + stats.output_size_in_bytes)
-
-
 def iwae_block_bytes(parts_fn, params, x, key, *, num_samples, chunk_size, batch_size) -> int:
   """XLA's own count of the memory one call of the k-sample evaluation on `x` needs
   (temporaries, arguments, outputs): O(chunk_size x batch_size), for any k."""
-  return _call_bytes(compile_iwae_log_sums(parts_fn, params, x, key, num_samples=num_samples,
+  return engine.call_bytes(compile_iwae_log_sums(parts_fn, params, x, key, num_samples=num_samples,
                                            chunk_size=min(chunk_size, num_samples),
                                            num_chunks=1, batch_size=batch_size))
 
 
-# A Ctrl-C waits at most about this long: the evaluation is cut into calls of this size.
-POLL_SECONDS = 2.0
+class _LogPx:
+  """The k-sample bound as an `engine.Job`: rows x a range of the k samples' chunks a
+  call, one executable per shape, each call's log sums added up per row."""
 
-
-class _Calls:
-  """The k-sample evaluation as short compiled calls: rows x a range of chunks,
-  one executable per shape, each call's log sums added up per row."""
+  sum_keys = ("log_px", "sq", "var_small", "var_half")
+  grow_rows = True
 
   def __init__(self, parts_fn, params, key, num_samples, chunk_size, batch_size):
     self.parts_fn, self.params, self.key = parts_fn, params, key
     self.k, self.chunk, self.batch = num_samples, min(chunk_size, num_samples), batch_size
-    self.num_chunks = -(-self.k // self.chunk)
-    self._compiled = {}
+    self.steps = -(-self.k // self.chunk)  # chunks
+    self.name = f"log p(x), k={self.k}"
+    self._compiled, self._need = {}, 0.0
 
   def executable(self, rows, num_chunks: int):
     shape = (rows.shape, num_chunks)
@@ -258,60 +224,51 @@ class _Calls:
           batch_size=max(1, min(self.batch, rows.shape[0])))
     return self._compiled[shape]
 
-  def run(self, rows, offset: int, first_chunk: int, num_chunks: int):
+  def call(self, rows, offset: int, first_chunk: int, num_chunks: int):
     return self.executable(rows, num_chunks)(self.params, rows, self.key, jnp.int32(offset),
                                              jnp.int32(first_chunk))
 
-  def log_sums(self, rows, offset: int, chunks_per_call: int, poll):
-    """The complete log sums of `rows` (`[n]`, `[n, G]`), `poll()` after each call."""
+  def prepare(self, rows) -> float:
+    """A call's memory checked (XLA's count), then seconds per chunk on `rows`."""
+    try:
+      need = engine.call_bytes(self.executable(rows, 1))
+    except jax.errors.JaxRuntimeError as e:
+      if not any(s in str(e) for s in ("RESOURCE_EXHAUSTED", "YNNPACK", "allocat")):
+        raise
+      need = float("inf")  # XLA could not even plan it
+    # Matmul libraries' buffers are outside XLA's count: at least the decoder's
+    # outputs for one chunk of one batch, one value per data entry.
+    self._need = max(need, 2 * 4 * self.chunk * rows.shape[0] * math.prod(rows.shape[1:]))
+    memory.check_fits(self._need, 0.8, f"the log p(x) estimate needs about {{gib}} per call "
+                      f"(chunk_size={self.chunk} samples x batch_size={rows.shape[0]} "
+                      f"examples)", "lower chunk_size or batch_size")
+    probe = lambda: jax.block_until_ready(self.call(rows, 0, 0, 1))
+    return min(engine.timed(probe), engine.timed(probe))
+
+  def plan_line(self, n: int, rows: int, unit: float, total: float) -> str:
+    return (f"log p(x), k={self.k} on {n} examples: about {engine.format_duration(total)} in "
+            f"all (a chunk of {self.chunk} samples on {rows} examples took {unit:.3f}s), "
+            f"{self._need / 2**20:.0f} MB per call")
+
+  def sums(self, rows, offset: int, steps_per_call: int, poll) -> dict:
+    """`bound_sums` of `rows`: their complete log sums, `steps_per_call` chunks a call."""
     lse = lse_groups = None
-    for first in range(0, self.num_chunks, chunks_per_call):
-      part = jax.device_get(self.run(rows, offset, first,
-                                     min(chunks_per_call, self.num_chunks - first)))
+    for first in range(0, self.steps, steps_per_call):
+      part = jax.device_get(self.call(rows, offset, first,
+                                      min(steps_per_call, self.steps - first)))
       if lse is None:
         lse, lse_groups = (np.asarray(v, np.float64) for v in part)
       else:
         lse = np.logaddexp(lse, part[0])
         lse_groups = np.logaddexp(lse_groups, part[1])
       poll()
-    return lse, lse_groups
+    return bound_sums(lse, lse_groups, self.k)
 
-
-def _plan(calls: _Calls, first_rows, block_size: int, progress: bool, n: int):
-  """(rows per call, chunks per call) that keep a call near `POLL_SECONDS`, from a
-  timed probe of one chunk on `first_rows`, after checking a call's memory; with
-  `progress`, the whole evaluation's expected time is logged first."""
-  try:
-    need = _call_bytes(calls.executable(first_rows, 1))
-  except jax.errors.JaxRuntimeError as e:
-    if not any(s in str(e) for s in ("RESOURCE_EXHAUSTED", "YNNPACK", "allocat")):
-      raise
-    need = float("inf")  # XLA could not even plan it
-  # Matmul libraries' buffers are outside XLA's count: at least the decoder's
-  # outputs for one chunk of one batch, one value per data entry.
-  need = max(need, 2 * 4 * calls.chunk * first_rows.shape[0] * math.prod(first_rows.shape[1:]))
-  memory.check_fits(need, 0.8, f"the log p(x) estimate needs about {{gib}} per call "
-                    f"(chunk_size={calls.chunk} samples x batch_size={first_rows.shape[0]} "
-                    f"examples)", "lower chunk_size or batch_size")
-  probe = lambda: jax.block_until_ready(calls.run(first_rows, 0, 0, 1))
-  unit = min(_timed(probe), _timed(probe))  # seconds for these rows x one chunk
-  rows = first_rows.shape[0]
-  if progress:
-    total = unit * calls.num_chunks * -(-n // rows) / jax.process_count()
-    logging.info("log p(x), k=%d on %d examples: about %s in all (a chunk of %d samples on %d "
-                 "examples took %.3fs), %.0f MB per call", calls.k, n, format_duration(total),
-                 calls.chunk, rows, unit, need / 2**20)
-  chunks = int(min(calls.num_chunks, max(1, POLL_SECONDS // max(unit, 1e-9))))
-  if chunks == calls.num_chunks:  # whole rows fit a call: take more of them
-    rows *= int(max(1, POLL_SECONDS // max(unit * calls.num_chunks, 1e-9)))
-  return max(1, min(rows, block_size)), chunks
-
-
-def format_duration(seconds: float) -> str:
-  """'45s', '12 min' or '3.2 h'."""
-  if seconds < 120:
-    return f"{seconds:.0f}s"
-  return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+  def summary(self, totals: dict, n: int, seconds: float) -> dict:
+    mean, data_stderr = engine.mean_and_stderr(totals["log_px"], totals["sq"], n)
+    mc_stderr, rate = mc_stderr_of_mean(totals, n, self.k)
+    return {"log_px": mean, "mc_stderr": mc_stderr, "mc_rate": rate,
+            "data_stderr": data_stderr, "num_samples": self.k, "n": n, "seconds": seconds}
 
 
 def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000,
@@ -320,14 +277,15 @@ def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000
                             on_block=None) -> dict:
   """The importance-sampled estimate of log p(x) (the k-sample IWAE bound) over a data set.
 
-  Cut into compiled calls of about `POLL_SECONDS` each (rows x a range of the
-  k samples' chunks; log sums added up per row on the host), each a `lax.map`
-  over batches of `batch_size` and a loop over chunks of `chunk_size` samples:
-  memory is O(batch_size * chunk_size * D) for any k, a stop request is seen
-  within a call, and none of the sizes changes the result. Before the work, a
-  call's memory (XLA's count) is checked against the free memory and one chunk
-  is timed: with `progress` the expected time is logged before the first block,
-  then a line per `block_size` examples.
+  Run by `engine.run`: cut into compiled calls of about `engine.POLL_SECONDS` each
+  (rows x a range of the k samples' chunks; log sums added up per row on the host),
+  each a `lax.map` over batches of `batch_size` and a loop over chunks of
+  `chunk_size` samples: memory is O(batch_size * chunk_size * D) for any k, a stop
+  request is seen within a call, and none of the sizes changes the result. Before
+  the work, a call's memory (XLA's count) is checked against the free memory and one
+  chunk is timed: with `progress` the expected time is logged before the first block,
+  then a line per block of `block_size` examples (at most every
+  `engine.PROGRESS_SECONDS`).
 
   Args:
     parts_fn, params: the VAE (see `elbo_means`).
@@ -335,17 +293,9 @@ def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000
     key: a `jax.random` key; example j uses `fold_in(key, j)`, its sample i
       `fold_in(fold_in(key, j), i)`.
     num_samples: k (5000 in the papers).
-    chunk_size, batch_size: memory; block_size: examples per progress line.
-    progress: log the estimate and a line per block with the time left.
-    stop: a callable polled after each call (one process) or each block (several,
-      which must poll together); when it returns True the evaluation raises
-      `EvaluationStopped` (e.g. on SIGINT).
-    resume: {"done": n0, "totals": ...} from `on_block`: the first n0 examples' sums,
-      kept by an interrupted evaluation with the same settings and key; the
-      evaluation continues at example n0 (each example's key is its own, so the result
-      is the one an uninterrupted run gives).
-    on_block: called as on_block({"done": rows, "totals": sums}) after each block
-      (process 0 may save it: what an interrupted evaluation keeps).
+    chunk_size, batch_size: memory; block_size: examples per block (progress, resume).
+    progress: log the expected time and progress lines.
+    stop, resume, on_block: see `engine.run` (Ctrl-C; an interrupted run's sums).
 
   Returns:
     {"log_px": mean over examples of the bound (nats), "mc_stderr": its Monte
@@ -357,61 +307,9 @@ def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000
     ValueError: a call would need more memory than is free (lower chunk_size or
       batch_size).
   """
-  n = x.shape[0]
-  calls = _Calls(parts_fn, multihost.local_copy(params), key, num_samples, chunk_size, batch_size)
-  block_size = max(1, min(block_size, n))
-  rows_per_call, chunks_per_call = _plan(calls, x[:max(1, min(batch_size, n))], block_size,
-                                         progress, n)
-  one_process = jax.process_count() == 1
-
-  def check_stop(done):
-    if stop is not None and stop():
-      raise EvaluationStopped(f"stopped after {done} of {n} examples (a signal); the finished "
-                              f"blocks are kept. Run the same command again to continue")
-
-  totals, first, t0 = {}, 0, time.perf_counter()
-  if resume:
-    totals, first = dict(resume["totals"]), int(resume["done"])
-    logging.info("log p(x), k=%d: continuing after the %d examples an earlier run finished",
-                 num_samples, first)
-  for start in range(first, n, block_size):
-    stop_at = min(n, start + block_size)
-    lo, hi = (start + i for i in _process_share(stop_at - start))  # this process's rows
-    block = _block_sums(calls, x, lo, hi, rows_per_call, chunks_per_call,
-                        lambda: one_process and check_stop(start))
-    for name, value in (block if one_process else _sum_over_processes(block)).items():
-      totals[name] = totals.get(name, 0.0) + value
-    if progress:
-      elapsed = time.perf_counter() - t0
-      logging.info("log p(x), k=%d: %d/%d examples, running mean %.3f nats, %.0fs, ~%.0fs left",
-                   num_samples, stop_at, n, totals["log_px"] / stop_at, elapsed,
-                   elapsed / (stop_at - first) * (n - stop_at))
-    if on_block is not None:
-      on_block({"done": stop_at, "totals": dict(totals)})
-    if stop_at < n and not one_process:
-      check_stop(stop_at)
-  return _summary(totals, n, num_samples, time.perf_counter() - t0)
-
-
-def _block_sums(calls: _Calls, x, lo: int, hi: int, rows_per_call: int, chunks_per_call: int,
-                poll) -> dict:
-  """`bound_sums` over rows lo..hi of x, computed `rows_per_call` rows at a time."""
-  block = dict.fromkeys(("log_px", "sq", "var_small", "var_half"), 0.0)
-  for r0 in range(lo, hi, rows_per_call):
-    lse, lse_groups = calls.log_sums(x[r0:min(hi, r0 + rows_per_call)], r0, chunks_per_call,
-                                     poll)
-    for name, value in bound_sums(lse, lse_groups, calls.k).items():
-      block[name] += value
-  return block
-
-
-def _summary(totals: dict, n: int, num_samples: int, seconds: float) -> dict:
-  mean = totals["log_px"] / n
-  var = max(totals["sq"] / n - mean ** 2, 0.0)
-  mc_stderr, rate = mc_stderr_of_mean(totals, n, num_samples)
-  return {"log_px": mean, "mc_stderr": mc_stderr, "mc_rate": rate,
-          "data_stderr": math.sqrt(var / n), "num_samples": num_samples, "n": n,
-          "seconds": seconds}
+  job = _LogPx(parts_fn, multihost.local_copy(params), key, num_samples, chunk_size, batch_size)
+  return engine.run(job, x, batch_size=batch_size, block_size=block_size, progress=progress,
+                    stop=stop, resume=resume, on_block=on_block)
 
 
 @functools.partial(jax.jit, static_argnames=("parts_fn",))

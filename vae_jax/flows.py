@@ -9,15 +9,18 @@ estimator and evaluation takes it. Its density is carried with its samples
 network per dimension) or has no closed form (planar). `log_prob(z)` at any other z
 inverts the flow where it can (IAF) and says so where it cannot (planar).
 
-Two flows, each a frozen (hashable) description whose parameters are plain pytrees:
-  `Planar`: f(z) = z + u tanh(w.z + b), with u, w, b given per example by the
-    encoder (Rezende & Mohamed, 2015), u constrained so that f is invertible.
-  `IAF`: inverse autoregressive flow (Kingma, Salimans et al., 2016): each step a
-    MADE network of z and the encoder's context h gives m and s, and
+A flow is a chain of bijector steps (distrax's `Bijector`/`Chain` shape, over plain
+pytrees): each step a frozen (hashable) description with `forward_and_log_det`,
+`inverse_and_log_det`, `init` (its parameters, or None) and `context_size` (the
+per-example inputs it reads from the encoder). Two flows are built from them:
+  `Planar`: `PlanarStep`s, f(z) = z + u tanh(w.z + b), with u, w, b given per example
+    by the encoder (Rezende & Mohamed, 2015), u constrained so that f is invertible.
+  `IAF`: inverse autoregressive flow (Kingma, Salimans et al., 2016): `IAFStep`s, each
+    a MADE network of z and the encoder's context h giving m and s, and
     z' = sigma * z + (1 - sigma) * m, sigma = GATE_FLOOR + (1 - GATE_FLOOR) sigmoid(s);
     entry i of m and s sees only z_1..z_{i-1}, so the Jacobian is triangular and
-    log det = sum log sigma. The order of z is reversed between steps. The floor
-    keeps the inverse, which divides by sigma, well conditioned in float32.
+    log det = sum log sigma; a `Reverse` step between them. The floor keeps the
+    inverse, which divides by sigma, well conditioned in float32.
 """
 
 import dataclasses
@@ -53,7 +56,7 @@ class FlowPosterior:
                           ) -> tuple[jax.Array, jax.Array]:
     """A reparameterized z `sample_shape + [..., D]` and log q(z|x) `sample_shape + [...]`."""
     z0 = self.base.sample(key, sample_shape)
-    z, log_det = self.flow.forward(self.params, self.context, z0)
+    z, log_det = self.flow.forward_and_log_det(self.params, self.context, z0)
     return z, self.base.log_prob(z0) - log_det
 
   def sample(self, key: jax.Array, sample_shape: tuple[int, ...] = ()) -> jax.Array:
@@ -63,52 +66,68 @@ class FlowPosterior:
     """log q(z|x) at any z, by inverting the flow (`[..., D]` -> `[...]`): what DReG, the
     score-function estimator and AIS from q need. IAF: D passes of each step's network;
     planar: NotImplementedError."""
-    z0 = self.flow.inverse(self.params, self.context, z)
-    _, log_det = self.flow.forward(self.params, self.context, z0)
-    return self.base.log_prob(z0) - log_det
+    z0, inverse_log_det = self.flow.inverse_and_log_det(self.params, self.context, z)
+    return self.base.log_prob(z0) + inverse_log_det
 
   @property
   def mean(self) -> jax.Array:
     """The flow applied to q0's mean (not E[z]: a summary for pictures and active units)."""
-    return self.flow.forward(self.params, self.context, self.base.mean)[0]
+    return self.flow.forward_and_log_det(self.params, self.context, self.base.mean)[0]
+
+
+# -- bijector steps: each one invertible map of z, conditioned on the encoder's context --
+# A step has `has_params`, `context_size(dim)`, `init(key, dim)`,
+# `forward_and_log_det(params, context, x)` -> (y, log |det dy/dx|) and
+# `inverse_and_log_det(params, context, y)` -> (x, log |det dx/dy|) (distrax's shape),
+# x, y `[..., D]`, the log-determinants `[...]`.
 
 
 @dataclasses.dataclass(frozen=True)
-class Planar:
-  """`steps` planar maps whose u, w, b (2 D + 1 numbers a step) the encoder gives."""
-  steps: int
+class PlanarStep:
+  """f(z) = z + u tanh(w.z + b), its u, w, b (2 D + 1 numbers) given per example by the
+  encoder, u constrained so that f is invertible (Rezende & Mohamed, appendix A)."""
   has_params = False  # every parameter is per example, in the context
 
   def context_size(self, dim: int) -> int:
-    return self.steps * (2 * dim + 1)
+    return 2 * dim + 1
 
   def init(self, key: jax.Array, dim: int) -> None:  # pylint: disable=unused-argument
     return None
 
-  def forward(self, params, context, z):  # pylint: disable=unused-argument
-    """z `[..., D]` -> (f(z) `[..., D]`, log |det df/dz| `[...]`)."""
+  def forward_and_log_det(self, params, context, z):  # pylint: disable=unused-argument
     d = z.shape[-1]
-    log_det = jnp.zeros(z.shape[:-1], z.dtype)
-    for t in range(self.steps):
-      c = context[..., t * (2 * d + 1):(t + 1) * (2 * d + 1)]
-      u, w, b = c[..., :d], c[..., d:2 * d], c[..., 2 * d]
-      # w.u_hat = softplus(w.u) - 1 >= -1 keeps f invertible (Rezende & Mohamed, appendix A).
-      wu = jnp.sum(w * u, -1, keepdims=True)
-      u_hat = u + (distributions.softplus(wu) - 1.0 - wu) * w / (
-          jnp.sum(w * w, -1, keepdims=True) + 1e-12)
-      h = jnp.tanh(jnp.sum(w * z, -1) + b)
-      z = z + u_hat * h[..., None]
-      log_det = log_det + jnp.log(jnp.abs(1.0 + (1.0 - h * h) * jnp.sum(w * u_hat, -1)))
-    return z, log_det
+    u, w, b = context[..., :d], context[..., d:2 * d], context[..., 2 * d]
+    # w.u_hat = softplus(w.u) - 1 >= -1 keeps f invertible.
+    wu = jnp.sum(w * u, -1, keepdims=True)
+    u_hat = u + (distributions.softplus(wu) - 1.0 - wu) * w / (
+        jnp.sum(w * w, -1, keepdims=True) + 1e-12)
+    h = jnp.tanh(jnp.sum(w * z, -1) + b)
+    return (z + u_hat * h[..., None],
+            jnp.log(jnp.abs(1.0 + (1.0 - h * h) * jnp.sum(w * u_hat, -1))))
 
-  def inverse(self, params, context, z):  # pylint: disable=unused-argument
-    if not self.steps:
-      return z
+  def inverse_and_log_det(self, params, context, y):
     raise NotImplementedError(
         "a planar flow has no closed-form inverse, so its density is known only at its own "
         "samples (sample_and_log_prob): use --posterior=iaf or gaussian for DReG "
         "(--iwae_gradient=dreg), the score-function estimator and AIS from q (--ais_start=prior "
         "works with any posterior)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Reverse:
+  """Reverses the order of z's entries (between autoregressive steps): volume-preserving."""
+  has_params = False
+
+  def context_size(self, dim: int) -> int:  # pylint: disable=unused-argument
+    return 0
+
+  def init(self, key: jax.Array, dim: int) -> None:  # pylint: disable=unused-argument
+    return None
+
+  def forward_and_log_det(self, params, context, z):  # pylint: disable=unused-argument
+    return z[..., ::-1], jnp.zeros(z.shape[:-1], z.dtype)
+
+  inverse_and_log_det = forward_and_log_det
 
 
 def _made_masks(dim: int, hidden: tuple[int, ...]) -> list[np.ndarray]:
@@ -125,40 +144,35 @@ def _made_masks(dim: int, hidden: tuple[int, ...]) -> list[np.ndarray]:
 
 
 @dataclasses.dataclass(frozen=True)
-class IAF:
-  """`steps` IAF steps, each a MADE of `hidden` ELU layers whose first layer also takes
-  the encoder's context h of `context_dim` numbers.
-
-  The gate's bias starts at `gate_bias` (sigma about 0.73), so a new flow moves z
-  gently (Kingma et al.'s forget-gate bias)."""
-  steps: int
+class IAFStep:
+  """One IAF step: a MADE of `hidden` ELU layers whose first layer also takes the
+  encoder's context h (`context_dim` numbers) gives m and s;
+  z' = sigma z + (1 - sigma) m, sigma = GATE_FLOOR + (1 - GATE_FLOOR) sigmoid(s).
+  The gate's bias starts at `gate_bias` (sigma about 0.73), so a new step moves z gently
+  (Kingma et al.'s forget-gate bias)."""
   hidden: tuple[int, ...] = (200,)
   context_dim: int = 50
   gate_bias: float = 1.0
-  has_params = True  # its MADE networks, shared by every example
+  has_params = True  # its MADE network, shared by every example
 
   def context_size(self, dim: int) -> int:  # pylint: disable=unused-argument
     return self.context_dim
 
-  def init(self, key: jax.Array, dim: int) -> list[dict]:
-    """Each step's weights `{"w": [...], "b": [...], "context": [C, H1], "out": ...}`,
+  def init(self, key: jax.Array, dim: int) -> dict:
+    """`{"w": [...], "b": [...], "context": [C, H1], "out": ..., "out_b": ...}`,
     LeCun-normal like `nn.Dense`, the output layer near zero."""
     sizes = (dim,) + tuple(self.hidden)
-    params = []
-    for t in range(self.steps):
-      keys = jax.random.split(jax.random.fold_in(key, t), len(sizes) + 1)
-      w = [jax.random.normal(k, (a, b)) / math.sqrt(a) for k, a, b in
-           zip(keys, sizes[:-1], sizes[1:])]
-      params.append({
-          "w": w, "b": [jnp.zeros((b,)) for b in sizes[1:]],
-          "context": jax.random.normal(keys[-2], (self.context_dim, sizes[1]))
-                     / math.sqrt(self.context_dim),
-          "out": 0.01 * jax.random.normal(keys[-1], (sizes[-1], 2 * dim)) / math.sqrt(sizes[-1]),
-          "out_b": jnp.zeros((2 * dim,))})
-    return params
+    keys = jax.random.split(key, len(sizes) + 1)
+    w = [jax.random.normal(k, (a, b)) / math.sqrt(a) for k, a, b in
+         zip(keys, sizes[:-1], sizes[1:])]
+    return {"w": w, "b": [jnp.zeros((b,)) for b in sizes[1:]],
+            "context": jax.random.normal(keys[-2], (self.context_dim, sizes[1]))
+                       / math.sqrt(self.context_dim),
+            "out": 0.01 * jax.random.normal(keys[-1], (sizes[-1], 2 * dim)) / math.sqrt(sizes[-1]),
+            "out_b": jnp.zeros((2 * dim,))}
 
   def _ms(self, p, z, h):
-    """m and the gate's pre-activation s of one step: `[..., D]` each."""
+    """m and the gate's pre-activation s: `[..., D]` each."""
     dim = z.shape[-1]
     masks = _made_masks(dim, tuple(self.hidden))
     a = z
@@ -177,37 +191,117 @@ class IAF:
                              math.log1p(-GATE_FLOOR) + jax.nn.log_sigmoid(s))
     return jnp.exp(log_gate), log_gate
 
-  def forward(self, params, context, z):
+  def forward_and_log_det(self, params, context, z):
+    m, s = self._ms(params, z, context)
+    gate, log_gate = self._gate(s)
+    return gate * z + (1.0 - gate) * m, jnp.sum(log_gate, -1)
+
+  def inverse_and_log_det(self, params, context, y):
+    """D passes, pass i solving entry i from the entries before it,
+    x_i = (y_i - (1 - sigma_i) m_i) / sigma_i. Entries not yet solved enter the network
+    as 0 (their weights are masked to 0, and 0 times a stale, perhaps infinite, value
+    would be NaN)."""
+    index = jnp.arange(y.shape[-1])
+
+    def one_pass(i, x):
+      m, s = self._ms(params, x, context)
+      gate, _ = self._gate(s)
+      return jnp.where(index == i, (y - (1.0 - gate) * m) / gate, x)
+
+    x = jax.lax.fori_loop(0, y.shape[-1], one_pass, jnp.zeros_like(y))
+    return x, -self.forward_and_log_det(params, context, x)[1]
+
+
+class _Chain:
+  """Steps applied in order, z = f_T(... f_1(z0)): their log-determinants add up. The
+  parameters are a list, one entry per step that has them (step i's from
+  `fold_in(key, i)`, counting those steps); the context is each step's own slice in
+  turn, or with `shared_context` every step reads the same (IAF's h).
+  Subclasses give `bijectors` and `shared_context`."""
+
+  bijectors: tuple
+  shared_context: bool
+
+  @property
+  def has_params(self) -> bool:
+    return any(b.has_params for b in self.bijectors)
+
+  def context_size(self, dim: int) -> int:
+    sizes = [b.context_size(dim) for b in self.bijectors]
+    return max(sizes, default=0) if self.shared_context else sum(sizes)
+
+  def init(self, key: jax.Array, dim: int) -> list:
+    owners = [b for b in self.bijectors if b.has_params]
+    return [b.init(jax.random.fold_in(key, i), dim) for i, b in enumerate(owners)]
+
+  def _each(self, params, context, dim: int):
+    """(bijector, its params, its context) in order."""
+    params, start = iter(params or ()), 0
+    for b in self.bijectors:
+      size = b.context_size(dim)
+      if self.shared_context:
+        c = context[..., :size]
+      else:
+        c, start = context[..., start:start + size], start + size
+      yield b, next(params) if b.has_params else None, c
+
+  def forward_and_log_det(self, params, context, z):
     """z `[..., D]` -> (f(z) `[..., D]`, log |det df/dz| `[...]`)."""
     log_det = jnp.zeros(z.shape[:-1], z.dtype)
-    for t, p in enumerate(params):
-      if t:
-        z = z[..., ::-1]
-      m, s = self._ms(p, z, context)
-      gate, log_gate = self._gate(s)
-      z = gate * z + (1.0 - gate) * m
-      log_det = log_det + jnp.sum(log_gate, -1)
+    for b, p, c in self._each(params, context, z.shape[-1]):
+      z, step_log_det = b.forward_and_log_det(p, c, z)
+      log_det = log_det + step_log_det
     return z, log_det
 
-  def inverse(self, params, context, z):
-    """f^-1(z) `[..., D]`: per step, D passes, pass i solving entry i from the entries
-    before it, x_i = (y_i - (1 - sigma_i) m_i) / sigma_i. Entries not yet solved
-    enter the network as 0 (their weights are masked to 0, and 0 times a stale,
-    perhaps infinite, value would be NaN)."""
-    dim = z.shape[-1]
-    index = jnp.arange(dim)
-    for t in reversed(range(len(params))):
-      p, y = params[t], z
+  def inverse_and_log_det(self, params, context, y):
+    """f^-1(y) `[..., D]` and log |det df^-1/dy| (minus the forward one at f^-1(y))."""
+    steps = list(self._each(params, context, y.shape[-1]))
+    for b, p, c in reversed(steps):
+      y, _ = b.inverse_and_log_det(p, c, y)
+    return y, -self.forward_and_log_det(params, context, y)[1]
 
-      def one_pass(i, x, p=p, y=y):
-        m, s = self._ms(p, x, context)
-        gate, _ = self._gate(s)
-        return jnp.where(index == i, (y - (1.0 - gate) * m) / gate, x)
+  forward = forward_and_log_det
 
-      z = jax.lax.fori_loop(0, dim, one_pass, jnp.zeros_like(y))
-      if t:
-        z = z[..., ::-1]
-    return z
+  def inverse(self, params, context, y):
+    return self.inverse_and_log_det(params, context, y)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Chain(_Chain):
+  """Any steps (`PlanarStep`, `IAFStep`, `Reverse`, or your own with the same methods)."""
+  bijectors: tuple
+  shared_context: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Planar(_Chain):
+  """`steps` planar maps, each with its own slice of the context."""
+  steps: int
+  shared_context = False
+
+  @property
+  def bijectors(self) -> tuple:
+    return (PlanarStep(),) * self.steps
+
+
+@dataclasses.dataclass(frozen=True)
+class IAF(_Chain):
+  """`steps` IAF steps (`IAFStep`), z's order reversed between them, each reading the
+  encoder's context h of `context_dim` numbers."""
+  steps: int
+  hidden: tuple[int, ...] = (200,)
+  context_dim: int = 50
+  gate_bias: float = 1.0
+  shared_context = True
+  _gate = staticmethod(IAFStep._gate)  # pylint: disable=protected-access
+
+  @property
+  def bijectors(self) -> tuple:
+    step = IAFStep(tuple(self.hidden), self.context_dim, self.gate_bias)
+    out = []
+    for t in range(self.steps):
+      out += [Reverse(), step] if t else [step]
+    return tuple(out)
 
 
 def make(name: str, steps: int, dim: int, hidden: tuple[int, ...] = (200,)):

@@ -21,13 +21,22 @@ def available_bytes() -> int | None:
   return None
 
 
+class TooLarge(ValueError):
+  """A computation needs more memory than is free: `what` says how much and why, the
+  message adds `fix` (which arguments to lower; a command line names its flags)."""
+
+  def __init__(self, what: str, fix: str):
+    super().__init__(f"{what}; {fix}")
+    self.what, self.fix = what, fix
+
+
 def check_fits(need_bytes: float, fraction: float, what: str, fix: str) -> None:
-  """Raises ValueError when `need_bytes` exceed `fraction` of the free memory.
+  """Raises `TooLarge` when `need_bytes` exceed `fraction` of the free memory.
 
   `what` says what needs it, with "{gib}" where the amount goes ("a training step
   needs about {gib} (...)"); `fix` says which settings to lower.
   """
   free = available_bytes()
   if free is not None and need_bytes > fraction * free:
-    raise ValueError(f"{what.format(gib=f'{need_bytes / 2**30:.2f} GiB')}, but "
-                     f"{free / 2**30:.2f} GiB are free; {fix}")
+    raise TooLarge(f"{what.format(gib=f'{need_bytes / 2**30:.2f} GiB')}, but "
+                   f"{free / 2**30:.2f} GiB are free", fix)

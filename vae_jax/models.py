@@ -198,7 +198,7 @@ class _OneLatentVAE(nn.Module):
 
   def __call__(self, x: jax.Array):
     """Encodes and decodes the encoder mean: used by `init` to create every parameter."""
-    return self.decode(self.encode(x).mean).mean()
+    return self.decode(self.encode(x).mean).mean
 
   def decode(self, z: jax.Array):
     """`[..., Z]` -> p(x|z) over `[..., *event_shape]`."""
@@ -429,7 +429,7 @@ class TwoLayerVAE(nn.Module):
     """Runs every network once: used by `init` to create every parameter."""
     z1 = self.q_z1(flatten_event(x, self.event_shape)).mean
     z2 = self.q_z2(z1).mean
-    return self.decoder(self.p_z1(z2).mean).mean()
+    return self.decoder(self.p_z1(z2).mean).mean
 
   def encode(self, x: jax.Array) -> distributions.TwoLevelGaussian:
     """`[..., *event_shape]` -> q(z1|x) q(z2|z1) over `[..., d1 + d2]`."""

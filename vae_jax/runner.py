@@ -162,8 +162,7 @@ def _evaluate_and_save(recipe, epoch, state, m, times, wall_s, test_x, dataset, 
   """An evaluated epoch: the test bound and active units, its checkpoint, its metrics
   line, its pictures and its log line; returns its record."""
   params = multihost.local_copy(state.params)
-  test = recipe.test_bound(params, test_x, train.eval_key(recipe.root))
-  test["active_units"], test["latent_units"] = _active_units(recipe.model, params, test_x)
+  test = recipe.evaluate(params, test_x, train.eval_key(recipe.root))
   record = _record(recipe, epoch, state, m, test, times[-1], wall_s)
   ckpt.save(epoch + 1, state, recipe.root, record)
   log.record(record)
@@ -279,26 +278,13 @@ def _record(recipe, epoch, state, m, test, seconds, wall_s) -> dict:
   record = {"epoch": epoch + 1, "step": int(multihost.local_copy(state.step)),
             **{f"train_{k}": float(v) for k, v in m.items()
                if k not in ("grad_norm", "nonfinite_steps", "first_nonfinite_step", "steps")},
-            "test_elbo": test["elbo"], "test_reconstruction": test["reconstruction"],
-            "test_kl": test["kl"],
-            **({"active_units": test["active_units"], "latent_units": test["latent_units"]}
-               if test["active_units"] is not None else {}),
+            **test,  # the eval_methods' figures: test_elbo, active_units, ...
             **({"grad_norm": float(m["grad_norm"])} if "grad_norm" in m else {}),
             "skipped_steps": int(m["nonfinite_steps"]),
             "examples_per_s": examples / seconds, "epoch_s": seconds,
             "examples_seen": (epoch + 1) * examples,
             "wall_s": wall_s}  # seconds of this run so far, resumed sittings added up
   return {**record, **recipe.extra_metrics(record)}
-
-
-def _active_units(model, params, test_x) -> tuple[int | None, int | None]:
-  """(the model's active units on the test set, its latent dimensions), or (None, None)
-  if its posterior has no `mean`."""
-  try:
-    usage = evaluate.latent_usage(model.parts, params, test_x)
-  except AttributeError:  # a posterior without a mean (your own model's)
-    return None, None
-  return usage["active_units"], len(usage["unit_variances"])
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -337,6 +323,8 @@ def _log_epoch(recipe: config_lib.Recipe, record: dict, times: list[float]) -> N
   units = (f", {record['active_units']} active units (of {record['latent_units']}: "
            f"Cov_x E_q[u|x] > {evaluate.ACTIVE_UNIT_THRESHOLD:g})" if "active_units" in record
            else "")
+  units += "".join(f", IWAE bound (k={name[len('test_log_px_k'):]}) {value:.2f}"
+                   for name, value in record.items() if name.startswith("test_log_px_k"))
   logging.info("epoch %d/%d  %s  test ELBO %.2f (recon %.2f, KL %.2f%s) nats  %.2fs (%.0f ex/s)"
                "  %s", epoch, epochs, recipe.train_summary(record), record["test_elbo"],
                record["test_reconstruction"], record["test_kl"], units, record["epoch_s"],

@@ -1,0 +1,26 @@
+"""Bidirectional Monte Carlo on examples simulated from the model (`ais.bdmc`): AIS's
+lower bound and the reverse chain's upper bound of log p(x), and their gap, which says
+how far AIS with these settings can be from the truth."""
+
+import logging
+
+from vae_jax import ais
+from vae_jax import evaluate
+from vae_jax.evaluators import ais_chains
+
+Options = ais_chains.Options  # the same settings as AIS's
+
+
+def run(options: Options, ctx) -> dict:
+  dim = int(evaluate.encoder_means(ctx.model.parts, ctx.params, ctx.x[:1]).shape[-1])
+  result = ais.bdmc(ctx.model.parts, ctx.params, ctx.key, num_examples=options.ais_examples,
+                    dim=dim, stop=ctx.stop, **options.library_args())
+  logging.info("BDMC on %d simulated examples: %.3f <= log p(x) <= %.3f nats, gap %.3f",
+               result["n"], result["lower"]["log_px"], result["upper"]["log_px"], result["gap"])
+  return {"bdmc": result}
+
+
+def headline(result: dict) -> dict:
+  value = result["bdmc"]
+  return {"bdmc_lower": value["lower"]["log_px"], "bdmc_upper": value["upper"]["log_px"],
+          "bdmc_gap": value["gap"]}

@@ -1,0 +1,59 @@
+"""The importance-sampled log p(x) of the test set: the k-sample IWAE bound with k = 5000
+as the papers report it (`evaluate.marginal_log_likelihood`, on `engine.run`)."""
+
+import dataclasses
+import logging
+
+from vae_jax import evaluate
+from vae_jax import settings
+from vae_jax.settings import setting
+
+
+@dataclasses.dataclass(frozen=True)
+class Options(settings.Settings):
+  """The k-sample bound (--method=iwae, and beside AIS)."""
+  k: int = setting(5000, "Importance samples of the log p(x) estimate.", lower=1)
+  chunk_size: int = setting(500, "Importance samples evaluated at once.", lower=1)
+  iwae_batch_size: int = setting(20, "Images evaluated at once for log p(x); memory grows "
+                                 "with this times --chunk_size.", lower=1)
+  block_size: int = setting(1000, "Images per progress line.", lower=1)
+
+  memory_flags = "--iwae_batch_size or --chunk_size"
+
+
+def log_px(options: Options, ctx, x, name: str | None = None) -> dict:
+  """The k-sample bound of x (rows of the test set); with `name`, its finished blocks
+  are kept in `ctx.kept` under that name and a rerun continues from them."""
+  keep = {} if name is None else dict(resume=ctx.kept.resume(name),
+                                      on_block=ctx.kept.on_block(name))
+  return evaluate.marginal_log_likelihood(
+      ctx.model.parts, ctx.params, x, ctx.key, num_samples=options.k,
+      chunk_size=min(options.chunk_size, options.k), batch_size=options.iwae_batch_size,
+      block_size=options.block_size, stop=ctx.stop, **keep)
+
+
+def run(options: Options, ctx) -> dict:
+  name = f"log_px_k{options.k}"
+  if ctx.kept.result(name) is None:
+    ll = log_px(options, ctx, ctx.x, name)
+    logging.info("test log p(x) ~ %.3f nats (k=%d; Monte Carlo s.e. %.4f, over images %.3f), "
+                 "%.0fs, peak memory %.0f MB", ll["log_px"], options.k, ll["mc_stderr"],
+                 ll["data_stderr"], ll["seconds"], evaluate.peak_memory_mb())
+    ctx.kept.finish(name, ll)
+  return {name: ctx.kept.result(name), "test_examples": int(ctx.x.shape[0])}
+
+
+def headline(result: dict) -> dict:
+  return {name: value["log_px"] for name, value in result.items()
+          if name.startswith("log_px_k")}
+
+
+def during_training(config):
+  """The k-sample bound of the test set with k = the run's --k (iwae_samples), quietly:
+  test_log_px_k{k}."""
+  def fn(model, params, x, key):
+    ll = evaluate.marginal_log_likelihood(model.parts, params, x, key,
+                                          num_samples=config.iwae_samples,
+                                          batch_size=config.eval_batch_size, progress=False)
+    return {f"test_log_px_k{config.iwae_samples}": ll["log_px"]}
+  return fn
