@@ -8,7 +8,7 @@ import chex
 import pytest
 
 from tests import helpers
-from vae_jax import data, runner
+from vae_jax import data, hooks, runner
 
 
 
@@ -122,7 +122,7 @@ def test_bad_settings(small, tmp_path):
 
 
 def test_epochs_between_evaluations_say_where_the_run_is(small, tmp_path, monkeypatch, caplog):
-  monkeypatch.setattr(runner, "PROGRESS_SECONDS", 0.0)
+  monkeypatch.setattr(hooks, "PROGRESS_SECONDS", 0.0)
   with caplog.at_level("INFO"):
     runner.train_and_evaluate(dataclasses.replace(CONFIG, epochs=3, eval_every=3), small,
                               tmp_path)
@@ -132,3 +132,33 @@ def test_epochs_between_evaluations_say_where_the_run_is(small, tmp_path, monkey
   assert lines[1].startswith("epoch 2/3  train ELBO ")
   assert lines[2].startswith("epoch 3/3  train ELBO ") and "test ELBO" in lines[2]
   assert [r["epoch"] for r in helpers.run_metrics(tmp_path)] == [3]
+
+
+def test_seeds_train_replicas_equal_to_their_seeds_alone_and_resume_bit_for_bit(small, tmp_path):
+  """--seeds=3: one vmapped program whose replica r matches the run of seed r trained
+  alone (to float rounding: a batched matmul may round differently, by 1e-6 after an
+  epoch, and training amplifies it), a metrics line with the mean and s.d. over the
+  replicas, and a resumed run's numbers exactly the uninterrupted one's."""
+  config = dataclasses.replace(CONFIG, epochs=1, seeds=3, seed=5)
+  record = runner.train_and_evaluate(config, small, tmp_path / "three")
+  replicas = record["replicas"]
+  assert len(replicas) == 3 and record["epoch"] == 1
+  elbos = [r["test_elbo"] for r in replicas]
+  assert record["test_elbo"] == pytest.approx(sum(elbos) / 3, rel=1e-12)
+  mean = sum(elbos) / 3
+  sd = (sum((e - mean) ** 2 for e in elbos) / 2) ** 0.5
+  assert record["test_elbo_sd"] == pytest.approx(sd, rel=1e-9) and sd > 0  # seeds differ
+  for r, got in enumerate(replicas):
+    alone = runner.train_and_evaluate(dataclasses.replace(config, seeds=1, seed=5 + r), small,
+                                      tmp_path / f"alone{r}")
+    for name in ("test_elbo", "test_kl", "train_elbo", "active_units", "step"):
+      assert got[name] == pytest.approx(alone[name], rel=1e-5), (r, name)
+  # Two epochs straight, and one epoch then the second resumed from its checkpoint.
+  config = dataclasses.replace(config, epochs=2)
+  whole = runner.train_and_evaluate(config, small, tmp_path / "whole")
+  runner.train_and_evaluate(dataclasses.replace(config, epochs=1), small, tmp_path / "resumed")
+  resumed = runner.train_and_evaluate(config, small, tmp_path / "resumed")
+  strip = lambda rec: {k: v for k, v in rec.items() if k not in helpers.TIMING}
+  assert [strip(r) for r in resumed["replicas"]] == [strip(r) for r in whole["replicas"]]
+  _, _, state, epoch = runner.load_run(tmp_path / "resumed")
+  assert epoch == 2 and state.step.shape == (3,)

@@ -14,6 +14,7 @@ import re
 from typing import Any, Callable, NamedTuple, Protocol
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from vae_jax import builders
@@ -22,6 +23,7 @@ from vae_jax import datasets
 from vae_jax import distributions
 from vae_jax import evaluators
 from vae_jax import flows
+from vae_jax import hooks
 from vae_jax import losses
 from vae_jax import models
 from vae_jax import objectives
@@ -74,10 +76,11 @@ class RunConfig(settings.Settings):
                                           "them.", lower=1, nonempty=True, group="model")
   activation: str = setting("relu", "Hidden activation (tanh as in the paper, relu as in "
                             "PyTorch's).", choices=sorted(models.ACTIVATIONS), group="model")
-  posterior: str = setting("gaussian", "q(z|x): gaussian (diagonal), planar (planar flows, "
-                           "Rezende & Mohamed 2015) or iaf (inverse autoregressive flow, "
+  posterior: str = setting("gaussian", "q(z|x): gaussian (diagonal), planar or radial (planar "
+                           "or radial flows, Rezende & Mohamed 2015) or iaf (inverse "
+                           "autoregressive flow, "
                            "Kingma et al. 2016) over that Gaussian, --flow_steps steps "
-                           "(--model=mlp or conv).", choices=("gaussian",) + flows.FLOWS,
+                           "(--model=mlp or conv).", choices=("gaussian",) + tuple(flows.FLOWS),
                            group="model")
   flow_steps: int = setting(2, "Steps of the --posterior flow (0: the Gaussian; papers use "
                             "up to 80 planar steps).", lower=0, upper=256, group="model")
@@ -140,6 +143,11 @@ class RunConfig(settings.Settings):
   # Keys, evaluation and checkpoints.
   seed: int = setting(0, "Root of every key: init, shuffle, binarization, z.", lower=0,
                       upper=2 ** 63 - 1, group="evaluation and checkpoints")
+  seeds: int = setting(1, "Replicas trained together as one vmapped program (one device): "
+                       "replica r is the run of --seed + r (its own initialisation, data order "
+                       "and noise); metrics.jsonl and evaluation.json hold each replica's "
+                       "figures and their mean and standard deviation.", lower=1, upper=1024,
+                       group="evaluation and checkpoints")
   prng: str = setting("threefry2x32", "jax.random's generator for the root key: threefry2x32 "
                       "(JAX's default) or philox4x32 (Random123's Philox: the binarization "
                       "noise twice as fast on a CPU).", group="evaluation and checkpoints")
@@ -171,10 +179,11 @@ class RunConfig(settings.Settings):
     if self.eval_methods[:1] != ("elbo",):
       raise ValueError(f"eval_methods={','.join(self.eval_methods)}: must start with elbo (the "
                        f"test ELBO every run records); add the others after it")
-    if self.posterior == "planar" and self.flow_steps and self.iwae_gradient == "dreg":
-      raise ValueError("posterior=planar with iwae_gradient=dreg: DReG needs q's density at "
-                       "any z, and a planar flow has no inverse; use --posterior=iaf or "
-                       "--iwae_gradient=standard")
+    flow = flows.make(self.posterior, self.flow_steps, self.latent_dim, self.flow_hidden)
+    if flow is not None and not flow.has_inverse and self.iwae_gradient == "dreg":
+      raise ValueError(f"posterior={self.posterior} with iwae_gradient=dreg: DReG needs q's "
+                       f"density at any z, and a {self.posterior} flow has no inverse; use "
+                       f"--posterior=iaf or --iwae_gradient=standard")
 
   def has_closed_form_kl(self) -> bool:
     """Whether the model's KL(q || p) has a closed form (the analytic estimator)."""
@@ -189,6 +198,14 @@ class RunConfig(settings.Settings):
       return jax.random.key(self.seed, impl=self.prng)
     except ValueError as e:  # an unknown name, or one this JAX does not have yet
       raise ValueError(f"prng={self.prng!r}: {e} (jax {jax.__version__})") from None
+
+  def root_keys(self) -> jax.Array:
+    """The root key of each replica, `[seeds]` (seed, seed + 1, ...); with seeds=1 the
+    run's one root key (`root_key`), shape ()."""
+    if self.seeds == 1:
+      return self.root_key()
+    return jnp.stack([dataclasses.replace(self, seed=self.seed + r, seeds=1).root_key()
+                      for r in range(self.seeds)])
 
   def build_model(self, image_shape: tuple[int, ...]):
     """The model of these settings for images of `image_shape` (H, W, C): an object
@@ -265,7 +282,6 @@ class LoopPolicy(NamedTuple):
   """How the training loop runs: what the runner needs of the settings, read here once."""
   epochs: int  # in all, counting resumed ones
   batch_size: int
-  eval_every: int  # evaluate, checkpoint and log every N epochs (and at the last)
   keep_checkpoints: int
   skip_nonfinite: bool  # skip (and count) non-finite steps instead of stopping
   grad_norm: bool  # compute the gradient's global norm each step
@@ -281,9 +297,10 @@ class Recipe(NamedTuple):
   extra_metrics: Callable[[dict], dict]  # an evaluated epoch's record -> more entries
   memory_knob: MemoryKnob  # the setting that scales a step's memory
   policy: LoopPolicy
-  root: jax.Array  # the run's root key
+  root: jax.Array  # the run's root key, or each replica's `[seeds]` (`RunConfig.root_keys`)
   inputs: Callable  # Dataset -> (stored training images, test model inputs)
   evaluate: Callable  # (params, test_x, key) -> {"test_elbo", ...}: the eval_methods' metrics
+  hooks: tuple  # the loop's periodic actions, called after every epoch (`hooks`)
   train_summary: Callable[[dict], str]  # an epoch's record -> its log line's training part
 
 
@@ -306,6 +323,11 @@ def check_data(config: RunConfig, image_shape, num_train: int) -> None:
   """Settings that cannot work with this data set or these devices, one line each."""
   devices = jax.device_count()
   config.root_key()  # an unknown prng fails here, before the workdir is touched
+  host_loop = config.model == "conv" and jax.default_backend() == "cpu"
+  if config.seeds > 1 and (devices > 1 or host_loop):
+    raise ValueError(f"seeds={config.seeds}: replicas train as one program on one device "
+                     f"and not the conv model's host loop on a CPU; use seeds=1 here, or "
+                     f"one device (this process sees {devices})")
   if config.batch_size > num_train:
     raise ValueError(f"batch_size={config.batch_size}: larger than the {num_train} training "
                      f"images; use at most {num_train}")
@@ -365,15 +387,15 @@ def build(config: RunConfig, image_shape, num_train: int, model: Model | None = 
     return out
   knob = (MemoryKnob("iwae_samples", config.iwae_samples) if config.objective == "iwae"
           else MemoryKnob("num_samples", config.num_samples))
-  policy = LoopPolicy(config.epochs, config.batch_size, config.eval_every,
-                      config.keep_checkpoints, config.skip_nonfinite,
-                      config.log_grad_norm or config.skip_nonfinite)
+  policy = LoopPolicy(config.epochs, config.batch_size, config.keep_checkpoints,
+                      config.skip_nonfinite, config.log_grad_norm or config.skip_nonfinite)
   methods = evaluators.during_training(config.eval_methods, config)
   return Recipe(model, make_loss(config, model, num_train), make_optimizer(config, num_train),
                 data.binarizer(config.binarize), conv_on_cpu, extra, knob, policy,
-                config.root_key(),
+                config.root_keys(),
                 functools.partial(data.model_inputs, binarize=config.binarize),
                 functools.partial(methods, model),
+                (hooks.Evaluation(config.eval_every), hooks.Progress(config.eval_every)),
                 _train_summary(config))
 
 
@@ -416,4 +438,7 @@ def read_run_config(path) -> tuple[RunConfig, dict]:
 
 
 def initial_state(model: Model, optimizer, root) -> train.TrainState:
-  return train.init_state(model.init(train.init_key(root)), optimizer)
+  """Step 0 from `root`; from a `[N]` array of roots, N replicas (each leaf `[N, ...]`),
+  replica r's the same as from root r alone."""
+  one = lambda key: train.init_state(model.init(train.init_key(key)), optimizer)
+  return jax.vmap(one)(root) if root.ndim else one(root)

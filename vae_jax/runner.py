@@ -11,7 +11,6 @@ bound (`evaluate`), the pictures (`plots`), checkpoints (`checkpoint`).
 
 import contextlib
 import dataclasses
-import functools
 import logging
 import math
 import pathlib
@@ -24,16 +23,12 @@ import numpy as np
 from vae_jax import checkpoint as checkpoint_lib
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
-from vae_jax import evaluate
+from vae_jax import hooks
 from vae_jax import memory
 from vae_jax import multihost
-from vae_jax import plots
 from vae_jax import train
 from vae_jax import workdir as workdir_lib
 from vae_jax.config import RunConfig  # pylint: disable=unused-import  (runner.RunConfig)
-
-
-PROGRESS_SECONDS = 10.0  # between evaluations, an epoch's line at most this often
 
 
 class NonFiniteError(RuntimeError):
@@ -75,7 +70,7 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir, *,
   config_lib.check_data(config, dataset.image_shape, dataset.train.shape[0])
   recipe = config_lib.build(config, dataset.image_shape, dataset.train.shape[0], model)
   abstract = jax.eval_shape(lambda k: config_lib.initial_state(recipe.model, recipe.optimizer, k),
-                            jax.random.key(0))
+                            recipe.root)
   workdir_lib.check_disk_space(workdir, 2 * checkpoint_lib.state_bytes(abstract) + (1 << 20))
   settings = {**dataclasses.asdict(config), "data": _data_sizes(dataset)}
   # One run per workdir: process 0 holds the lock (on a shared file system the
@@ -113,15 +108,16 @@ def _epochs(recipe, dataset, workdir, settings, stop) -> dict[str, Any]:
     if start >= policy.epochs:
       logging.info("Nothing to train: the checkpoint in %s already has %d epochs", workdir, start)
       # The PNGs again (cheap), but not TensorBoard's images: those of this epoch are there.
-      _pictures(workdir, None, model, multihost.local_copy(state.params), test_x, dataset, start,
-                True)
+      params = multihost.local_copy(state.params)
+      hooks.pictures(workdir, None, model, hooks.replica(params, 0) if root.ndim else params,
+                     test_x, dataset, start, True)
       return log.last_record()
     batches = train.epoch_batches(train_images, root, start, policy.batch_size, mesh)
     epoch_fn = _compile_within_memory(epoch_fn, state, batches, root, recipe, start)
     if multihost.any_process(stop.signal is not None):
       raise KeyboardInterrupt  # before any work worth saving: the run ends here
-    times, loop_start, record = [], time.perf_counter(), {}
-    last_line = loop_start
+    loop = hooks.Loop(recipe, workdir, ckpt, log, test_x, dataset)
+    times, loop_start = [], time.perf_counter()
     for epoch in range(start, policy.epochs):
       t0 = time.perf_counter()
       state, m = epoch_fn(state, batches, root)
@@ -130,46 +126,23 @@ def _epochs(recipe, dataset, workdir, settings, stop) -> dict[str, Any]:
       m = jax.device_get(m)  # the one host sync of the epoch
       times.append(time.perf_counter() - t0)
       _check_finite(m, epoch, ckpt.latest_epoch(), policy.skip_nonfinite)
-      last = epoch + 1 == policy.epochs
       stopping = multihost.any_process(stop.signal is not None)
-      if (epoch + 1) % policy.eval_every and not last and not stopping:
-        # Evaluation, checkpoint and pictures every eval_every epochs; between them a
-        # short line at most every PROGRESS_SECONDS, so a long stretch says where it is.
-        if time.perf_counter() - last_line >= PROGRESS_SECONDS:
-          _log_progress(recipe, epoch + 1, m, times[-1])
-          last_line = time.perf_counter()
-        continue
-      record = _evaluate_and_save(recipe, epoch, state, m, times, log.wall_before
-                                  + time.perf_counter() - loop_start, test_x, dataset, ckpt,
-                                  log, workdir)
-      last_line = time.perf_counter()
+      end = hooks.EpochEnd(epoch + 1, policy.epochs, state, m, times,
+                           log.wall_before + time.perf_counter() - loop_start, stopping)
+      for hook in recipe.hooks:  # evaluation, checkpoint, pictures, progress: each when due
+        hook(loop, end)
       if stopping:
         logging.warning("%s: stopping after epoch %d; its checkpoint is saved. Run the same "
                         "command again to resume.", stop.signal or "a signal to another "
                         "process", epoch + 1)
         break
-    return record
+    return loop.record
   finally:
     try:
       ckpt.close()
     finally:
       if log is not None:
         log.close()
-
-
-def _evaluate_and_save(recipe, epoch, state, m, times, wall_s, test_x, dataset, ckpt, log,
-                       workdir) -> dict:
-  """An evaluated epoch: the test bound and active units, its checkpoint, its metrics
-  line, its pictures and its log line; returns its record."""
-  params = multihost.local_copy(state.params)
-  test = recipe.evaluate(params, test_x, train.eval_key(recipe.root))
-  record = _record(recipe, epoch, state, m, test, times[-1], wall_s)
-  ckpt.save(epoch + 1, state, recipe.root, record)
-  log.record(record)
-  _pictures(workdir, log, recipe.model, params, test_x, dataset, epoch + 1,
-            epoch + 1 == recipe.policy.epochs)
-  _log_epoch(recipe, record, times)
-  return record
 
 
 def load_run(workdir, epoch: int | None = None, *, model: str | None = None):
@@ -216,7 +189,7 @@ def _resume(ckpt: checkpoint_lib.Checkpointer, state, root, steps_per_epoch: int
     return 0, state
 
   def check(epoch, restored):
-    step = int(multihost.local_copy(restored.step))
+    step = int(np.max(multihost.local_copy(restored.step)))  # replicas step together
     if step != epoch * steps_per_epoch:
       return (f"its step counter is {step}, but {epoch} epochs of {steps_per_epoch} steps "
               f"make {epoch * steps_per_epoch}")
@@ -231,7 +204,7 @@ def _epoch_fn(recipe: config_lib.Recipe, mesh):
   return train.make_train_epoch(
       recipe.loss, recipe.optimizer, transform=recipe.transform,
       skip_nonfinite=recipe.policy.skip_nonfinite, mesh=mesh, grad_norm=recipe.policy.grad_norm,
-      host_loop=recipe.host_loop)
+      host_loop=recipe.host_loop, replicas=recipe.root.ndim > 0)
 
 
 def _compile_within_memory(epoch_fn, state, batches, root, recipe, start: int):
@@ -255,7 +228,12 @@ def _compile_within_memory(epoch_fn, state, batches, root, recipe, start: int):
 
 
 def _check_finite(m: dict, epoch: int, last_good: int | None, skip_nonfinite: bool) -> None:
-  """Stops the run on a non-finite step (unless skipped), or when every step was skipped."""
+  """Stops the run on a non-finite step (unless skipped), or when every step was skipped
+  (of any replica: `[N]` metrics count them all)."""
+  if np.ndim(m["steps"]):
+    bad = np.asarray(m["first_nonfinite_step"])
+    m = {"steps": np.sum(m["steps"]), "nonfinite_steps": np.sum(m["nonfinite_steps"]),
+         "first_nonfinite_step": bad[bad >= 0].min() if (bad >= 0).any() else -1}
   steps = int(m["steps"])
   if m["nonfinite_steps"] and not skip_nonfinite:
     raise NonFiniteError(
@@ -270,81 +248,3 @@ def _check_finite(m: dict, epoch: int, last_good: int | None, skip_nonfinite: bo
   if m["nonfinite_steps"]:
     logging.warning("epoch %d: skipped %d of %d steps (non-finite loss or gradient)",
                     epoch + 1, int(m["nonfinite_steps"]), steps)
-
-
-def _record(recipe, epoch, state, m, test, seconds, wall_s) -> dict:
-  """The metrics.jsonl line of an evaluated epoch."""
-  examples = int(m["steps"]) * recipe.policy.batch_size
-  record = {"epoch": epoch + 1, "step": int(multihost.local_copy(state.step)),
-            **{f"train_{k}": float(v) for k, v in m.items()
-               if k not in ("grad_norm", "nonfinite_steps", "first_nonfinite_step", "steps")},
-            **test,  # the eval_methods' figures: test_elbo, active_units, ...
-            **({"grad_norm": float(m["grad_norm"])} if "grad_norm" in m else {}),
-            "skipped_steps": int(m["nonfinite_steps"]),
-            "examples_per_s": examples / seconds, "epoch_s": seconds,
-            "examples_seen": (epoch + 1) * examples,
-            "wall_s": wall_s}  # seconds of this run so far, resumed sittings added up
-  return {**record, **recipe.extra_metrics(record)}
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _model_images(parts_fn, params, x, key):
-  """`plots.model_images`, compiled once per model (`parts_fn` is static, as in
-  `evaluate`): op by op it cost 0.35 s per evaluation."""
-  return plots.model_images(parts_fn(params), x, key)
-
-
-def _pictures(workdir, log, model, params, test_x, dataset, step: int, write_png: bool) -> None:
-  """TensorBoard grids at every evaluation; PNGs (and the latent scatter) at the end."""
-  if not multihost.is_primary():
-    return
-  images = _model_images(model.parts, params, test_x[:64], jax.random.key(0))
-  grids = plots.model_grids(images, test_x, dataset.image_shape)
-  if log is not None:
-    log.add_images(grids, step)
-  if not write_png:
-    return
-  plots.save_model_grids(workdir, grids, f"{workdir.name}, epoch {step}")
-  if "manifold" in grids:
-    means = np.asarray(evaluate.encoder_means(model.parts, params, test_x))
-    plots.save_latent_scatter(workdir / "latent_means.png", means, dataset.test_labels,
-                              "test set: encoder means")
-
-
-def _log_epoch(recipe: config_lib.Recipe, record: dict, times: list[float]) -> None:
-  """One line per evaluated epoch."""
-  # The first epoch of a process compiles: leave it out of the estimate.
-  epoch, epochs = record["epoch"], recipe.policy.epochs
-  left = (epochs - epoch) * float(np.median(times[1:])) if times[1:] else None
-  if epoch == epochs:
-    left = 0.0
-  # Active units count the dimensions whose posterior mean moves with x, which the KL
-  # alone does not show: a KL can be large with every mean constant.
-  units = (f", {record['active_units']} active units (of {record['latent_units']}: "
-           f"Cov_x E_q[u|x] > {evaluate.ACTIVE_UNIT_THRESHOLD:g})" if "active_units" in record
-           else "")
-  units += "".join(f", IWAE bound (k={name[len('test_log_px_k'):]}) {value:.2f}"
-                   for name, value in record.items() if name.startswith("test_log_px_k"))
-  logging.info("epoch %d/%d  %s  test ELBO %.2f (recon %.2f, KL %.2f%s) nats  %.2fs (%.0f ex/s)"
-               "  %s", epoch, epochs, recipe.train_summary(record), record["test_elbo"],
-               record["test_reconstruction"], record["test_kl"], units, record["epoch_s"],
-               record["examples_per_s"], _duration(left))
-
-
-def _log_progress(recipe: config_lib.Recipe, epoch: int, m: dict, seconds: float) -> None:
-  """A short line for an epoch that is not evaluated: its training figures and time."""
-  every, epochs = recipe.policy.eval_every, recipe.policy.epochs
-  logging.info("epoch %d/%d  %s  %.2fs (next evaluation after epoch %d)", epoch, epochs,
-               recipe.train_summary({f"train_{k}": float(v) for k, v in m.items()}), seconds,
-               min(epochs, -(-epoch // every) * every))
-
-
-def _duration(seconds: float | None) -> str:
-  if seconds == 0:
-    return "done"
-  if seconds is None:
-    return "(time left: after the next epoch, the first not compiled)"
-  m, s = divmod(int(round(seconds)), 60)
-  h, m = divmod(m, 60)
-  return (f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s") + " left"
-

@@ -98,7 +98,7 @@ def make_train_step(loss_fn, optimizer, *, skip_nonfinite: bool = False,
 
 def make_train_epoch(loss_fn, optimizer, *, transform: Callable, skip_nonfinite: bool = False,
                      mesh: Mesh | None = None, grad_norm: bool | None = None,
-                     host_loop: bool = False) -> Callable:
+                     host_loop: bool = False, replicas: bool = False) -> Callable:
   """One epoch as one compiled `lax.scan` over its batches.
 
   The batches come in order, `[steps, batch, ...]` (see `epoch_batches`: the
@@ -121,6 +121,9 @@ def make_train_epoch(loss_fn, optimizer, *, transform: Callable, skip_nonfinite:
       one scan (same keys, same steps). XLA's CPU backend runs convolutions in
       a loop body 3 to 6 times slower than outside one (jax-ml/jax#12868);
       conv models on a CPU want this. One process only.
+    replicas: the state, the batches and the root key carry a leading axis of N
+      replicas (`config.initial_state` of `[N]` roots), trained as one vmapped
+      epoch; replica r's numbers are those of its root alone. One device.
 
   Returns:
     epoch(state, batches `[steps, batch, ...]`, root_key) -> (state, metrics):
@@ -130,7 +133,9 @@ def make_train_epoch(loss_fn, optimizer, *, transform: Callable, skip_nonfinite:
   """
   train_step = make_train_step(loss_fn, optimizer, skip_nonfinite=skip_nonfinite,
                                grad_norm=grad_norm)
-  batch_sharding = None if mesh is None else NamedSharding(mesh, P("data"))
+  if replicas and (host_loop or (mesh is not None and mesh.size > 1)):
+    raise ValueError("replicas train as one vmapped epoch on one device, not a host loop")
+  batch_sharding = None if mesh is None or replicas else NamedSharding(mesh, P("data"))
 
   def body(state, batch, stream):
     data_key, sample_key = jax.random.split(jax.random.fold_in(stream, state.step))
@@ -149,7 +154,7 @@ def make_train_epoch(loss_fn, optimizer, *, transform: Callable, skip_nonfinite:
     state, metrics = jax.lax.scan(lambda s, b: body(s, b, stream), state, batches)
     return state, _summarize(state.step, metrics)
 
-  return jax.jit(epoch_fn, donate_argnums=0)
+  return jax.jit(jax.vmap(epoch_fn) if replicas else epoch_fn, donate_argnums=0)
 
 
 def _summarize(end_step, metrics: dict) -> dict:
@@ -210,10 +215,13 @@ def epoch_batches(images: np.ndarray, root_key, epoch: int, batch_size: int,
 
   Args:
     images: `[n, ...]` host array, the whole training set.
-    root_key, epoch: the run's root key and the epoch.
+    root_key, epoch: the run's root key and the epoch; `[N]` root keys of replicas give
+      each replica's batches, `[N, steps, batch_size, ...]` (one device).
     batch_size: the global batch size (a multiple of the mesh's devices).
     mesh: a mesh with a "data" axis; None places everything on the default device.
   """
+  if root_key.ndim:
+    return jnp.stack([epoch_batches(images, k, epoch, batch_size) for k in root_key])
   n = images.shape[0]
   steps = n // batch_size
   order = np.asarray(epoch_permutation(root_key, epoch, n))[:steps * batch_size]

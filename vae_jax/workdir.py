@@ -236,7 +236,7 @@ class MetricsLog:
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
     for k, v in record.items():
-      if k not in ("epoch", "step"):
+      if k not in ("epoch", "step") and isinstance(v, (int, float)):  # not replicas' lists
         self.writer.add_scalar(tensorboard_tag(k), v, record["epoch"])
 
   def add_images(self, grids: dict, step: int) -> None:

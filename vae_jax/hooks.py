@@ -1,0 +1,205 @@
+"""The training loop's periodic actions (the shape of CLU's `periodic_actions`, as
+google-research/vdm uses them): `config.build` makes them once from the settings, and
+the loop calls each after every epoch; each decides whether it is due.
+
+  Evaluation(every)  every `every` epochs, at the last one and when the run stops: the
+                     test set scored by the run's evaluation methods, the checkpoint,
+                     the metrics.jsonl line, TensorBoard's scalars and grids, the log
+                     line, and at the last epoch the PNGs.
+  Progress(seconds)  between evaluations, an epoch's short line at most every
+                     `seconds`, so that a long stretch says where it is.
+
+A hook is any callable `hook(loop: Loop, end: EpochEnd) -> bool` (True: it acted).
+"""
+
+import dataclasses
+import functools
+import logging
+import pathlib
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from vae_jax import evaluate
+from vae_jax import multihost
+from vae_jax import plots
+from vae_jax import train
+
+PROGRESS_SECONDS = 10.0  # between evaluations, an epoch's line at most this often
+
+@dataclasses.dataclass
+class Loop:
+  """What the hooks act on: the run's recipe and files, and what the loop has seen."""
+  recipe: Any  # config.Recipe
+  workdir: pathlib.Path
+  ckpt: Any  # checkpoint.Checkpointer
+  log: Any  # workdir.MetricsLog
+  test_x: Any  # `[n, ...]` the test set's model inputs
+  dataset: Any  # data.Dataset
+  record: dict = dataclasses.field(default_factory=dict)  # the last evaluated epoch's
+  last_line: float = dataclasses.field(default_factory=time.perf_counter)  # a log line's time
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochEnd:
+  """An epoch just trained."""
+  epoch: int  # epochs done, counting resumed ones
+  epochs: int  # in all
+  state: Any  # train.TrainState
+  metrics: dict  # its training metrics, on the host
+  times: list  # seconds of each epoch of this sitting
+  wall_s: float  # seconds of the run so far, resumed sittings added up
+  stopping: bool  # a stop was requested: the run ends after this epoch
+
+  @property
+  def last(self) -> bool:
+    return self.epoch == self.epochs or self.stopping
+
+
+class Evaluation:
+  """Every `every` epochs (and at the last, and at a stop): score, save, record, draw."""
+
+  def __init__(self, every: int):
+    self.every = every
+
+  def __call__(self, loop: Loop, end: EpochEnd) -> bool:
+    if end.epoch % self.every and not end.last:
+      return False
+    recipe = loop.recipe
+    params = multihost.local_copy(end.state.params)
+    if recipe.root.ndim:  # replicas: each scored with its own key, then mean and s.d.
+      record = replica_summary([
+          _record(recipe, end, recipe.evaluate(replica(params, r), loop.test_x,
+                                               train.eval_key(root)), r)
+          for r, root in enumerate(recipe.root)])
+      params = replica(params, 0)  # the pictures: the first replica's
+    else:
+      record = _record(recipe, end, recipe.evaluate(params, loop.test_x,
+                                                    train.eval_key(recipe.root)))
+    loop.ckpt.save(end.epoch, end.state, recipe.root, record)
+    loop.log.record(record)
+    pictures(loop.workdir, loop.log, recipe.model, params, loop.test_x, loop.dataset,
+             end.epoch, end.epoch == end.epochs)
+    _log_epoch(recipe, record, end)
+    loop.record, loop.last_line = record, time.perf_counter()
+    return True
+
+
+class Progress:
+  """An epoch's short line at most every `seconds` (default `PROGRESS_SECONDS`) between
+  evaluations: an evaluated epoch's own line counts as one."""
+
+  def __init__(self, eval_every: int, seconds: float | None = None):
+    self.eval_every, self.seconds = eval_every, seconds
+
+  def __call__(self, loop: Loop, end: EpochEnd) -> bool:
+    seconds = PROGRESS_SECONDS if self.seconds is None else self.seconds
+    if (loop.record.get("epoch") == end.epoch
+        or time.perf_counter() - loop.last_line < seconds):
+      return False
+    m = {f"train_{k}": float(np.mean(v)) for k, v in end.metrics.items()}
+    logging.info("epoch %d/%d  %s  %.2fs (next evaluation after epoch %d)", end.epoch,
+                 end.epochs, loop.recipe.train_summary(m), end.times[-1],
+                 min(end.epochs, -(-end.epoch // self.eval_every) * self.eval_every))
+    loop.last_line = time.perf_counter()
+    return True
+
+
+def replica(tree, r: int):
+  """Replica r of a tree whose leaves carry a leading replica axis."""
+  return jax.tree_util.tree_map(lambda a: a[r], tree)
+
+
+def replica_summary(records: list[dict]) -> dict:
+  """One metrics line for N replicas' records: each figure's mean over them, the
+  standard deviation (ddof 1) of each train_ and test_ figure as NAME_sd, and the
+  replicas' own figures under "replicas"."""
+  out = {}
+  for k, v in records[0].items():
+    values = [r[k] for r in records]
+    if isinstance(v, int) and k in ("epoch", "step", "examples_seen"):
+      out[k] = v
+    elif isinstance(v, (int, float)):
+      out[k] = float(np.mean(values))
+      if k.startswith(("train_", "test_")) or k == "active_units":
+        out[f"{k}_sd"] = float(np.std(values, ddof=1))
+  return {**out, "replicas": records}
+
+
+def _record(recipe, end: EpochEnd, test: dict, r: int | None = None) -> dict:
+  """The metrics.jsonl line of an evaluated epoch (of replica r, where there are several)."""
+  m, seconds = end.metrics, end.times[-1]
+  if r is not None:
+    m = {k: v[r] for k, v in m.items()}
+  examples = int(m["steps"]) * recipe.policy.batch_size
+  step = multihost.local_copy(end.state.step)
+  record = {"epoch": end.epoch, "step": int(step if r is None else step[r]),
+            **{f"train_{k}": float(v) for k, v in m.items()
+               if k not in ("grad_norm", "nonfinite_steps", "first_nonfinite_step", "steps")},
+            **test,  # the eval_methods' figures: test_elbo, active_units, ...
+            **({"grad_norm": float(m["grad_norm"])} if "grad_norm" in m else {}),
+            "skipped_steps": int(m["nonfinite_steps"]),
+            "examples_per_s": examples / seconds, "epoch_s": seconds,
+            "examples_seen": end.epoch * examples,
+            "wall_s": end.wall_s}
+  return {**record, **recipe.extra_metrics(record)}
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _model_images(parts_fn, params, x, key):
+  """`plots.model_images`, compiled once per model (`parts_fn` is static, as in
+  `evaluate`): op by op it cost 0.35 s per evaluation."""
+  return plots.model_images(parts_fn(params), x, key)
+
+
+def pictures(workdir, log, model, params, test_x, dataset, step: int, write_png: bool) -> None:
+  """TensorBoard grids at every evaluation (with a `log`); PNGs (and the latent
+  scatter) when `write_png`. Process 0 only."""
+  if not multihost.is_primary():
+    return
+  images = _model_images(model.parts, params, test_x[:64], jax.random.key(0))
+  grids = plots.model_grids(images, test_x, dataset.image_shape)
+  if log is not None:
+    log.add_images(grids, step)
+  if not write_png:
+    return
+  plots.save_model_grids(workdir, grids, f"{workdir.name}, epoch {step}")
+  if "manifold" in grids:
+    means = np.asarray(evaluate.encoder_means(model.parts, params, test_x))
+    plots.save_latent_scatter(workdir / "latent_means.png", means, dataset.test_labels,
+                              "test set: encoder means")
+
+
+def _log_epoch(recipe, record: dict, end: EpochEnd) -> None:
+  """One line per evaluated epoch."""
+  # The first epoch of a process compiles: leave it out of the estimate.
+  epoch, epochs = record["epoch"], end.epochs
+  left = (epochs - epoch) * float(np.median(end.times[1:])) if end.times[1:] else None
+  if epoch == epochs:
+    left = 0.0
+  # Active units count the dimensions whose posterior mean moves with x, which the KL
+  # alone does not show: a KL can be large with every mean constant.
+  units = (f", {record['active_units']} active units (of {record['latent_units']}: "
+           f"Cov_x E_q[u|x] > {evaluate.ACTIVE_UNIT_THRESHOLD:g})" if "active_units" in record
+           else "")
+  units += "".join(f", IWAE bound (k={name[len('test_log_px_k'):]}) {value:.2f}"
+                   for name, value in record.items() if name.startswith("test_log_px_k"))
+  if "replicas" in record:  # the spread over seeds beside the mean
+    units += (f"; over {len(record['replicas'])} seeds: test ELBO s.d. "
+              f"{record['test_elbo_sd']:.2f}")
+  logging.info("epoch %d/%d  %s  test ELBO %.2f (recon %.2f, KL %.2f%s) nats  %.2fs (%.0f ex/s)"
+               "  %s", epoch, epochs, recipe.train_summary(record), record["test_elbo"],
+               record["test_reconstruction"], record["test_kl"], units, record["epoch_s"],
+               record["examples_per_s"], _duration(left))
+
+
+def _duration(seconds: float | None) -> str:
+  if seconds == 0:
+    return "done"
+  if seconds is None:
+    return "(time left: after the next epoch, the first not compiled)"
+  m, s = divmod(int(round(seconds)), 60)
+  h, m = divmod(m, 60)
+  return (f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s") + " left"
