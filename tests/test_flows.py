@@ -16,7 +16,8 @@ from vae_jax import distributions as D
 from vae_jax import estimators, flows, losses, objectives
 from tests import helpers
 
-FLOWS = {"planar": flows.Planar(3), "iaf": flows.IAF(3, (16,), context_dim=4)}
+FLOWS = {"planar": flows.Planar(3), "radial": flows.Radial(3),
+         "iaf": flows.IAF(3, (16,), context_dim=4)}
 
 
 def _posterior(flow, dim, seed=0, scale=1.0):
@@ -53,7 +54,7 @@ def test_log_density_is_the_base_minus_the_log_jacobian_determinant(name):
 
 @pytest.mark.parametrize("name", sorted(FLOWS))
 def test_a_flow_of_zero_steps_is_the_gaussian(name):
-  flow = type(FLOWS[name])(0) if name == "planar" else flows.IAF(0, (16,), context_dim=4)
+  flow = type(FLOWS[name])(0) if name != "iaf" else flows.IAF(0, (16,), context_dim=4)
   q = _posterior(flow, 4)
   z = jnp.linspace(-2.0, 2.0, 12).reshape(3, 4)
   np.testing.assert_allclose(q.log_prob(z), q.base.log_prob(z), rtol=1e-12)

@@ -34,7 +34,6 @@ from flax import struct
 
 from vae_jax import distributions
 
-FLOWS = ("planar", "iaf")
 # IAF's smallest gate. As sigma -> 0, z' -> m and z is lost to float rounding: with
 # every gate of a step at sigmoid(-30) its float32 inverse's log q was off by
 # thousands of nats (at 1e-5: 160 typical); at 1e-4, by 0.02 at most. A gate of 0.73
@@ -82,6 +81,14 @@ class FlowPosterior:
 # x, y `[..., D]`, the log-determinants `[...]`.
 
 
+def _no_inverse(name: str) -> NotImplementedError:
+  return NotImplementedError(
+      f"a {name} flow has no closed-form inverse, so its density is known only at its own "
+      f"samples (sample_and_log_prob): use --posterior=iaf or gaussian for DReG "
+      f"(--iwae_gradient=dreg), the score-function estimator and AIS from q (--ais_start=prior "
+      f"works with any posterior)")
+
+
 @dataclasses.dataclass(frozen=True)
 class PlanarStep:
   """f(z) = z + u tanh(w.z + b), its u, w, b (2 D + 1 numbers) given per example by the
@@ -105,18 +112,49 @@ class PlanarStep:
     return (z + u_hat * h[..., None],
             jnp.log(jnp.abs(1.0 + (1.0 - h * h) * jnp.sum(w * u_hat, -1))))
 
+  has_inverse = False
+
   def inverse_and_log_det(self, params, context, y):
-    raise NotImplementedError(
-        "a planar flow has no closed-form inverse, so its density is known only at its own "
-        "samples (sample_and_log_prob): use --posterior=iaf or gaussian for DReG "
-        "(--iwae_gradient=dreg), the score-function estimator and AIS from q (--ais_start=prior "
-        "works with any posterior)")
+    raise _no_inverse("planar")
+
+
+@dataclasses.dataclass(frozen=True)
+class RadialStep:
+  """f(z) = z + beta h(r) (z - z0), h = 1 / (alpha + r), r = |z - z0|, its z0, alpha and
+  beta (D + 2 numbers) given per example by the encoder, beta >= -alpha so that f is
+  invertible (Rezende & Mohamed, 2015, section 4.1):
+  log |det| = (D - 1) log(1 + beta h) + log(1 + beta h + beta h'(r) r)."""
+  has_params = False
+  has_inverse = False
+
+  def context_size(self, dim: int) -> int:
+    return dim + 2
+
+  def init(self, key: jax.Array, dim: int) -> None:  # pylint: disable=unused-argument
+    return None
+
+  def forward_and_log_det(self, params, context, z):  # pylint: disable=unused-argument
+    d = z.shape[-1]
+    z0 = context[..., :d]
+    alpha = distributions.softplus(context[..., d])
+    beta = distributions.softplus(context[..., d + 1]) - alpha
+    diff = z - z0
+    sq = jnp.sum(diff * diff, -1)
+    r = jnp.sqrt(sq + 1e-12)  # a finite gradient at z = z0; the Jacobian below is this map's
+    h = 1.0 / (alpha + r)
+    log_det = ((d - 1) * jnp.log1p(beta * h)
+               + jnp.log(1.0 + beta * h - beta * h * h * sq / r))
+    return z + (beta * h)[..., None] * diff, log_det
+
+  def inverse_and_log_det(self, params, context, y):
+    raise _no_inverse("radial")
 
 
 @dataclasses.dataclass(frozen=True)
 class Reverse:
   """Reverses the order of z's entries (between autoregressive steps): volume-preserving."""
   has_params = False
+  has_inverse = True
 
   def context_size(self, dim: int) -> int:  # pylint: disable=unused-argument
     return 0
@@ -154,6 +192,7 @@ class IAFStep:
   context_dim: int = 50
   gate_bias: float = 1.0
   has_params = True  # its MADE network, shared by every example
+  has_inverse = True
 
   def context_size(self, dim: int) -> int:  # pylint: disable=unused-argument
     return self.context_dim
@@ -226,6 +265,10 @@ class _Chain:
   def has_params(self) -> bool:
     return any(b.has_params for b in self.bijectors)
 
+  @property
+  def has_inverse(self) -> bool:
+    return all(b.has_inverse for b in self.bijectors)
+
   def context_size(self, dim: int) -> int:
     sizes = [b.context_size(dim) for b in self.bijectors]
     return max(sizes, default=0) if self.shared_context else sum(sizes)
@@ -273,15 +316,27 @@ class Chain(_Chain):
   shared_context: bool = False
 
 
-@dataclasses.dataclass(frozen=True)
-class Planar(_Chain):
-  """`steps` planar maps, each with its own slice of the context."""
-  steps: int
+class _Repeated(_Chain):
+  """`steps` copies of the subclass's `step`, each with its own slice of the context."""
   shared_context = False
 
   @property
   def bijectors(self) -> tuple:
-    return (PlanarStep(),) * self.steps
+    return (self.step,) * self.steps
+
+
+@dataclasses.dataclass(frozen=True)
+class Planar(_Repeated):
+  """`steps` planar maps (`PlanarStep`)."""
+  steps: int
+  step = PlanarStep()
+
+
+@dataclasses.dataclass(frozen=True)
+class Radial(_Repeated):
+  """`steps` radial maps (`RadialStep`)."""
+  steps: int
+  step = RadialStep()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,13 +359,20 @@ class IAF(_Chain):
     return tuple(out)
 
 
+# The flows by `--posterior` name: (steps, dim, hidden) -> the flow. A new flow is its
+# step (a bijector, here or in a file of its own) and its line here.
+FLOWS = {
+    "planar": lambda steps, dim, hidden: Planar(steps),
+    "radial": lambda steps, dim, hidden: Radial(steps),
+    "iaf": lambda steps, dim, hidden: IAF(steps, tuple(hidden), context_dim=dim),
+}
+
+
 def make(name: str, steps: int, dim: int, hidden: tuple[int, ...] = (200,)):
-  """The flow `name` ("planar" or "iaf") of `steps` steps over z of `dim` entries;
+  """The flow `name` (a key of `FLOWS`) of `steps` steps over z of `dim` entries;
   None for "gaussian" or zero steps (the posterior stays q0)."""
   if name == "gaussian" or steps == 0:
     return None
-  if name == "planar":
-    return Planar(steps)
-  if name == "iaf":
-    return IAF(steps, tuple(hidden), context_dim=dim)
-  raise ValueError(f"posterior={name!r}: expected gaussian or one of {list(FLOWS)}")
+  if name not in FLOWS:
+    raise ValueError(f"posterior={name!r}: expected gaussian or one of {list(FLOWS)}")
+  return FLOWS[name](steps, dim, hidden)
