@@ -24,12 +24,13 @@ def random_images(n: int, image_shape=(28, 28, 1)) -> np.ndarray:
 def config_epoch(config: config_lib.RunConfig, images) -> callable:
   """A run() callable: one epoch of `config` on `images` `[n, H, W, C]` (uint8), built
   by `config.build` and compiled as the runner compiles it (a scan, or the host loop
-  a conv model takes on a CPU), the next epoch's batches gathered while it runs, as
+  a conv model takes on a CPU; `config.seeds` replicas vmapped), the next epoch's
+  batches gathered while it runs, as
   the runner gathers them; returns the epoch's metrics."""
   recipe = config_lib.build(config, images.shape[1:], images.shape[0])
-  root = config.root_key()
+  root = recipe.root  # `[seeds]` replicas' roots where config.seeds > 1
   epoch_fn = train.make_train_epoch(recipe.loss, recipe.optimizer, transform=recipe.transform,
-                                    host_loop=recipe.host_loop)
+                                    host_loop=recipe.host_loop, replicas=root.ndim > 0)
   box = {"state": config_lib.initial_state(recipe.model, recipe.optimizer, root), "epoch": 0,
          "batches": train.epoch_batches(images, root, 0, config.batch_size)}
 

@@ -7,8 +7,11 @@ learning-curve figure).
 
 Each run is LABEL=WORKDIR (its metrics.jsonl). Runs trained with Burda et al.'s
 schedule (--lr_schedule=burda) get their stage boundaries (epochs 1, 4, 13, 40,
-121, 364, 1093, 3280) marked and numbered. Wall time adds up over resumed
-sittings; it is this machine's, so compare runs measured on the same one.
+121, 364, 1093, 3280) marked and numbered. A run that `experiments.evaluate` scored
+gets its log p(x) (the largest k in its evaluation.json) as a star at the end of its
+training. --points adds results whose metrics are not at hand (LABEL=MINUTES:NATS, a
+square each) and --targets reference values (LABEL=NATS, dashed lines). Wall time adds
+up over resumed sittings; it is this machine's, so compare runs measured on the same one.
 """
 
 import dataclasses
@@ -28,13 +31,49 @@ STAGE_ENDS = [sum(3 ** j for j in range(i + 1)) for i in range(8)]
 class CurvesOptions(settings.Settings):
   runs: tuple[str, ...] = setting((), "LABEL=WORKDIR pairs (required).", nonempty=False)
   out: str = setting("docs/learning_curves.png", "The PNG to write.")
+  points: tuple[str, ...] = setting((), "LABEL=MINUTES:NATS results without a curve (e.g. "
+                                    "an earlier run of record's log p(x)).")
+  targets: tuple[str, ...] = setting((), "LABEL=NATS reference values, e.g. a paper's.")
+
+
+def _pairs(items, what: str, example: str) -> dict:
+  """{label: value} of LABEL=VALUE items (value as given)."""
+  out = {}
+  for item in items:
+    label, sep, value = item.rpartition("=")
+    if not sep or not label or not value:
+      raise ValueError(f"{what}: {item!r} is not LABEL=VALUE, e.g. {example}")
+    out[label] = value
+  return out
+
+
+def _numbers(text: str, what: str, count: int) -> tuple[float, ...]:
+  try:
+    values = tuple(float(v) for v in text.split(":"))
+  except ValueError:
+    values = ()
+  if len(values) != count:
+    raise ValueError(f"{what}: {text!r}: expected {count} number(s) separated by ':'")
+  return values
+
+
+def _final_log_px(workdir: pathlib.Path, records: list) -> tuple[float, float] | None:
+  """(minutes of training, log p(x) with the largest k) from the run's evaluation.json."""
+  path = workdir / "evaluation.json"
+  if not path.is_file():
+    return None
+  scored = workdir_lib.read_json(path)
+  ks = [int(k[len("log_px_k"):]) for k in scored if k.startswith("log_px_k")]
+  if not ks or scored.get("epoch") != records[-1]["epoch"]:
+    return None
+  return records[-1]["wall_s"] / 60, scored[f"log_px_k{max(ks)}"]["log_px"]
 
 
 
 def curves(ns) -> None:
   if not ns.curves.runs:
     raise ValueError("runs: give at least one LABEL=WORKDIR, e.g. runs=mine=runs/mnist")
-  runs, marks = {}, {}
+  runs, marks, finals = {}, {}, {}
   for item in ns.curves.runs:
     label, sep, path = item.partition("=")
     if not sep or not label or not path:
@@ -44,14 +83,21 @@ def curves(ns) -> None:
     if not records:
       raise ValueError(f"runs: {workdir} holds no metrics.jsonl records; pass a run's workdir")
     runs[label] = records
+    final = _final_log_px(workdir, records)
+    if final is not None:
+      finals[label] = final
     config_path = workdir / "config.json"
     if config_path.exists() and workdir_lib.read_json(config_path).get("lr_schedule") == "burda":
       marks[label] = STAGE_ENDS
   out = pathlib.Path(ns.curves.out)
   out.parent.mkdir(parents=True, exist_ok=True)
+  points = {k: _numbers(v, "points", 2) for k, v in
+            _pairs(ns.curves.points, "points", "mine=43.9:-86.70").items()}
+  targets = {k: _numbers(v, "targets", 1)[0] for k, v in
+             _pairs(ns.curves.targets, "targets", "paper=-86.76").items()}
   plots.save_time_curves(out, runs, "test ELBO against training time (dots: ends of the "
                          "3^i-epoch stages)" if marks else "test ELBO against training time",
-                         marks)
+                         marks, finals, points, targets)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -212,7 +212,9 @@ def summary_rows(path: pathlib.Path, base, points: list[Point]) -> list[dict]:
     status = ("done" if last.get("epoch", 0) >= epochs else
               f"{last['epoch']} of {epochs} epochs" if last else "not started")
     rows.append({**{k: _text(v) for k, v in p.items()}, "epochs": last.get("epoch", 0),
-                 "test_elbo": last.get("test_elbo"), "test_kl": last.get("test_kl"),
+                 "test_elbo": last.get("test_elbo"),
+                 "test_elbo_sd": last.get("test_elbo_sd"),  # over replicas (--seeds)
+                 "test_kl": last.get("test_kl"),
                  "log_px": log_px, "active_units": last.get("active_units"),
                  "minutes": None if "wall_s" not in last else last["wall_s"] / 60,
                  "status": status})

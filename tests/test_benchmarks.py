@@ -50,3 +50,13 @@ def test_device_benchmark_runs_every_part(data_root, tmp_path):
   assert fast["projected_minutes"] * 60 >= 1200 * precision["float32"]["epoch_s"]
   assert result["conv"]["ex_per_s"] > 0
   assert "Projected time of --preset=burda_2016_fast" in out.stdout
+
+
+def test_seeds_benchmark_times_replicas_against_separate_runs(data_root, tmp_path):
+  out = run("benchmarks.seeds", "--num_examples=2048", "--replicas=1,2", "--repeats=1",
+            f"--out={tmp_path / 's.json'}", data_root=data_root)
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = json.loads((tmp_path / "s.json").read_text())["rows"]
+  assert [r["replicas"] for r in rows] == [1, 2]
+  assert rows[0]["speedup"] == 1.0 and all(r["vmapped_epoch_s"] > 0 for r in rows)
+  assert "replica-epochs per s" in out.stdout

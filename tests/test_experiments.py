@@ -396,3 +396,45 @@ def test_table1_trains_each_row_for_the_budget_and_scores_it(data_root, tmp_path
     assert r["eval_examples"] == 100 and r["log_px"] > r["test_elbo"] - 1.0
   table = (tmp_path / "table1.md").read_text()
   assert "| vae_1layer |" in table and "| iwae_1layer |" in table
+
+
+def test_curves_mark_a_scored_runs_log_px_and_take_points_and_targets(tmp_path, capfd):
+  """experiments.curves: a run with an evaluation.json of its last epoch gets its log p(x)
+  (the largest k) as a star; --points and --targets are parsed; bad ones say which."""
+  from experiments import curves  # pylint: disable=g-import-not-at-top
+  run = tmp_path / "run"
+  run.mkdir()
+  records = [{"epoch": e, "wall_s": 30.0 * e, "test_elbo": -100 + 3 * e ** 0.5}
+             for e in range(1, 11)]
+  (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  (run / "evaluation.json").write_text(json.dumps(
+      {"epoch": 10, "log_px_k50": {"log_px": -95.0}, "log_px_k5000": {"log_px": -94.0}}))
+  assert curves._final_log_px(run, records) == (5.0, -94.0)
+  (run / "evaluation.json").write_text(json.dumps({"epoch": 9, "log_px_k50": {"log_px": -9}}))
+  assert curves._final_log_px(run, records) is None  # another epoch's
+  out = tmp_path / "c.png"
+  code, _ = helpers.cli(capfd, "experiments.curves", f"--runs=mine={run}",
+                        "--points=earlier=43.9:-86.70", "--targets=paper=-86.76",
+                        f"--out={out}")
+  assert code == 0 and out.stat().st_size > 0
+  code, err = helpers.cli(capfd, "experiments.curves", f"--runs=mine={run}",
+                          "--points=earlier=43.9", f"--out={out}")
+  assert code == 1 and "points: '43.9': expected 2 number(s)" in err.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_seeds_from_the_command_line_train_and_evaluate_every_replica(data_root, tmp_path, capfd):
+  out = in_process(capfd, "experiments.mnist", *TINY, "--seeds=2", f"--workdir={tmp_path}")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "over 2 seeds: test ELBO s.d." in out.stderr
+  last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+  assert len(last["replicas"]) == 2 and "test_elbo_sd" in last
+  out = in_process(capfd, "experiments.evaluate", f"--workdir={tmp_path}", "--k=20",
+                   "--large_L=2", "--test_examples=100")
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads((tmp_path / "evaluation.json").read_text())
+  ll = result["log_px_k20"]
+  per_seed = [r["log_px"] for r in ll["replicas"]]
+  assert len(per_seed) == 2 and ll["log_px"] == pytest.approx(sum(per_seed) / 2, rel=1e-9)
+  assert ll["log_px_sd"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2 ** 0.5, rel=1e-6)
+  assert "log_px_k20 over 2 seeds: log p(x)" in out.stderr

@@ -161,8 +161,10 @@ def save_learning_curves(path, curves: dict, title: str) -> None:
   _finish(fig, ax, path, title, "training samples evaluated", "lower bound (nats per data point)")
 
 
-def save_time_curves(path, curves: dict, title: str, marks: dict | None = None) -> None:
-  """Test ELBO against training wall time, one line per run.
+def save_time_curves(path, curves: dict, title: str, marks: dict | None = None,
+                     finals: dict | None = None, points: dict | None = None,
+                     targets: dict | None = None) -> None:
+  """Test ELBO against training wall time, one line per run, and log p(x) where scored.
 
   Args:
     path: the PNG to write.
@@ -170,12 +172,19 @@ def save_time_curves(path, curves: dict, title: str, marks: dict | None = None) 
     title: the figure's title.
     marks: {label: epochs to mark and number on that run's line} (e.g. the
       stage boundaries of a schedule), where the records reach them.
+    finals: {label: (minutes, log p(x))}: a run's scored log-likelihood at the end of
+      its training, a star in its line's colour.
+    points: {label: (minutes, log p(x))}: results without a curve (a square each).
+    targets: {label: nats}: reference values, dashed horizontal lines.
   """
   fig = Figure(figsize=(7.5, 4.8))
   ax = fig.subplots()
+  values = []
   for label, records in curves.items():
     minutes = [r["wall_s"] / 60 for r in records]
-    line, = ax.plot(minutes, [r["test_elbo"] for r in records], label=label)
+    elbo = [r["test_elbo"] for r in records]
+    line, = ax.plot(minutes, elbo, label=f"{label}: test ELBO")
+    values += elbo
     by_epoch = {r["epoch"]: r for r in records}
     for epoch in (marks or {}).get(label, ()):
       if epoch in by_epoch:
@@ -183,9 +192,21 @@ def save_time_curves(path, curves: dict, title: str, marks: dict | None = None) 
         ax.plot(r["wall_s"] / 60, r["test_elbo"], "o", color=line.get_color(), ms=4)
         ax.annotate(str(epoch), (r["wall_s"] / 60, r["test_elbo"]), fontsize=7,
                     xytext=(3, -9), textcoords="offset points")
-  best = max(r["test_elbo"] for records in curves.values() for r in records)
+    if label in (finals or {}):
+      t, v = finals[label]
+      ax.plot(t, v, "*", color=line.get_color(), ms=11, label=f"{label}: log p(x) {v:.2f}")
+      values.append(v)
+  for label, (t, v) in (points or {}).items():
+    ax.plot(t, v, "s", ms=7, label=f"{label}: log p(x) {v:.2f}")
+    values.append(v)
+  for label, v in (targets or {}).items():
+    ax.axhline(v, ls="--", lw=0.8, color="grey")
+    ax.annotate(f"{label} ({v:.2f})", (0.01, v), xycoords=("axes fraction", "data"),
+                fontsize=7, xytext=(0, 2), textcoords="offset points", color="dimgrey")
+    values.append(v)
+  best = max(values)
   ax.set_ylim(best - 25, best + 1)  # the first minutes would flatten the end, where runs differ
-  _finish(fig, ax, path, title, "training wall time (minutes)", "test ELBO (nats per image)")
+  _finish(fig, ax, path, title, "training wall time (minutes)", "nats per image")
 
 
 def save_sweep(path, setting: str, figures: dict, title: str) -> None:

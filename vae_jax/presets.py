@@ -164,6 +164,10 @@ def burda_2016_iaf_vamp_45min() -> RunConfig:
 
   python -m experiments.mnist --preset=burda_2016_iaf_vamp_45min --workdir=runs/iaf_vamp_45min
   python -m experiments.evaluate --workdir=runs/iaf_vamp_45min
+  Measured alone on a 2-core CPU (2026-12-02): 45.6 min from the command's start to its
+  last epoch, test ELBO -85.87 (L = 1), log p(x) -83.22 on all 10,000 test images
+  (k = 5000; Monte Carlo s.e. 0.003, over the images 0.22), evaluated in 12.5 min:
+  0.32 nats short of -82.90 (docs/results.md says what it would need).
   """
   return dataclasses.replace(burda_2016_iaf_vamp(), epochs=590)
 
