@@ -95,9 +95,9 @@ def curves(ns) -> None:
             _pairs(ns.curves.points, "points", "mine=43.9:-86.70").items()}
   targets = {k: _numbers(v, "targets", 1)[0] for k, v in
              _pairs(ns.curves.targets, "targets", "paper=-86.76").items()}
-  plots.save_time_curves(out, runs, "test ELBO against training time (dots: ends of the "
-                         "3^i-epoch stages)" if marks else "test ELBO against training time",
-                         marks, finals, points, targets)
+  title = "test ELBO" + (" (lines) and log p(x) (markers)" if finals or points else "")
+  title += " against training time" + (" (dots: ends of the 3^i-epoch stages)" if marks else "")
+  plots.save_time_curves(out, runs, title, marks, finals, points, targets)
 
 
 def main(argv: list[str] | None = None) -> int:
