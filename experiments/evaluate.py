@@ -29,11 +29,13 @@ from absl import logging
 from experiments import cli
 from experiments import cluster
 from experiments import sweep
+from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import datasets
 from vae_jax import evaluate
 from vae_jax import evaluators
 from vae_jax import hooks
+from vae_jax import labels
 from vae_jax import memory
 from vae_jax import multihost
 from vae_jax import runner
@@ -79,8 +81,11 @@ def evaluate_run(ns) -> dict:
   if multihost.is_primary():  # before the work, not after it
     workdir_lib.check_writable(workdir)
   dataset = datasets.load_for(config, ns.data)
-  _, test_x = data_lib.model_inputs(dataset, config.binarize)
-  n = test_x.shape[0]
+  _, sizes = config_lib.read_run_config(workdir / "config.json")
+  # A conditional run scores log p(x|y): the test labels travel with the images.
+  _, test_x = data_lib.model_inputs(dataset, config.binarize,
+                                    sizes.get("num_classes", 0) if config.conditional else 0)
+  n = labels.num_rows(test_x)
   options = {cls: getattr(ns, name) for name, cls in METHOD_SCHEMAS.items()}
   logging.info("Evaluating %s (epoch %d) with %s", workdir, epoch,
                ", ".join(_scope(name, options, n) for name in _methods(opts)))

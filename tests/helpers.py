@@ -45,6 +45,35 @@ def linear_gaussian_problem(input_dim=6, latent_dim=3, n=200, seed=0):
   return model, params, jnp.asarray(x, jnp.float32), log_px
 
 
+def conditional_linear_gaussian_problem(num_classes=3, input_dim=6, latent_dim=3, n=37, seed=1):
+  """`linear_gaussian_problem` given a class y: p(x|z, y) = N(W z + b + B_y, 0.3 I), built
+  from the public `vae_jax.VAE(num_classes=K)` (the one-hot label's decoder rows are B,
+  its encoder rows move the exact posterior's mean by -B_y A), as (model, exact_params,
+  x, y, exact log p(x|y) float64)."""
+  model, params, _, _ = linear_gaussian_problem(input_dim, latent_dim, seed=seed)
+  p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)["params"]
+  W, b = p["decoder"]["mlp"]["dense_0"]["kernel"].T, p["decoder"]["mlp"]["dense_0"]["bias"]
+  A = p["encoder"]["mlp"]["dense_0"]["kernel"][:, :latent_dim]
+  rng = np.random.default_rng(seed + 100)
+  B = 2.0 * rng.normal(size=(num_classes, input_dim))
+  y = rng.integers(0, num_classes, size=n)
+  z = rng.normal(size=(n, latent_dim))
+  x = z @ W.T + b + B[y] + np.sqrt(0.3) * rng.normal(size=(n, input_dim))
+  cov = W @ W.T + 0.3 * np.eye(input_dim)
+  log_px_y = np.array([stats.multivariate_normal(b + B[c], cov).logpdf(xi)
+                       for xi, c in zip(x, y)])
+  enc = p["encoder"]["mlp"]["dense_0"]
+  label_rows = np.concatenate([-B @ A, np.zeros((num_classes, latent_dim))], axis=1)
+  params = {"params": {
+      "encoder": {"mlp": {"dense_0": {"kernel": np.concatenate([enc["kernel"], label_rows]),
+                                      "bias": enc["bias"]}}},
+      "decoder": {"mlp": {"dense_0": {"kernel": np.concatenate([W.T, B]), "bias": b}}}}}
+  params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), params)
+  model = model.clone(num_classes=num_classes)
+  return (models.LinenModel(model), params, jnp.asarray(x, jnp.float32),
+          jnp.asarray(y, jnp.int32), log_px_y)
+
+
 def worse_encoder(params, shift=0.5, logvar_shift=0.7):
   """The same model with an encoder that is off the exact posterior (means and log-variances moved)."""
   p = jax.tree_util.tree_map(lambda a: a, params)

@@ -76,6 +76,22 @@ def test_folder_splits_with_a_constant_key_and_keeps_every_image(tmp_path):
   assert sorted(map(bytes, got)) == sorted(map(bytes, images))
   again = datasets.load_folder(tmp_path / "imgs")
   np.testing.assert_array_equal(again.test, d.test)
+  # The subfolders are the classes (sorted by name): each image keeps its own.
+  label_of = {bytes(a): int(i >= 20) for i, a in enumerate(images)}
+  for split, labels in ((d.train, d.train_labels), (d.test, d.test_labels)):
+    assert labels.dtype == np.int32
+    assert list(labels) == [label_of[bytes(a)] for a in split[..., 0]]
+  assert d.num_classes == 2
+
+
+def test_folder_classes_are_shared_by_the_train_and_test_subfolders(tmp_path):
+  for split, n in (("train", 6), ("test", 3)):
+    for c in ("zebra", "ant"):
+      _write_pngs(tmp_path / "f" / split / c, _images(n, (4, 4)))
+  _write_pngs(tmp_path / "f" / "test" / "bee", _images(1, (4, 4)))  # a class train lacks
+  d = datasets.load_folder(tmp_path / "f")
+  assert sorted(d.train_labels) == [0] * 6 + [2] * 6  # ant 0, bee 1, zebra 2
+  assert sorted(d.test_labels) == [0] * 3 + [1] + [2] * 3 and d.num_classes == 3
 
 
 def test_folder_with_train_and_test_subfolders_colour_and_resize(tmp_path):
@@ -86,6 +102,7 @@ def test_folder_with_train_and_test_subfolders_colour_and_resize(tmp_path):
   assert d.image_shape == (8, 8, 3)
   d = datasets.load_folder(tmp_path / "f")
   assert d.image_shape == (10, 12, 3)
+  assert d.train_labels is None and d.num_classes == 0  # files at the splits' roots
 
 
 def test_folder_errors_name_the_file(tmp_path):

@@ -321,6 +321,10 @@ def test_general_entry_point_trains_and_evaluates_each_source_and_model(source, 
     (["--prng=nope"], "--prng='nope': unrecognized PRNG implementation"),
     (["--model=big"], "--model='big': expected one of"),
     (["--model=no_such_module:build"], "No module named 'no_such_module'"),
+    (["--conditional", "--dataset=frey_face"], "--conditional: the training set has no labels"),
+    (["--conditional", "--prior=vamp"], "the conditional VAE is built for --model=mlp or conv "
+                                        "with --prior=normal"),
+    (["--conditional", "--model=examples.nnx_vae:build"], "builder takes no num_classes"),
 ])
 def test_general_entry_point_bad_settings_get_one_line(flags, message, data_root, tmp_path,
                                                        capfd):
@@ -438,3 +442,29 @@ def test_seeds_from_the_command_line_train_and_evaluate_every_replica(data_root,
   assert len(per_seed) == 2 and ll["log_px"] == pytest.approx(sum(per_seed) / 2, rel=1e-9)
   assert ll["log_px_sd"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2 ** 0.5, rel=1e-6)
   assert "log_px_k20 over 2 seeds: log p(x)" in out.stderr
+
+
+def test_conditional_trains_draws_a_row_per_digit_and_evaluates_log_p_x_given_y(
+    data_root, tmp_path, capfd):
+  """--conditional: the run records its ten classes, samples.png (and TensorBoard's grid)
+  has a row per digit, and experiments.evaluate scores log p(x|y); BDMC, which simulates
+  x from p(x|z), is refused with one line."""
+  out = in_process(capfd, "experiments.mnist", *TINY, "--conditional", "--latent_dim=2",
+                   f"--workdir={tmp_path}")
+  assert out.returncode == 0, out.stderr[-3000:]
+  config = json.loads((tmp_path / "config.json").read_text())
+  assert config["conditional"] is True and config["data"]["num_classes"] == 10
+  grids = {v.tag: v.image for e in helpers.tensorboard_events(tmp_path / "tensorboard")
+           for v in e.summary.value if v.HasField("image")}
+  assert grids["samples"].height == 10 * 29 + 1  # ten rows of 28-pixel digits and gaps
+  # A 2-d z draws no manifold: its decoder needs a class.
+  assert (tmp_path / "samples.png").is_file() and not (tmp_path / "manifold.png").exists()
+  out = in_process(capfd, "experiments.evaluate", f"--workdir={tmp_path}", "--k=20",
+                   "--large_L=2", "--test_examples=100")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "test log p(x|y) ~" in out.stderr
+  result = json.loads((tmp_path / "evaluation.json").read_text())
+  assert result["bound_of"] == "log p(x|y)"
+  assert result["log_px_k20"]["log_px"] > result["elbo_L1"]["elbo"] - 1.0
+  out = in_process(capfd, "experiments.evaluate", f"--workdir={tmp_path}", "--method=bdmc")
+  assert out.returncode == 1 and "--method=bdmc: simulates data" in out.stderr.splitlines()[-1]

@@ -162,3 +162,21 @@ def test_seeds_train_replicas_equal_to_their_seeds_alone_and_resume_bit_for_bit(
   assert [strip(r) for r in resumed["replicas"]] == [strip(r) for r in whole["replicas"]]
   _, _, state, epoch = runner.load_run(tmp_path / "resumed")
   assert epoch == 2 and state.step.shape == (3,)
+
+
+def test_conditional_replicas_equal_their_seeds_alone_and_the_conv_host_loop_trains(small,
+                                                                                     tmp_path):
+  """--conditional with --seeds=2: the labels are batched with each replica's images, so
+  replica r matches seed r alone; the conv model's host loop (a CPU) takes labelled
+  batches too."""
+  config = dataclasses.replace(CONFIG, epochs=1, seeds=2, conditional=True)
+  record = runner.train_and_evaluate(config, small, tmp_path / "two")
+  for r, got in enumerate(record["replicas"]):
+    alone = runner.train_and_evaluate(dataclasses.replace(config, seeds=1, seed=r), small,
+                                      tmp_path / f"alone{r}")
+    for name in ("test_elbo", "test_kl", "train_elbo"):
+      assert got[name] == pytest.approx(alone[name], rel=1e-5), (r, name)
+  conv = dataclasses.replace(CONFIG, epochs=1, model="conv", conditional=True,
+                             conv_channels=(8, 16), conv_hidden=32)
+  record = runner.train_and_evaluate(conv, data.subset(small, 256, 100), tmp_path / "conv")
+  assert record["test_elbo"] > -550 and record["epoch"] == 1

@@ -43,6 +43,7 @@ import numpy as np
 
 from vae_jax import distributions
 from vae_jax import engine
+from vae_jax import labels
 from vae_jax import memory
 from vae_jax import multihost
 from vae_jax import objectives
@@ -377,6 +378,11 @@ def sigmoid_betas(num_intermediate: int, index) -> np.ndarray:
   return (s(t) - s(0.0)) / (s(float(num_intermediate)) - s(0.0))
 
 
+def _row(xj):
+  """One row of a batch as a batch of one: `[1, ...]` (x, or x and its label)."""
+  return jax.tree_util.tree_map(lambda a: a[None], xj)
+
+
 class _Runner:
   """One data set's chains as compiled calls: start a batch of examples, move it through
   a segment of the schedule (the pilot's, then the estimate's), read its results."""
@@ -388,18 +394,18 @@ class _Runner:
     self.step_size, self.adapt = step_size, target_acceptance is not None
 
     def begin_rows(params, xb, keys, zb, num_chains, exact):
-      parts = parts_fn(params)
       def one(xj, kj, zj):
-        return begin(parts.encoder, parts.decoder, parts.prior, xj[None], kj,
+        parts, xj = labels.bind(parts_fn, params, _row(xj))
+        return begin(parts.encoder, parts.decoder, parts.prior, xj, kj,
                      num_chains=num_chains, start=start, step_size=step_size,
                      z_exact=zj[None] if exact else None)[1]
       return jax.vmap(one)(xb, keys, zb)
 
     def advance(params, xb, keys, chains, betas, first_move, sizes):
       """sizes `[B, S]`: the estimate's frozen step sizes; None: the pilot, adapting."""
-      parts = parts_fn(params)
       def one(xj, kj, cj, sj):
-        tgt = target(parts.encoder, parts.decoder, parts.prior, xj[None], start)
+        parts, xj = labels.bind(parts_fn, params, _row(xj))
+        tgt = target(parts.encoder, parts.decoder, parts.prior, xj, start)
         return anneal(tgt, cj, betas, moves_key(kj), first_move, num_leapfrog=num_leapfrog,
                       step_sizes=sj, target_acceptance=target_acceptance)
       return jax.vmap(one)(xb, keys, chains, sizes)
@@ -424,7 +430,7 @@ class _Runner:
   def step_sizes(self, xb, zb, keys, segment: int, poll):
     """The estimate's step size of every move `[B, T]`: from the pilot, or fixed."""
     if not self.adapt:
-      return jnp.full((xb.shape[0], self.moves), self.step_size, jnp.float32)
+      return jnp.full((labels.num_rows(xb), self.moves), self.step_size, jnp.float32)
     keys = jax.vmap(pilot_key)(keys)
     chains = self.begin(self.params, xb, keys, zb, num_chains=self.pilot_chains, exact=False)
     sizes = []
@@ -437,7 +443,7 @@ class _Runner:
 
   def run_rows(self, xb, zb, offset, segment: int, poll) -> AISResult:
     """The whole path for rows xb (exact samples zb for the reverse chain)."""
-    keys = self.keys(offset, xb.shape[0])
+    keys = self.keys(offset, labels.num_rows(xb))
     sizes = self.step_sizes(xb, zb, keys, segment, poll)
     chains = self.begin(self.params, xb, keys, zb, num_chains=self.num_chains,
                         exact=self.reverse)
@@ -465,29 +471,30 @@ class _Job:
     self.steps, self.settings = runner.moves, settings
 
   def _padded(self, rows, offset: int):
-    zrows = self.z[offset:offset + rows.shape[0]]
-    pad = self.batch - rows.shape[0]
+    n = labels.num_rows(rows)
+    zrows = self.z[offset:offset + n]
+    pad = self.batch - n
     if pad:  # one shape: pad the last batch, drop its padding after
-      rows = jnp.concatenate([rows, jnp.repeat(rows[-1:], pad, 0)])
-      zrows = jnp.concatenate([zrows, jnp.repeat(zrows[-1:], pad, 0)])
+      fill = lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)])
+      rows, zrows = jax.tree_util.tree_map(fill, (rows, zrows))
     return rows, zrows
 
   def prepare(self, rows) -> float:
     """A call's memory checked, then seconds per move (the estimate's and the pilot's)."""
     runner = self.runner
     xb, zb = self._padded(rows, 0)
-    keys = runner.keys(0, xb.shape[0])
+    keys = runner.keys(0, labels.num_rows(xb))
     probe = min(runner.moves, 4)
     chains = runner.begin(runner.params, xb, keys, zb, num_chains=runner.num_chains,
                           exact=runner.reverse)
     args = (runner.params, xb, keys, chains, runner.segment_betas(0, probe, True),
-            jnp.int32(0), runner.segment_sizes(jnp.full((xb.shape[0], runner.moves),
+            jnp.int32(0), runner.segment_sizes(jnp.full((labels.num_rows(xb), runner.moves),
                                                         runner.step_size), 0, probe))
     stats = runner.advance.lower(*args).compile().memory_analysis()
     if stats is not None:
       memory.check_fits(stats.temp_size_in_bytes + stats.output_size_in_bytes, 0.8,
                         f"AIS needs about {{gib}} per call ({runner.num_chains} chains x "
-                        f"{xb.shape[0]} examples)", "lower num_chains or batch_size")
+                        f"{labels.num_rows(xb)} examples)", "lower num_chains or batch_size")
     run = lambda call_args: jax.block_until_ready(runner.advance(*call_args))
     engine.timed(lambda: run(args))  # compiles
     unit = min(engine.timed(lambda: run(args)), engine.timed(lambda: run(args))) / probe
@@ -507,7 +514,7 @@ class _Job:
             f"(a move of {rows} examples took {unit:.4f}s)")
 
   def sums(self, rows, offset: int, steps_per_call: int, poll) -> dict:
-    n = rows.shape[0]
+    n = labels.num_rows(rows)
     xb, zb = self._padded(rows, offset)
     r = self.runner.run_rows(xb, zb, offset, steps_per_call, poll)
     log_px, se, acc = r.log_px[:n], r.stderr[:n], r.acceptance[:n]
@@ -534,12 +541,12 @@ def _run(parts_fn, params, x, key, z, *, num_intermediate, batch_size, progress,
   reverse = z is not None
   runner = _Runner(parts_fn, multihost.local_copy(params), key,
                    num_intermediate=num_intermediate, reverse=reverse, **opts)
-  batch_size = max(1, min(batch_size, x.shape[0]))
+  batch_size = max(1, min(batch_size, labels.num_rows(x)))
   settings = {"num_chains": opts["num_chains"], "num_intermediate": runner.moves,
               "start": opts["start"], "num_leapfrog": opts["num_leapfrog"],
               "pilot_chains": opts["pilot_chains"] if runner.adapt else 0,
               "schedule": "sigmoid"}
-  zs = jnp.zeros((x.shape[0], 1)) if z is None else z  # the forward chain ignores it
+  zs = jnp.zeros((labels.num_rows(x), 1)) if z is None else z  # the forward chain ignores it
   job = _Job(runner, zs, batch_size, what, settings)
   return engine.run(job, x, batch_size=batch_size, block_size=batch_size, progress=progress,
                     stop=stop)
@@ -550,7 +557,8 @@ def log_likelihood(parts_fn, params, x, key, *, num_chains: int = 16,
                    step_size: float = 0.01, target_acceptance: float | None = 0.65,
                    pilot_chains: int = 4, batch_size: int = 25, progress: bool = True,
                    stop=None) -> dict:
-  """AIS over a data set x `[n, ...]`: the same numbers as `ais` with the same key
+  """AIS over a data set x `[n, ...]` (or (x, labels) for a conditional model: log p(x|y)):
+  the same numbers as `ais` with the same key
   (example j uses `fold_in(key, j)`), computed `batch_size` examples at a time in
   compiled calls of about `engine.POLL_SECONDS` (`engine.run`), with the expected time
   logged first and a progress line at most every `engine.PROGRESS_SECONDS`. `stop` is

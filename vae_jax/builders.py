@@ -1,6 +1,7 @@
 """The built-in models as builders: each a function (config, image_shape) -> model with
 `init(key)` and `parts(params)`, the same signature as your own `--model=MODULE:FUNCTION`,
-so `--model=mlp` and `--model=pkg.mod:build` take one path (`config.build_model`).
+so `--model=mlp` and `--model=pkg.mod:build` take one path (`config.build_model`). A
+conditional run (`--conditional`) calls them with `num_classes=K` too.
 
 To add a built-in model: a builder here and its line in `BUILDERS`.
 """
@@ -25,19 +26,20 @@ def _common(config) -> dict:
               pseudo_inputs=config.pseudo_inputs if config.prior == "vamp" else 0)
 
 
-def mlp(config, image_shape) -> models.LinenModel:
+def mlp(config, image_shape, num_classes: int = 0) -> models.LinenModel:
   """`hidden_sizes` each side of z (`models.VAE`)."""
   return models.LinenModel(models.VAE(
       input_dim=math.prod(image_shape), latent_dim=config.latent_dim,
       hidden_sizes=tuple(config.hidden_sizes), activation=config.activation,
-      image_shape=tuple(image_shape), **_common(config)))
+      image_shape=tuple(image_shape), num_classes=num_classes, **_common(config)))
 
 
-def conv(config, image_shape) -> models.LinenModel:
+def conv(config, image_shape, num_classes: int = 0) -> models.LinenModel:
   """Strided convs down and transposed convs up (`models.ConvVAE`)."""
   return models.LinenModel(models.ConvVAE(
       image_shape=tuple(image_shape), latent_dim=config.latent_dim,
-      channels=tuple(config.conv_channels), hidden=config.conv_hidden, **_common(config)))
+      channels=tuple(config.conv_channels), hidden=config.conv_hidden,
+      num_classes=num_classes, **_common(config)))
 
 
 def two_layer(config, image_shape) -> models.LinenModel:

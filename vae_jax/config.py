@@ -24,6 +24,7 @@ from vae_jax import distributions
 from vae_jax import evaluators
 from vae_jax import flows
 from vae_jax import hooks
+from vae_jax import labels
 from vae_jax import losses
 from vae_jax import models
 from vae_jax import objectives
@@ -96,6 +97,11 @@ class RunConfig(settings.Settings):
       "bernoulli", "p(x|z): bernoulli (binary data), continuous_bernoulli (grey levels, "
       "--binarize=none), gaussian, gaussian_sigmoid_mean, discretized_logistic (8-bit data, "
       "--binarize=none).", choices=sorted(models.LIKELIHOODS), group="model")
+  conditional: bool = setting(
+      False, "A conditional VAE: the encoder and the decoder take the label (MNIST's digit, "
+      "an npz's train_labels/test_labels, a folder's class subfolders, TFDS's label), the "
+      "bounds are on log p(x|y) and samples.png draws a row per class (--model=mlp or conv, "
+      "--prior=normal).", group="model")
   compute_dtype: str = setting(
       "float32", "Matmul precision: bfloat16 for mixed precision on a GPU or TPU (parameters, "
       "optimizer state, likelihoods and KLs stay float32); float32 everywhere else.",
@@ -175,6 +181,10 @@ class RunConfig(settings.Settings):
       raise ValueError(f"posterior={self.posterior!r}, prior={self.prior!r}: flows and the "
                        f"VampPrior are built for --model=mlp or conv, not {self.model!r}; a "
                        f"model of your own gives its posterior and prior itself")
+    if self.conditional and (self.model == "two_layer" or self.prior != "normal"):
+      raise ValueError(f"conditional=True with model={self.model}, prior={self.prior}: the "
+                       f"conditional VAE is built for --model=mlp or conv with --prior=normal "
+                       f"(or your own MODULE:FUNCTION); drop --conditional or change those")
 
     if self.eval_methods[:1] != ("elbo",):
       raise ValueError(f"eval_methods={','.join(self.eval_methods)}: must start with elbo (the "
@@ -207,15 +217,25 @@ class RunConfig(settings.Settings):
     return jnp.stack([dataclasses.replace(self, seed=self.seed + r, seeds=1).root_key()
                       for r in range(self.seeds)])
 
-  def build_model(self, image_shape: tuple[int, ...]):
+  def build_model(self, image_shape: tuple[int, ...], num_classes: int = 0):
     """The model of these settings for images of `image_shape` (H, W, C): an object
     with `init(key) -> params` and `parts(params) -> objectives.Parts`, from the
     builder `model` names: a built-in one (`builders.BUILDERS`: mlp, conv, two_layer)
-    or MODULE:FUNCTION, both called as `FUNCTION(config, image_shape)`.
+    or MODULE:FUNCTION, both called as `FUNCTION(config, image_shape)`. A conditional
+    run's builder is called as `FUNCTION(config, image_shape, num_classes=K)` (the data's
+    classes) and its model's `parts(params, labels)` binds the labels.
     """
     image_shape = tuple(image_shape)
     build = builders.BUILDERS.get(self.model) or import_builder(self.model)
-    return _checked_model(self.model, build(self, image_shape))
+    if not self.conditional:
+      return _checked_model(self.model, build(self, image_shape))
+    try:
+      inspect.signature(build).bind(None, (), num_classes=1)
+    except TypeError:
+      raise ValueError(f"conditional=True: model={self.model}'s builder takes no num_classes; "
+                       f"give it a num_classes argument and a model whose parts(params, "
+                       f"labels) binds the labels") from None
+    return _checked_model(self.model, build(self, image_shape, num_classes=num_classes))
 
 
 def import_builder(name: str) -> Callable:
@@ -298,7 +318,8 @@ class Recipe(NamedTuple):
   memory_knob: MemoryKnob  # the setting that scales a step's memory
   policy: LoopPolicy
   root: jax.Array  # the run's root key, or each replica's `[seeds]` (`RunConfig.root_keys`)
-  inputs: Callable  # Dataset -> (stored training images, test model inputs)
+  inputs: Callable  # Dataset -> (stored training images, test model inputs), with labels
+  num_classes: int  # a conditional model's classes (0: not conditional)
   evaluate: Callable  # (params, test_x, key) -> {"test_elbo", ...}: the eval_methods' metrics
   hooks: tuple  # the loop's periodic actions, called after every epoch (`hooks`)
   train_summary: Callable[[dict], str]  # an epoch's record -> its log line's training part
@@ -319,8 +340,13 @@ def resolve(config: RunConfig) -> RunConfig:
   return config
 
 
-def check_data(config: RunConfig, image_shape, num_train: int) -> None:
+def check_data(config: RunConfig, dataset: data.Dataset) -> None:
   """Settings that cannot work with this data set or these devices, one line each."""
+  image_shape, num_train = dataset.image_shape, dataset.train.shape[0]
+  if config.conditional:  # labels present, one per image, in 0..K-1
+    for part, images, y in (("training", dataset.train, dataset.train_labels),
+                            ("test", dataset.test, dataset.test_labels)):
+      labels.check(y, images, part, dataset.num_classes or 1)
   devices = jax.device_count()
   config.root_key()  # an unknown prng fails here, before the workdir is touched
   host_loop = config.model == "conv" and jax.default_backend() == "cpu"
@@ -368,10 +394,13 @@ def _train_summary(config: RunConfig) -> Callable[[dict], str]:
   return summary
 
 
-def build(config: RunConfig, image_shape, num_train: int, model: Model | None = None) -> Recipe:
+def build(config: RunConfig, image_shape, num_train: int, model: Model | None = None,
+          num_classes: int = 0) -> Recipe:
   """The `Recipe` of `config` for images of `image_shape` and `num_train` training
-  examples; `model` (any `Model`) replaces the one `config.model` names."""
-  model = config.build_model(image_shape) if model is None else model
+  examples of `num_classes` classes (what a conditional model is built for; 0: none);
+  `model` (any `Model`) replaces the one `config.model` names."""
+  num_classes = num_classes if config.conditional else 0
+  model = config.build_model(image_shape, num_classes) if model is None else model
   conv_on_cpu = (config.model == "conv" and jax.default_backend() == "cpu"
                  and jax.process_count() == 1)
   schedule = optimizers.learning_rate_schedule(
@@ -391,9 +420,11 @@ def build(config: RunConfig, image_shape, num_train: int, model: Model | None = 
                       config.skip_nonfinite, config.log_grad_norm or config.skip_nonfinite)
   methods = evaluators.during_training(config.eval_methods, config)
   return Recipe(model, make_loss(config, model, num_train), make_optimizer(config, num_train),
-                data.binarizer(config.binarize), conv_on_cpu, extra, knob, policy,
-                config.root_keys(),
-                functools.partial(data.model_inputs, binarize=config.binarize),
+                data.binarizer(config.binarize, labelled=config.conditional), conv_on_cpu,
+                extra, knob, policy, config.root_keys(),
+                functools.partial(data.model_inputs, binarize=config.binarize,
+                                  num_classes=num_classes),
+                num_classes,
                 functools.partial(methods, model),
                 (hooks.Evaluation(config.eval_every), hooks.Progress(config.eval_every)),
                 _train_summary(config))

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vae_jax import labels as labels_lib
+
 # The official files: name, size in bytes, sha256 (the sums TFDS and torchvision check).
 MNIST_FILES = {
     "train_images": ("train-images-idx3-ubyte.gz", 9912422,
@@ -59,6 +61,14 @@ class Dataset(NamedTuple):
   train_labels: np.ndarray | None
   test_labels: np.ndarray | None
   image_shape: tuple[int, int]
+
+  @property
+  def num_classes(self) -> int:
+    """K, one more than the largest label of either split (0 without labels): the classes
+    a conditional model is built for."""
+    if self.train_labels is None or self.test_labels is None:
+      return 0
+    return int(max(np.max(self.train_labels), np.max(self.test_labels))) + 1
 
 
 def default_data_root() -> pathlib.Path:
@@ -260,11 +270,15 @@ def binarize(key: jax.Array, images: jax.Array, method: str) -> jax.Array:
   return x
 
 
-def binarizer(method: str):
-  """`binarize` with `method` fixed: (key, images) -> model inputs, a run's input transform."""
+def binarizer(method: str, labelled: bool = False):
+  """`binarize` with `method` fixed: (key, images) -> model inputs, a run's input transform;
+  `labelled`: (key, (images, labels)) -> (model inputs, labels)."""
   if method not in BINARIZATIONS:
     raise ValueError(f"binarize={method}: expected one of {list(BINARIZATIONS)}")
-  return functools.partial(binarize, method=method)
+  fn = functools.partial(binarize, method=method)
+  if labelled:
+    return lambda key, batch: (fn(key, batch[0]), batch[1])
+  return fn
 
 
 def to_unit_interval(images: jax.Array) -> jax.Array:
@@ -288,8 +302,16 @@ def fixed_binarization(images: np.ndarray, stream: int) -> np.ndarray:
   return np.asarray(x, np.uint8) * 255
 
 
-def model_inputs(dataset: Dataset, binarize: str):
-  """(train images as stored on the device, test set as float32 model inputs)."""
+def model_inputs(dataset: Dataset, binarize: str, num_classes: int = 0):
+  """(train images as stored on the device, test set as float32 model inputs); for a
+  conditional model of `num_classes` classes, each with its labels: ((images, labels),
+  (inputs, labels)), the labels checked (one line naming what is wrong)."""
+  if num_classes:
+    labels_lib.check(dataset.train_labels, dataset.train, "training", num_classes)
+    labels_lib.check(dataset.test_labels, dataset.test, "test", num_classes)
+    train, test = model_inputs(dataset, binarize)
+    return ((train, np.asarray(dataset.train_labels, np.int32)),
+            (test, jnp.asarray(dataset.test_labels, jnp.int32)))
   if binarize not in BINARIZATIONS:
     raise ValueError(f"binarize={binarize}: expected one of {list(BINARIZATIONS)}")
   train_images, test_images = dataset.train, dataset.test

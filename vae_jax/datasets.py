@@ -201,7 +201,9 @@ def load_folder(path, *, image_size: int = 0) -> Dataset:
 
   With `train/` and `test/` subfolders those are the splits; otherwise 10% of the
   files, chosen with a constant key, are held out for testing. Grey-level files
-  give C = 1, colour files C = 3.
+  give C = 1, colour files C = 3. Where every file sits in a subfolder (of the split),
+  the subfolders are the classes: the labels are their indices in sorted order
+  (`--conditional`).
 
   Args:
     path: the directory.
@@ -212,6 +214,7 @@ def load_folder(path, *, image_size: int = 0) -> Dataset:
   if not path.is_dir():
     raise DataError(f"{path}: not a directory; pass data_path=DIR holding PNG or JPEG images")
   if (path / "train").is_dir() and (path / "test").is_dir():
+    roots = {s: path / s for s in ("train", "test")}
     splits = {s: _image_files(path / s) for s in ("train", "test")}
     for s, files in splits.items():
       if not files:
@@ -227,6 +230,7 @@ def load_folder(path, *, image_size: int = 0) -> Dataset:
     test = set(order[:num_test].tolist())
     splits = {"train": [f for i, f in enumerate(files) if i not in test],
               "test": [f for i, f in enumerate(files) if i in test]}
+    roots = {"train": path, "test": path}
   train = _read_images(splits["train"], image_size, f"{path} (train)")
   test = _read_images(splits["test"], image_size, f"{path} (test)")
   if train.shape[1:] != test.shape[1:]:
@@ -234,7 +238,21 @@ def load_folder(path, *, image_size: int = 0) -> Dataset:
       raise DataError(f"{path}: train images are {train.shape[1:3]}, test images "
                       f"{test.shape[1:3]}; pass image_size to resize all")
     train, test = (np.repeat(a, 3, -1) if a.shape[-1] == 1 else a for a in (train, test))
-  return Dataset(train, test, None, None, tuple(train.shape[1:]))
+  labels = _class_labels(splits, roots)
+  return Dataset(train, test, labels["train"], labels["test"], tuple(train.shape[1:]))
+
+
+def _class_labels(splits: dict, roots: dict) -> dict:
+  """{split: int32 labels}: each file's class, the index of its first subfolder below
+  the split's root among all such subfolders sorted by name; None where any file sits
+  at a root itself."""
+  folders = {s: [f.relative_to(roots[s]).parts[:-1] for f in files] for s, files in splits.items()}
+  if not all(parts for names in folders.values() for parts in names):
+    return {s: None for s in splits}
+  classes = sorted({parts[0] for names in folders.values() for parts in names})
+  index = {name: i for i, name in enumerate(classes)}
+  return {s: np.asarray([index[parts[0]] for parts in names], np.int32)
+          for s, names in folders.items()}
 
 
 def load_tfds(name: str, *, manual_dir=None, data_dir=None) -> Dataset:

@@ -21,6 +21,8 @@ from typing import Callable, Protocol
 import jax
 import numpy as np
 
+from vae_jax import labels
+
 POLL_SECONDS = 2.0  # a call's length: a stop request waits at most about this long
 PROGRESS_SECONDS = 10.0  # at most a progress line this often
 
@@ -107,7 +109,7 @@ def run(job: Job, x, *, batch_size: int, block_size: int, progress: bool = True,
 
   Args:
     job: the method (see `Job`).
-    x: the data set's rows.
+    x: the data set's rows: x, or (x, labels) for a conditional model.
     batch_size: rows the job's calls start from (memory); block_size: rows per block.
     progress: log the expected time first, then progress lines.
     stop: polled after each call (one process) or block (several); True raises
@@ -116,9 +118,9 @@ def run(job: Job, x, *, batch_size: int, block_size: int, progress: bool = True,
       run of the same job and key: the run continues at row n0 with the same result.
     on_block: called with {"done": rows, "totals": sums} after each block.
   """
-  n = x.shape[0]
+  n = labels.num_rows(x)
   batch, block_size = max(1, min(batch_size, n)), max(1, min(block_size, n))
-  unit = job.prepare(x[:batch])
+  unit = job.prepare(labels.take(x, 0, batch))
   rows, steps = _call_sizes(job, unit, batch, block_size)
   if progress:
     total = unit * job.steps * -(-n // batch) / jax.process_count()
@@ -144,7 +146,8 @@ def run(job: Job, x, *, batch_size: int, block_size: int, progress: bool = True,
     block = dict.fromkeys(job.sum_keys, 0.0)
     poll = lambda: one_process and check_stop(start)
     for r0 in range(lo, hi, rows):
-      for name, value in job.sums(x[r0:min(hi, r0 + rows)], r0, steps, poll).items():
+      for name, value in job.sums(labels.take(x, r0, min(hi, r0 + rows)), r0, steps,
+                                  poll).items():
         block[name] += value
     for name, value in (block if one_process else sum_over_processes(block)).items():
       totals[name] = totals.get(name, 0.0) + value

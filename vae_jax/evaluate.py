@@ -17,19 +17,23 @@ import numpy as np
 
 from vae_jax import distributions
 from vae_jax import engine
+from vae_jax import labels
 from vae_jax import memory
 from vae_jax import multihost
 from vae_jax import objectives
 
 
 def _padded_batches(x, batch_size: int):
-  """x `[n, ...]` padded to whole batches, `[batches, batch_size, 1, ...]`, and the
-  row index of each place, `[batches, batch_size]` (>= n: padding)."""
-  n = x.shape[0]
+  """x `[n, ...]` (or x and its labels) padded to whole batches, `[batches, batch_size,
+  1, ...]`, and the row index of each place, `[batches, batch_size]` (>= n: padding)."""
+  n = labels.num_rows(x)
   num_batches = -(-n // batch_size)
   pad = num_batches * batch_size - n
-  xb = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
-  xb = xb.reshape((num_batches, batch_size, 1) + x.shape[1:])
+
+  def batched(a):
+    a = jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1))
+    return a.reshape((num_batches, batch_size, 1) + a.shape[1:])
+  xb = jax.tree_util.tree_map(batched, x)
   return xb, jnp.arange(num_batches * batch_size).reshape(num_batches, batch_size)
 
 
@@ -41,7 +45,7 @@ def _row_keys(key, offset, index):
 def _batched_sums(per_example_fn, x, key, batch_size, offset=0):
   """Sums over the rows of x of per_example_fn(x_j [1, ...], fold_in(key, offset + j)),
   whose outputs are dicts of [1] arrays."""
-  n = x.shape[0]
+  n = labels.num_rows(x)
   xb, index = _padded_batches(x, batch_size)
 
   def one(args):
@@ -60,7 +64,8 @@ def elbo_means(parts_fn, params, x, key, *, num_samples: int = 1, estimator: str
   Args:
     parts_fn: params -> `objectives.Parts` (e.g. `model.parts`), hashable (static).
     params: its parameters.
-    x: `[n, ...]` float32 model inputs (`[n, H, W, C]` images or `[n, D]` vectors).
+    x: `[n, ...]` float32 model inputs (`[n, H, W, C]` images or `[n, D]` vectors), or
+      the pair (x, labels `[n]`) for a conditional model (`labels`): the bound on log p(x|y).
     key: a `jax.random` key; example j uses `fold_in(key, j)`.
     num_samples: L.
     estimator: "analytic" or "monte_carlo".
@@ -69,10 +74,10 @@ def elbo_means(parts_fn, params, x, key, *, num_samples: int = 1, estimator: str
   Returns:
     {"elbo", "reconstruction", "kl"}: floats, nats per example.
   """
-  n = x.shape[0]
+  n = labels.num_rows(x)
   start, stop = engine.process_share(n)
   params = multihost.local_copy(params)
-  sums = _elbo_sums(parts_fn, params, x[start:stop], key, jnp.int32(start),
+  sums = _elbo_sums(parts_fn, params, labels.take(x, start, stop), key, jnp.int32(start),
                     num_samples=num_samples, estimator=estimator,
                     batch_size=max(1, min(batch_size, stop - start)))
   return {k: v / n for k, v in engine.sum_over_processes(sums).items()}
@@ -81,11 +86,11 @@ def elbo_means(parts_fn, params, x, key, *, num_samples: int = 1, estimator: str
 @functools.partial(jax.jit, static_argnames=("parts_fn", "num_samples", "estimator",
                                              "batch_size"))
 def _elbo_sums(parts_fn, params, x, key, offset, *, num_samples, estimator, batch_size):
-  enc, dec, prior = parts_fn(params)
-  def fn(xj, k):
+  def fn(rows, k):
+    (enc, dec, prior), xj = labels.bind(parts_fn, params, rows)
     return objectives.elbo_terms(enc, dec, xj, k, prior=prior, num_samples=num_samples,
                                  estimator=estimator)._asdict()
-  if x.shape[0] == 0:  # more processes than examples
+  if labels.num_rows(x) == 0:  # more processes than examples
     return {k: jnp.zeros(()) for k in objectives.ElboTerms._fields}
   return _batched_sums(fn, x, key, batch_size, offset)
 
@@ -94,7 +99,7 @@ def _batched_rows(per_example_fn, x, key, batch_size, offset):
   """per_example_fn(x_j [1, ...], fold_in(key, offset + j)) for every row j of x,
   batch by batch under `lax.map`: a tuple of `[n, ...]` arrays (its outputs' leading
   axis of 1 dropped)."""
-  n = x.shape[0]
+  n = labels.num_rows(x)
   xb, index = _padded_batches(x, batch_size)
   out = jax.lax.map(lambda a: jax.vmap(per_example_fn)(a[0], _row_keys(key, offset, a[1])),
                     (xb, index))
@@ -108,9 +113,8 @@ def iwae_log_sums_rows(parts_fn, params, x, key, offset, first_chunk, *, num_sam
   """`objectives.iwae_log_sums` of every row of x over chunks first_chunk, ...,
   first_chunk + num_chunks - 1: `[n]` and `[n, G]`. Row j's key is
   `fold_in(key, offset + j)` (offset, first_chunk: traced int32)."""
-  enc, dec, prior = parts_fn(params)
-
-  def fn(xj, kj):
+  def fn(rows, kj):
+    (enc, dec, prior), xj = labels.bind(parts_fn, params, rows)
     lse, lse_groups = objectives.iwae_log_sums(
         enc, dec, xj, kj, prior=prior, num_samples=num_samples, chunk_size=chunk_size,
         first_chunk=first_chunk, num_chunks=num_chunks)
@@ -216,12 +220,12 @@ class _LogPx:
     self._compiled, self._need = {}, 0.0
 
   def executable(self, rows, num_chunks: int):
-    shape = (rows.shape, num_chunks)
+    shape = (jax.tree_util.tree_map(jnp.shape, rows), num_chunks)
     if shape not in self._compiled:
       self._compiled[shape] = compile_iwae_log_sums(
           self.parts_fn, self.params, rows, self.key, num_samples=self.k,
           chunk_size=self.chunk, num_chunks=num_chunks,
-          batch_size=max(1, min(self.batch, rows.shape[0])))
+          batch_size=max(1, min(self.batch, labels.num_rows(rows))))
     return self._compiled[shape]
 
   def call(self, rows, offset: int, first_chunk: int, num_chunks: int):
@@ -238,9 +242,10 @@ class _LogPx:
       need = float("inf")  # XLA could not even plan it
     # Matmul libraries' buffers are outside XLA's count: at least the decoder's
     # outputs for one chunk of one batch, one value per data entry.
-    self._need = max(need, 2 * 4 * self.chunk * rows.shape[0] * math.prod(rows.shape[1:]))
+    x = labels.inputs(rows)
+    self._need = max(need, 2 * 4 * self.chunk * x.shape[0] * math.prod(x.shape[1:]))
     memory.check_fits(self._need, 0.8, f"the log p(x) estimate needs about {{gib}} per call "
-                      f"(chunk_size={self.chunk} samples x batch_size={rows.shape[0]} "
+                      f"(chunk_size={self.chunk} samples x batch_size={x.shape[0]} "
                       f"examples)", "lower chunk_size or batch_size")
     probe = lambda: jax.block_until_ready(self.call(rows, 0, 0, 1))
     return min(engine.timed(probe), engine.timed(probe))
@@ -289,7 +294,8 @@ def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000
 
   Args:
     parts_fn, params: the VAE (see `elbo_means`).
-    x: `[n, ...]` float32 model inputs (`[n, H, W, C]` images or `[n, D]` vectors).
+    x: `[n, ...]` float32 model inputs (`[n, H, W, C]` images or `[n, D]` vectors), or
+      (x, labels) for a conditional model: log p(x|y).
     key: a `jax.random` key; example j uses `fold_in(key, j)`, its sample i
       `fold_in(fold_in(key, j), i)`.
     num_samples: k (5000 in the papers).
@@ -314,8 +320,9 @@ def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000
 
 @functools.partial(jax.jit, static_argnames=("parts_fn",))
 def encoder_means(parts_fn, params, x) -> jax.Array:
-  """The posterior means of a data set: `[n, ...]` -> `[n, Z]`."""
-  return parts_fn(params).encoder(x).mean
+  """The posterior means of a data set: `[n, ...]` (or x and its labels) -> `[n, Z]`."""
+  parts, x = labels.bind(parts_fn, params, x)
+  return parts.encoder(x).mean
 
 
 ACTIVE_UNIT_THRESHOLD = 1e-2  # Burda et al. (2016): u is active when Cov_x(E_q[u|x]) > 10^-2
@@ -325,7 +332,7 @@ ACTIVE_UNIT_THRESHOLD = 1e-2  # Burda et al. (2016): u is active when Cov_x(E_q[
 def _usage(parts_fn, params, x):
   """The posterior means of the rows of x `[b, Z]` and, for a diagonal Gaussian q and
   an N(0, I) prior, the sum over the rows of each dimension's KL `[Z]` (else None)."""
-  parts = parts_fn(params)
+  parts, x = labels.bind(parts_fn, params, x)
   q = parts.encoder(x)
   mean = q.mean.reshape(x.shape[0], -1)
   prior = distributions.StandardNormal() if parts.prior is None else parts.prior
@@ -334,7 +341,8 @@ def _usage(parts_fn, params, x):
 
 
 def latent_usage(parts_fn, params, x, *, batch_size: int = 1000) -> dict:
-  """Which latent dimensions a model uses, over a data set x `[n, ...]`.
+  """Which latent dimensions a model uses, over a data set x `[n, ...]` (or x and its
+  labels).
 
   Returns:
     {"active_units": how many dimensions u have Cov_x(E_q[u|x]) above
@@ -344,15 +352,16 @@ def latent_usage(parts_fn, params, x, *, batch_size: int = 1000) -> dict:
     KL), or None when q is not a diagonal Gaussian or the prior not N(0, I)}.
   """
   means, kl = [], None
-  for lo in range(0, x.shape[0], batch_size):
-    m, k = jax.device_get(_usage(parts_fn, params, x[lo:lo + batch_size]))
+  n = labels.num_rows(x)
+  for lo in range(0, n, batch_size):
+    m, k = jax.device_get(_usage(parts_fn, params, labels.take(x, lo, lo + batch_size)))
     means.append(np.asarray(m, np.float64))
     if k is not None:
       kl = np.asarray(k, np.float64) + (0.0 if kl is None else kl)
   var = np.concatenate(means).var(0)  # float64 on the host: exact for constant means
   return {"active_units": int(np.sum(var > ACTIVE_UNIT_THRESHOLD)),
           "unit_variances": var.tolist(),
-          "kl_per_dim": None if kl is None else (kl / x.shape[0]).tolist()}
+          "kl_per_dim": None if kl is None else (kl / n).tolist()}
 
 
 def peak_memory_mb() -> float:

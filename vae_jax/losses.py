@@ -2,7 +2,8 @@
 
 A loss is any function of that shape; these build the usual ones from a
 `parts_fn(params) -> Parts(encoder, decoder, prior)` (for the project's models,
-`model.parts`). The loss is the batch mean of the negative objective, in nats
+`model.parts`); for a conditional model x is the pair (x, labels) and
+`parts_fn(params, labels)` binds them (`labels.bind`). The loss is the batch mean of the negative objective, in nats
 per example; metrics are scalars (batch means), always with "objective", the
 bound being maximised.
 """
@@ -12,6 +13,7 @@ from typing import Callable
 import jax.numpy as jnp
 import optax
 
+from vae_jax import labels
 from vae_jax import objectives
 
 LossFn = Callable  # (params, x, key, step) -> (scalar loss, dict of scalar metrics)
@@ -45,7 +47,7 @@ def elbo_loss(parts_fn, *, num_samples: int = 1, estimator: str = "analytic",
   beta_fn = beta if callable(beta) else (lambda step: beta)
 
   def loss_fn(params, x, key, step):
-    enc, dec, prior = parts_fn(params)
+    (enc, dec, prior), x = labels.bind(parts_fn, params, x)
     terms = objectives.elbo_terms(enc, dec, x, key, prior=prior, num_samples=num_samples,
                                   estimator=estimator)
     b = jnp.asarray(beta_fn(step), terms.kl.dtype)
@@ -72,7 +74,7 @@ def iwae_loss(parts_fn, *, num_samples: int, gradient: str = "standard") -> Loss
 
   def loss_fn(params, x, key, step):
     del step
-    enc, dec, prior = parts_fn(params)
+    (enc, dec, prior), x = labels.bind(parts_fn, params, x)
     bound = jnp.mean(objectives.iwae_surrogate(enc, dec, x, key, prior=prior,
                                                num_samples=num_samples, gradient=gradient))
     return -bound, {"objective": bound, "iwae_bound": bound}

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from vae_jax import distributions
 from vae_jax import flows
+from vae_jax import labels as labels_lib
 from vae_jax.objectives import Parts
 
 ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh, "softplus": nn.softplus,
@@ -140,7 +141,8 @@ def _posterior(module: nn.Module, out: jax.Array, latent_dim: int, flow):
 
 class Encoder(nn.Module):
   """q(z|x) = N(mean(x), diag(exp(logvar(x)))) (`flow` None), or that Gaussian through
-  `flow`: `[..., input_dim]` -> DiagonalGaussian or FlowPosterior `[..., Z]`."""
+  `flow`: `[..., input_dim]` -> DiagonalGaussian or FlowPosterior `[..., Z]`; a
+  conditional model's one-hot labels `[..., K]` join x at the input."""
   latent_dim: int
   hidden_sizes: Sequence[int] = (400,)
   activation: str = "relu"
@@ -148,15 +150,16 @@ class Encoder(nn.Module):
   flow: Any = None
 
   @nn.compact
-  def __call__(self, x: jax.Array):
+  def __call__(self, x: jax.Array, y_hot: jax.Array | None = None):
     # One output layer for every head (one matmul), split after.
     out = MLP(tuple(self.hidden_sizes) + (_outputs(self.latent_dim, self.flow),),
-              self.activation, self.dtype, name="mlp")(x)
+              self.activation, self.dtype, name="mlp")(labels_lib.with_labels(x, y_hot))
     return _posterior(self, out, self.latent_dim, self.flow)
 
 
 class Decoder(nn.Module):
-  """p(x|z): `[..., latent_dim]` -> the likelihood `head` over `[..., *event_shape]`."""
+  """p(x|z): `[..., latent_dim]` -> the likelihood `head` over `[..., *event_shape]` (a
+  conditional model gives it z with the one-hot labels appended)."""
   event_shape: Sequence[int]
   hidden_sizes: Sequence[int] = (400,)
   activation: str = "relu"
@@ -198,11 +201,14 @@ class _OneLatentVAE(nn.Module):
 
   def __call__(self, x: jax.Array):
     """Encodes and decodes the encoder mean: used by `init` to create every parameter."""
-    return self.decode(self.encode(x).mean).mean
+    y_hot = (jnp.zeros(x.shape[:1] + (self.num_classes,), x.dtype) if self.num_classes
+             else None)
+    return self.decode(self.encode(x, y_hot).mean, y_hot).mean
 
-  def decode(self, z: jax.Array):
-    """`[..., Z]` -> p(x|z) over `[..., *event_shape]`."""
-    return self.decoder(z)
+  def decode(self, z: jax.Array, y_hot: jax.Array | None = None):
+    """`[..., Z]` (and a conditional model's one-hot labels `[..., K]`) -> p(x|z) over
+    `[..., *event_shape]`."""
+    return self.decoder(labels_lib.with_labels(z, y_hot))
 
   def prior(self):
     """N(0, I), or the VampPrior: the uniform mixture of q0(z|u_k) over the K learned
@@ -212,13 +218,22 @@ class _OneLatentVAE(nn.Module):
     return distributions.vamp_prior(self.encode, jax.nn.sigmoid(self.pseudo_input_logits))
 
   @nn.nowrap
-  def parts(self, params) -> Parts:
-    """(encoder, decoder, prior) with `params` bound: what the objectives take.
+  def parts(self, params, labels: jax.Array | None = None) -> Parts:
+    """(encoder, decoder, prior) with `params` bound: what the objectives take; a
+    conditional model (`num_classes` > 0) binds the labels `[batch]` of the rows it
+    will see too, so the bounds are on log p(x|y).
 
     Works under `jax.grad` and `jax.jit` (the binding happens on traced params).
     """
     bound = self.bind(params)
-    return Parts(bound.encode, bound.decode, bound.prior())
+    if (labels is None) != (not self.num_classes):
+      raise ValueError(f"parts: a model of num_classes={self.num_classes} takes "
+                       f"{'labels' if self.num_classes else 'no labels'}")
+    if labels is None:
+      return Parts(bound.encode, bound.decode, bound.prior())
+    y_hot = jax.nn.one_hot(labels, self.num_classes)  # [batch, K], broadcast over z's samples
+    return Parts(lambda x: bound.encode(x, y_hot), lambda z: bound.decode(z, y_hot),
+                 bound.prior())
 
 
 class VAE(_OneLatentVAE):
@@ -242,6 +257,8 @@ class VAE(_OneLatentVAE):
     flow: None (a diagonal-Gaussian posterior) or a flow over it
       (`flows.Planar(steps)`, `flows.IAF(steps, ...)`).
     pseudo_inputs: 0 (the prior N(0, I)) or K, the VampPrior's learned inputs.
+    num_classes: 0, or K for a conditional VAE: the one-hot label joins x at the
+      encoder's input and z at the decoder's (`parts(params, labels)`).
 
   Example:
     >>> params = init_params(model, key)
@@ -257,6 +274,7 @@ class VAE(_OneLatentVAE):
   dtype: Any = None
   flow: Any = None
   pseudo_inputs: int = 0
+  num_classes: int = 0
 
   @property
   def event_shape(self) -> tuple[int, ...]:
@@ -271,9 +289,10 @@ class VAE(_OneLatentVAE):
     self.decoder = Decoder(self.event_shape, tuple(self.hidden_sizes)[::-1], self.activation,
                            self.likelihood, self.dtype)
 
-  def encode(self, x: jax.Array):
-    """`[..., *event_shape]` -> q(z|x) over `[..., Z]`."""
-    return self.encoder(flatten_event(x, self.event_shape))
+  def encode(self, x: jax.Array, y_hot: jax.Array | None = None):
+    """`[..., *event_shape]` (and a conditional model's one-hot labels `[..., K]`) ->
+    q(z|x) over `[..., Z]`."""
+    return self.encoder(flatten_event(x, self.event_shape), y_hot)
 
 
 def _check_activation(name: str) -> None:
@@ -288,8 +307,9 @@ def _leading(x: jax.Array, event_ndims: int):
 
 
 class ConvEncoder(nn.Module):
-  """q(z|x) from images: strided 4x4 convs (each halves H and W), a dense layer,
-  then the mean and log-variance. `[..., H, W, C]` -> DiagonalGaussian `[..., Z]`."""
+  """q(z|x) from images: strided 4x4 convs (each halves H and W), a dense layer (a
+  conditional model's one-hot labels `[..., K]` join its input), then the mean and
+  log-variance. `[..., H, W, C]` -> DiagonalGaussian `[..., Z]`."""
   latent_dim: int
   channels: Sequence[int] = (32, 64)
   hidden: int = 256
@@ -297,12 +317,14 @@ class ConvEncoder(nn.Module):
   flow: Any = None
 
   @nn.compact
-  def __call__(self, x: jax.Array):
+  def __call__(self, x: jax.Array, y_hot: jax.Array | None = None):
     h, lead = _leading(x, 3)
     for i, c in enumerate(self.channels):
       h = nn.relu(nn.Conv(c, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype,
                           name=f"conv_{i}")(h))
-    h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="dense")(h.reshape(h.shape[0], -1)))
+    # The labels join the conv features, before the dense layer.
+    h = labels_lib.with_labels(h.reshape(lead + (-1,)), y_hot)
+    h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="dense")(h.reshape(-1, h.shape[-1])))
     size = _outputs(self.latent_dim, self.flow)
     out = nn.Dense(size, dtype=self.dtype, name="out")(h)
     out = _full_precision(out, self.dtype).reshape(lead + (size,))
@@ -348,7 +370,7 @@ class ConvVAE(_OneLatentVAE):
     channels: conv widths going down (reversed going up); each layer halves H and W.
     hidden: the dense layer between the convs and z, each side.
     likelihood: a likelihood head.
-    flow, pseudo_inputs: as for `VAE`.
+    flow, pseudo_inputs, num_classes: as for `VAE`.
   """
   image_shape: Sequence[int] = (28, 28, 1)
   latent_dim: int = 20
@@ -358,6 +380,7 @@ class ConvVAE(_OneLatentVAE):
   dtype: Any = None
   flow: Any = None
   pseudo_inputs: int = 0
+  num_classes: int = 0
 
   @property
   def event_shape(self) -> tuple[int, ...]:
@@ -375,9 +398,9 @@ class ConvVAE(_OneLatentVAE):
                                self.likelihood, self.dtype)
     self._setup_prior()
 
-  def encode(self, x: jax.Array):
-    """`[..., H, W, C]` -> q(z|x) over `[..., Z]`."""
-    return self.encoder(x)
+  def encode(self, x: jax.Array, y_hot: jax.Array | None = None):
+    """`[..., H, W, C]` (and one-hot labels `[..., K]`) -> q(z|x) over `[..., Z]`."""
+    return self.encoder(x, y_hot)
 
 
 class TwoLayerVAE(nn.Module):
@@ -448,7 +471,9 @@ class TwoLayerVAE(nn.Module):
         self._conditionals(parent=None)[2], self.latent_dims[1], first_last=True)
 
   @nn.nowrap
-  def parts(self, params) -> Parts:
+  def parts(self, params, labels=None) -> Parts:
+    if labels is not None:
+      raise ValueError("parts: the two-layer model is not conditional; it takes no labels")
     bound = self.bind(params)
     return Parts(bound.encode, bound.decode, bound.prior())
 
@@ -474,5 +499,5 @@ class LinenModel:
   def init(self, key: jax.Array):
     return init_params(self.module, key)
 
-  def parts(self, params) -> Parts:
-    return self.module.parts(params)
+  def parts(self, params, labels=None) -> Parts:
+    return self.module.parts(params, labels)

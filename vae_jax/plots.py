@@ -24,12 +24,21 @@ _TITLES = {"reconstructions": "test images (odd rows) and reconstructions (even 
            "samples": "decoded z ~ p(z), the model's prior", "manifold": "decoded grid of z (inverse normal CDF)"}
 
 
-def model_images(parts, test_x, key) -> dict[str, jax.Array]:
+SAMPLES_PER_CLASS = 8  # a conditional model's samples: a row of this many per class
+
+
+def model_images(parts, test_x, key, class_parts=None, num_classes: int = 0
+                 ) -> dict[str, jax.Array]:
   """The images behind a model's pictures, a pure function to `jax.jit` with the
   parameters (as the runner does):
   "reconstructions" `[64, *event]` of `test_x[:64]`, 64 "samples" `[64, *event]` drawn
   with `key` from the prior, and, for a 2-d N(0, I) prior, the "manifold" `[400, *event]`
-  (Figure 4)."""
+  (Figure 4). A conditional model's `parts` are bound to the labels of `test_x[:64]`
+  and its `class_parts` to `SAMPLES_PER_CLASS` copies of each of `num_classes` classes
+  in turn: its samples come from those, a row per class, and it has no manifold."""
+  if class_parts is not None:
+    return {"reconstructions": generation.reconstruct(parts, test_x[:64]),
+            "samples": generation.generate(class_parts, key, num_classes * SAMPLES_PER_CLASS)}
   images = {"reconstructions": generation.reconstruct(parts, test_x[:64]),
             "samples": generation.generate(parts, key, 64)}
   if isinstance(parts.prior, distributions.StandardNormal) and parts.prior.dim == 2:
@@ -50,11 +59,16 @@ def model_grids(images: dict, test_x, image_shape) -> dict[str, np.ndarray]:
   return grids
 
 
-def save_model_grids(directory: pathlib.Path, grids: dict, caption: str = "") -> None:
+def save_model_grids(directory: pathlib.Path, grids: dict, caption: str = "",
+                     num_classes: int = 0) -> None:
   """Each grid of `model_grids` as DIRECTORY/NAME.png, titled (and `caption`, e.g. the
-  run and epoch); the manifold with its z1 and z2 axes."""
+  run and epoch); the manifold with its z1 and z2 axes; a conditional model's samples
+  (`num_classes`) say their rows are the classes."""
+  titles = dict(_TITLES)
+  if num_classes:
+    titles["samples"] = f"decoded z ~ p(z) given y: a row per class, 0 to {num_classes - 1}"
   for name, g in grids.items():
-    title = f"{_TITLES[name]}\n{caption}" if caption else _TITLES[name]
+    title = f"{titles[name]}\n{caption}" if caption else titles[name]
     save_grid(pathlib.Path(directory) / f"{name}.png", g, title,
               latent_axes=manifold_latents() if name == "manifold" else None)
 

@@ -67,8 +67,9 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir, *,
   if not fresh and (workdir / "config.json").is_file():
     config_lib.read_run_config(workdir / "config.json")  # a damaged one: one line, now
   config = config_lib.resolve(config)
-  config_lib.check_data(config, dataset.image_shape, dataset.train.shape[0])
-  recipe = config_lib.build(config, dataset.image_shape, dataset.train.shape[0], model)
+  config_lib.check_data(config, dataset)
+  recipe = config_lib.build(config, dataset.image_shape, dataset.train.shape[0], model,
+                            num_classes=dataset.num_classes)
   abstract = jax.eval_shape(lambda k: config_lib.initial_state(recipe.model, recipe.optimizer, k),
                             recipe.root)
   workdir_lib.check_disk_space(workdir, 2 * checkpoint_lib.state_bytes(abstract) + (1 << 20))
@@ -109,7 +110,7 @@ def _epochs(recipe, dataset, workdir, settings, stop) -> dict[str, Any]:
       logging.info("Nothing to train: the checkpoint in %s already has %d epochs", workdir, start)
       # The PNGs again (cheap), but not TensorBoard's images: those of this epoch are there.
       params = multihost.local_copy(state.params)
-      hooks.pictures(workdir, None, model, hooks.replica(params, 0) if root.ndim else params,
+      hooks.pictures(workdir, None, recipe, hooks.replica(params, 0) if root.ndim else params,
                      test_x, dataset, start, True)
       return log.last_record()
     batches = train.epoch_batches(train_images, root, start, policy.batch_size, mesh)
@@ -160,7 +161,8 @@ def load_run(workdir, epoch: int | None = None, *, model: str | None = None):
                      f"training run")
   config, sizes = config_lib.read_run_config(workdir / "config.json")
   config_lib.check_builder(config, model, workdir)
-  recipe = config_lib.build(config, tuple(sizes["image_shape"]), sizes["train_examples"])
+  recipe = config_lib.build(config, tuple(sizes["image_shape"]), sizes["train_examples"],
+                            num_classes=sizes.get("num_classes", 0))
   model, root = recipe.model, recipe.root
   ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints")
   try:
@@ -179,7 +181,8 @@ def _data_sizes(dataset: data_lib.Dataset) -> dict:
   return {"train_examples": int(dataset.train.shape[0]),
           "test_examples": int(dataset.test.shape[0]),
           "input_dim": int(math.prod(dataset.image_shape)),
-          "image_shape": list(dataset.image_shape)}
+          "image_shape": list(dataset.image_shape),
+          "num_classes": dataset.num_classes}
 
 
 def _resume(ckpt: checkpoint_lib.Checkpointer, state, root, steps_per_epoch: int):

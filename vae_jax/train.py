@@ -15,6 +15,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from vae_jax import labels
+
 
 # Independent key streams derived from the root key.
 _INIT, _SHUFFLE, _STEP, _EVAL = range(4)
@@ -180,8 +182,8 @@ class _HostLoopEpoch:
   def __call__(self, state, batches, root_key):
     stream = jax.random.fold_in(root_key, _STEP)
     steps = []
-    for i in range(batches.shape[0]):
-      state, metrics = self._step(state, batches[i], stream)
+    for i in range(labels.num_rows(batches)):
+      state, metrics = self._step(state, _step_batch(batches, i), stream)
       steps.append(metrics)
     stacked = jax.tree_util.tree_map(lambda *v: jnp.stack(v), *steps)
     return state, self._summarize(state.step, stacked)
@@ -189,7 +191,13 @@ class _HostLoopEpoch:
   def lower(self, state, batches, root_key):
     """Lowers one step: `.compile()` gives an epoch with `memory_analysis()` of a step."""
     return _LoweredHostLoop(
-        self._step.lower(state, batches[0], jax.random.fold_in(root_key, _STEP)), self)
+        self._step.lower(state, _step_batch(batches, 0), jax.random.fold_in(root_key, _STEP)),
+        self)
+
+
+def _step_batch(batches, i: int):
+  """Step i's batch of an epoch's `[steps, batch, ...]` (images, or images and labels)."""
+  return jax.tree_util.tree_map(lambda a: a[i], batches)
 
 
 class _LoweredHostLoop:
@@ -214,22 +222,24 @@ def epoch_batches(images: np.ndarray, root_key, epoch: int, batch_size: int,
   its devices and the numbers do not depend on the number of processes.
 
   Args:
-    images: `[n, ...]` host array, the whole training set.
+    images: `[n, ...]` host array, the whole training set; or (images, labels `[n]`)
+      for a conditional model, batched together.
     root_key, epoch: the run's root key and the epoch; `[N]` root keys of replicas give
       each replica's batches, `[N, steps, batch_size, ...]` (one device).
     batch_size: the global batch size (a multiple of the mesh's devices).
     mesh: a mesh with a "data" axis; None places everything on the default device.
   """
   if root_key.ndim:
-    return jnp.stack([epoch_batches(images, k, epoch, batch_size) for k in root_key])
-  n = images.shape[0]
+    replicas = [epoch_batches(images, k, epoch, batch_size) for k in root_key]
+    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *replicas)
+  n = labels.num_rows(images)
   steps = n // batch_size
   order = np.asarray(epoch_permutation(root_key, epoch, n))[:steps * batch_size]
   order = order.reshape(steps, batch_size)
-  shape = (steps, batch_size) + images.shape[1:]
   if mesh is None:
-    return jnp.asarray(images[order])
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a[order]), images)
   sharding = NamedSharding(mesh, P(None, "data"))
   per_process = batch_size // jax.process_count()
   mine = order[:, jax.process_index() * per_process:(jax.process_index() + 1) * per_process]
-  return jax.make_array_from_process_local_data(sharding, images[mine], shape)
+  return jax.tree_util.tree_map(lambda a: jax.make_array_from_process_local_data(
+      sharding, a[mine], (steps, batch_size) + a.shape[1:]), images)

@@ -5,6 +5,7 @@ import dataclasses
 import logging
 
 from vae_jax import ais
+from vae_jax import labels
 from vae_jax import settings
 from vae_jax.evaluators import iwae
 from vae_jax.settings import setting
@@ -35,10 +36,10 @@ class Options(settings.Settings):
 
 
 def run(options: Options, ctx) -> dict:
-  x = ctx.x[:options.ais_examples]
-  if options.ais_examples > ctx.x.shape[0]:
+  x, n = labels.take(ctx.x, 0, options.ais_examples), labels.num_rows(ctx.x)
+  if options.ais_examples > n:
     logging.warning("--ais_examples=%d: the test set has %d images; scoring all %d",
-                    options.ais_examples, ctx.x.shape[0], ctx.x.shape[0])
+                    options.ais_examples, n, n)
   result = ais.log_likelihood(ctx.model.parts, ctx.params, x, ctx.key, stop=ctx.stop,
                               **options.library_args())
   logging.info("AIS log p(x) ~ %.3f nats (%d images; Monte Carlo s.e. %.4f, over images %.3f; "

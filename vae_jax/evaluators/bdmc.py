@@ -12,6 +12,9 @@ Options = ais_chains.Options  # the same settings as AIS's
 
 
 def run(options: Options, ctx) -> dict:
+  if ctx.config.conditional:
+    raise ValueError("method=bdmc: simulates data from p(z) p(x|z), and this conditional run "
+                     "has p(x|z, y); use --method=ais (or iwae) for log p(x|y)")
   dim = int(evaluate.encoder_means(ctx.model.parts, ctx.params, ctx.x[:1]).shape[-1])
   result = ais.bdmc(ctx.model.parts, ctx.params, ctx.key, num_examples=options.ais_examples,
                     dim=dim, stop=ctx.stop, **options.library_args())

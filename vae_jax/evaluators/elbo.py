@@ -6,6 +6,7 @@ import logging
 import jax
 
 from vae_jax import evaluate
+from vae_jax import labels
 from vae_jax import settings
 from vae_jax.settings import setting
 
@@ -28,7 +29,8 @@ def run(options: Options, ctx) -> dict:
   for L in (1, options.large_L):
     name = f"elbo_L{L}"
     if ctx.kept.result(name) is None:
-      logging.info("test ELBO, L=%d, on %d images: one compiled pass", L, ctx.x.shape[0])
+      logging.info("test ELBO, L=%d, on %d images: one compiled pass", L,
+                   labels.num_rows(ctx.x))
       # About 60 MB of decoder outputs at once.
       ctx.kept.finish(name, _means(ctx, L, max(1, min(1000, 20_000 // L))))
       logging.info("test ELBO, L=%d: %.3f nats", L, ctx.kept.result(name)["elbo"])

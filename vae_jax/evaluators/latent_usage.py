@@ -4,6 +4,7 @@ and each dimension's KL (`evaluate.latent_usage`)."""
 import logging
 
 from vae_jax import evaluate
+from vae_jax import labels
 
 
 def run(options, ctx) -> dict:
@@ -11,7 +12,7 @@ def run(options, ctx) -> dict:
   usage = evaluate.latent_usage(ctx.model.parts, ctx.params, ctx.x)
   logging.info("active units: %d of %d (Cov_x E_q[u|x] > %g)", usage["active_units"],
                len(usage["unit_variances"]), evaluate.ACTIVE_UNIT_THRESHOLD)
-  return {"latent_usage": {"test_examples": int(ctx.x.shape[0]), **usage}}
+  return {"latent_usage": {"test_examples": labels.num_rows(ctx.x), **usage}}
 
 
 def headline(result: dict) -> dict:

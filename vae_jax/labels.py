@@ -1,0 +1,63 @@
+"""Data with labels, for conditional models: the rows a model is scored on are x, or
+the pair (x, y) with y the labels `[n]` int32, and a conditional model's
+`parts(params, y)` binds y into its encoder and decoder.
+
+The objectives never see y: `elbo(lambda x: enc(x, y), lambda z: dec(z, y), x, key)`
+bounds log p(x|y). Everything that walks a data set in batches (training,
+`evaluate`, `ais`, `engine`) slices rows with `take` and binds with `bind`, so a
+pair travels wherever an array does.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def bind(parts_fn, params, rows):
+  """(Parts, x) for `rows`: `parts_fn(params)` and x itself, or for a pair (x, y) the
+  conditional model's `parts_fn(params, y)` and x."""
+  if isinstance(rows, tuple):
+    x, y = rows
+    return parts_fn(params, y), x
+  return parts_fn(params), rows
+
+
+def inputs(rows):
+  """The model inputs x of `rows` (x, or (x, y))."""
+  return rows[0] if isinstance(rows, tuple) else rows
+
+
+def num_rows(rows) -> int:
+  """n, the leading size of x `[n, ...]` (and of y `[n]`)."""
+  return inputs(rows).shape[0]
+
+
+def take(rows, start: int, stop: int | None = None):
+  """Rows start..stop-1 of x, or of x and y together."""
+  return jax.tree_util.tree_map(lambda a: a[start:stop], rows)
+
+
+def with_labels(h: jax.Array, y_hot: jax.Array | None) -> jax.Array:
+  """h `[..., F]` with the one-hot labels appended, `[..., F + K]` (None: h)."""
+  if y_hot is None:
+    return h
+  return jnp.concatenate([h, jnp.broadcast_to(y_hot, h.shape[:-1] + y_hot.shape[-1:])], -1)
+
+
+def check(labels, images, what: str, num_classes_: int) -> None:
+  """Raises ValueError (one line naming `what`) unless `labels` are one int per image in
+  [0, num_classes_)."""
+  if labels is None:
+    raise ValueError(f"conditional=True: the {what} set has no labels; use a data set with "
+                     f"labels (mnist, npz with train_labels and test_labels, a folder of class "
+                     f"subfolders, tfds with a label feature) or drop --conditional")
+  labels = np.asarray(labels)
+  if labels.shape != (len(images),):
+    raise ValueError(f"conditional=True: the {what} labels have shape {labels.shape}, the "
+                     f"images {len(images)} rows; give one label per image")
+  bad = (labels < 0) | (labels >= num_classes_)
+  if bad.any():
+    i = int(np.argmax(bad))
+    raise ValueError(f"conditional=True: {what} label {int(labels[i])} (row {i}) is outside "
+                     f"0..{num_classes_ - 1}, the classes the model was built for; relabel "
+                     f"the data as 0..K-1")
