@@ -88,7 +88,7 @@ def evaluate_run(ns) -> dict:
   n = labels.num_rows(test_x)
   options = {cls: getattr(ns, name) for name, cls in METHOD_SCHEMAS.items()}
   logging.info("Evaluating %s (epoch %d) with %s", workdir, epoch,
-               ", ".join(_scope(name, options, n) for name in _methods(opts)))
+               ", ".join(evaluators.scope(name, options, n) for name in _methods(opts)))
   result = _previous(workdir, epoch)
   result.update({"workdir": str(workdir), "epoch": epoch})
   flat = {k: v for o in options.values() for k, v in dataclasses.asdict(o).items()}
@@ -135,16 +135,6 @@ def _over_seeds(name: str, parts: list[dict]) -> dict:
     if isinstance(v, dict):
       out[k] = {**v, "replicas": [p[k] for p in parts]}
   return out
-
-
-def _scope(name: str, options: dict, n: int) -> str:
-  """What method `name` scores, for the first log line."""
-  module = evaluators.get(name)
-  if name == "ais":
-    return f"ais on the first {min(n, options[module.Options].ais_examples)} test images"
-  if name == "bdmc":
-    return f"bdmc on {options[module.Options].ais_examples} examples simulated from the model"
-  return f"{name} on all {n} test images"
 
 
 def _run_method(name: str, ctx: evaluators.Context) -> dict:

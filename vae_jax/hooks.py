@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import evaluate
+from vae_jax import evaluators
 from vae_jax import labels
 from vae_jax import multihost
 from vae_jax import plots
@@ -115,19 +116,11 @@ def replica(tree, r: int):
 
 
 def replica_summary(records: list[dict]) -> dict:
-  """One metrics line for N replicas' records: each figure's mean over them, the
-  standard deviation (ddof 1) of each train_ and test_ figure as NAME_sd, and the
-  replicas' own figures under "replicas"."""
-  out = {}
-  for k, v in records[0].items():
-    values = [r[k] for r in records]
-    if isinstance(v, int) and k in ("epoch", "step", "examples_seen"):
-      out[k] = v
-    elif isinstance(v, (int, float)):
-      out[k] = float(np.mean(values))
-      if k.startswith(("train_", "test_")) or k == "active_units":
-        out[f"{k}_sd"] = float(np.std(values, ddof=1))
-  return {**out, "replicas": records}
+  """One metrics line for N replicas' records (`evaluators.over_seeds`): each figure's
+  mean over them, the standard deviation (ddof 1) of each train_ and test_ figure and
+  of the active units as NAME_sd, and the replicas' own figures under "replicas"."""
+  spread = lambda k: k.startswith(("train_", "test_")) or k == "active_units"
+  return {**evaluators.over_seeds(records, spread), "replicas": records}
 
 
 def _record(recipe, end: EpochEnd, test: dict, r: int | None = None) -> dict:

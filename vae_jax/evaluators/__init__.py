@@ -5,6 +5,7 @@ A method's module declares its own settings (`Options`, a `settings.Settings` cl
 
   run(options, ctx: Context) -> dict               # its entries of evaluation.json
   headline(result: dict) -> dict                   # their TensorBoard scalars (eval/...)
+  scope(options, n) -> str                         # optional: what it scores of n test images
 
 and, where it can score a run every `eval_every` epochs (`RunConfig.eval_methods`),
 
@@ -50,6 +51,15 @@ def get(name: str):
   if name not in EVALUATORS:
     raise ValueError(f"method={name}: expected one of {list(EVALUATORS)}")
   return EVALUATORS[name]
+
+
+def scope(name: str, options: dict, n: int) -> str:
+  """What method `name` scores of the n test images, for the first log line; `options`:
+  every method's Options by class."""
+  module = get(name)
+  if hasattr(module, "scope"):
+    return module.scope(options.get(getattr(module, "Options", None)), n)
+  return f"{name} on all {n} test images"
 
 
 def options_classes() -> list[type]:
@@ -141,18 +151,19 @@ class _Scoped:
 SPREAD = ("log_px", "elbo", "active_units", "gap")
 
 
-def over_seeds(results: list) -> Any:
-  """One result from N replicas' results of the same method: each number the mean over
-  the replicas (a Monte Carlo standard error that of the mean, sqrt(mean(se^2) / N)),
-  the standard deviation over them (ddof 1) of the figures in `SPREAD` beside as
-  NAME_sd, anything else the first replica's."""
+def over_seeds(results: list, spread: Callable[[str], bool] = SPREAD.__contains__) -> Any:
+  """One result from N replicas' results of the same method (or N metrics lines): each
+  number the mean over the replicas (a Monte Carlo standard error that of the mean,
+  sqrt(mean(se^2) / N)), the standard deviation over them (ddof 1) of the figures whose
+  name `spread` accepts (default: those in `SPREAD`) beside as NAME_sd, anything else
+  (and a number every replica shares, an epoch) the first replica's."""
   first = results[0]
   if isinstance(first, dict):
     out = {}
     for k, v in first.items():
       values = [r[k] for r in results]
-      out[k] = over_seeds(values)
-      if k in SPREAD and isinstance(v, (int, float)) and not isinstance(v, bool):
+      out[k] = over_seeds(values, spread)
+      if spread(k) and isinstance(v, (int, float)) and not isinstance(v, bool):
         out[f"{k}_sd"] = float(np.std(values, ddof=1))
       if k == "mc_stderr" and all(isinstance(x, (int, float)) for x in values):
         out[k] = float(np.sqrt(np.mean(np.square(values)) / len(values)))

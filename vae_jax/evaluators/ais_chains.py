@@ -52,5 +52,9 @@ def run(options: Options, ctx) -> dict:
   return {f"ais_from_{options.ais_start}": {**result, f"iwae_k{k_opts.k}_same_images": same}}
 
 
+def scope(options: Options, n: int) -> str:
+  return f"ais on the first {min(n, options.ais_examples)} test images"
+
+
 def headline(result: dict) -> dict:
   return {name: value["log_px"] for name, value in result.items()}

@@ -23,6 +23,11 @@ def run(options: Options, ctx) -> dict:
   return {"bdmc": result}
 
 
+def scope(options: Options, n: int) -> str:
+  del n  # simulated, not the test set's
+  return f"bdmc on {options.ais_examples} examples simulated from the model"
+
+
 def headline(result: dict) -> dict:
   value = result["bdmc"]
   return {"bdmc_lower": value["lower"]["log_px"], "bdmc_upper": value["upper"]["log_px"],
