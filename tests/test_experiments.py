@@ -462,7 +462,7 @@ def test_conditional_trains_draws_a_row_per_digit_and_evaluates_log_p_x_given_y(
   out = in_process(capfd, "experiments.evaluate", f"--workdir={tmp_path}", "--k=20",
                    "--large_L=2", "--test_examples=100")
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "test log p(x|y) ~" in out.stderr
+  assert "test log p(x|y) ~" in out.stderr and "log p(x|y), k=20: 100/100 examples" in out.stderr
   result = json.loads((tmp_path / "evaluation.json").read_text())
   assert result["bound_of"] == "log p(x|y)"
   assert result["log_px_k20"]["log_px"] > result["elbo_L1"]["elbo"] - 1.0

@@ -212,11 +212,12 @@ class _LogPx:
   sum_keys = ("log_px", "sq", "var_small", "var_half")
   grow_rows = True
 
-  def __init__(self, parts_fn, params, key, num_samples, chunk_size, batch_size):
+  def __init__(self, parts_fn, params, key, num_samples, chunk_size, batch_size,
+               what="log p(x)"):
     self.parts_fn, self.params, self.key = parts_fn, params, key
     self.k, self.chunk, self.batch = num_samples, min(chunk_size, num_samples), batch_size
     self.steps = -(-self.k // self.chunk)  # chunks
-    self.name = f"log p(x), k={self.k}"
+    self.name = f"{what}, k={self.k}"
     self._compiled, self._need = {}, 0.0
 
   def executable(self, rows, num_chunks: int):
@@ -251,7 +252,7 @@ class _LogPx:
     return min(engine.timed(probe), engine.timed(probe))
 
   def plan_line(self, n: int, rows: int, unit: float, total: float) -> str:
-    return (f"log p(x), k={self.k} on {n} examples: about {engine.format_duration(total)} in "
+    return (f"{self.name} on {n} examples: about {engine.format_duration(total)} in "
             f"all (a chunk of {self.chunk} samples on {rows} examples took {unit:.3f}s), "
             f"{self._need / 2**20:.0f} MB per call")
 
@@ -313,7 +314,8 @@ def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000
     ValueError: a call would need more memory than is free (lower chunk_size or
       batch_size).
   """
-  job = _LogPx(parts_fn, multihost.local_copy(params), key, num_samples, chunk_size, batch_size)
+  job = _LogPx(parts_fn, multihost.local_copy(params), key, num_samples, chunk_size, batch_size,
+               labels.bound_of(x))
   return engine.run(job, x, batch_size=batch_size, block_size=block_size, progress=progress,
                     stop=stop, resume=resume, on_block=on_block)
 

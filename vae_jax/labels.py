@@ -27,6 +27,11 @@ def inputs(rows):
   return rows[0] if isinstance(rows, tuple) else rows
 
 
+def bound_of(rows) -> str:
+  """What a likelihood of `rows` is of: "log p(x)", or "log p(x|y)" for labelled rows."""
+  return "log p(x|y)" if isinstance(rows, tuple) else "log p(x)"
+
+
 def num_rows(rows) -> int:
   """n, the leading size of x `[n, ...]` (and of y `[n]`)."""
   return inputs(rows).shape[0]

@@ -38,17 +38,12 @@ def run(options: Options, ctx) -> dict:
   if ctx.kept.result(name) is None:
     ll = log_px(options, ctx, ctx.x, name)
     logging.info("test %s ~ %.3f nats (k=%d; Monte Carlo s.e. %.4f, over images %.3f), "
-                 "%.0fs, peak memory %.0f MB", _what(ctx), ll["log_px"], options.k,
+                 "%.0fs, peak memory %.0f MB", labels.bound_of(ctx.x), ll["log_px"], options.k,
                  ll["mc_stderr"],
                  ll["data_stderr"], ll["seconds"], evaluate.peak_memory_mb())
     ctx.kept.finish(name, ll)
   return {name: ctx.kept.result(name), "test_examples": labels.num_rows(ctx.x),
-          "bound_of": _what(ctx)}
-
-
-def _what(ctx) -> str:
-  """What the bound is of: log p(x), or a conditional run's log p(x|y)."""
-  return "log p(x|y)" if ctx.config.conditional else "log p(x)"
+          "bound_of": labels.bound_of(ctx.x)}
 
 
 def headline(result: dict) -> dict:
