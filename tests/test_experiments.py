@@ -444,6 +444,7 @@ def test_seeds_from_the_command_line_train_and_evaluate_every_replica(data_root,
   assert "log_px_k20 over 2 seeds: log p(x)" in out.stderr
 
 
+@pytest.mark.slow
 def test_conditional_trains_draws_a_row_per_digit_and_evaluates_log_p_x_given_y(
     data_root, tmp_path, capfd):
   """--conditional: the run records its ten classes, samples.png (and TensorBoard's grid)
