@@ -394,8 +394,10 @@ class _Runner:
     self.step_size, self.adapt = step_size, target_acceptance is not None
 
     def begin_rows(params, xb, keys, zb, num_chains, exact):
+      bind = labels.binder(parts_fn, params, xb)
+
       def one(xj, kj, zj):
-        parts, xj = labels.bind(parts_fn, params, _row(xj))
+        parts, xj = bind(_row(xj))
         return begin(parts.encoder, parts.decoder, parts.prior, xj, kj,
                      num_chains=num_chains, start=start, step_size=step_size,
                      z_exact=zj[None] if exact else None)[1]
@@ -403,8 +405,10 @@ class _Runner:
 
     def advance(params, xb, keys, chains, betas, first_move, sizes):
       """sizes `[B, S]`: the estimate's frozen step sizes; None: the pilot, adapting."""
+      bind = labels.binder(parts_fn, params, xb)
+
       def one(xj, kj, cj, sj):
-        parts, xj = labels.bind(parts_fn, params, _row(xj))
+        parts, xj = bind(_row(xj))
         tgt = target(parts.encoder, parts.decoder, parts.prior, xj, start)
         return anneal(tgt, cj, betas, moves_key(kj), first_move, num_leapfrog=num_leapfrog,
                       step_sizes=sj, target_acceptance=target_acceptance)

@@ -24,7 +24,6 @@ from vae_jax import distributions
 from vae_jax import evaluators
 from vae_jax import flows
 from vae_jax import hooks
-from vae_jax import labels
 from vae_jax import losses
 from vae_jax import models
 from vae_jax import objectives
@@ -343,10 +342,8 @@ def resolve(config: RunConfig) -> RunConfig:
 def check_data(config: RunConfig, dataset: data.Dataset) -> None:
   """Settings that cannot work with this data set or these devices, one line each."""
   image_shape, num_train = dataset.image_shape, dataset.train.shape[0]
-  if config.conditional:  # labels present, one per image, in 0..K-1
-    for part, images, y in (("training", dataset.train, dataset.train_labels),
-                            ("test", dataset.test, dataset.test_labels)):
-      labels.check(y, images, part, dataset.num_classes or 1)
+  if config.conditional:  # before the workdir is touched
+    data.check_labels(dataset, dataset.num_classes or 1)
   devices = jax.device_count()
   config.root_key()  # an unknown prng fails here, before the workdir is touched
   host_loop = config.model == "conv" and jax.default_backend() == "cpu"

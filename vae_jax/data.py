@@ -302,13 +302,19 @@ def fixed_binarization(images: np.ndarray, stream: int) -> np.ndarray:
   return np.asarray(x, np.uint8) * 255
 
 
+def check_labels(dataset: Dataset, num_classes: int) -> None:
+  """Raises ValueError (one line) unless both splits have one label per image in
+  0..num_classes-1: what a conditional model needs."""
+  labels_lib.check(dataset.train_labels, dataset.train, "training", num_classes)
+  labels_lib.check(dataset.test_labels, dataset.test, "test", num_classes)
+
+
 def model_inputs(dataset: Dataset, binarize: str, num_classes: int = 0):
   """(train images as stored on the device, test set as float32 model inputs); for a
   conditional model of `num_classes` classes, each with its labels: ((images, labels),
   (inputs, labels)), the labels checked (one line naming what is wrong)."""
   if num_classes:
-    labels_lib.check(dataset.train_labels, dataset.train, "training", num_classes)
-    labels_lib.check(dataset.test_labels, dataset.test, "test", num_classes)
+    check_labels(dataset, num_classes)
     train, test = model_inputs(dataset, binarize)
     return ((train, np.asarray(dataset.train_labels, np.int32)),
             (test, jnp.asarray(dataset.test_labels, jnp.int32)))

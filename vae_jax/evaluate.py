@@ -86,8 +86,10 @@ def elbo_means(parts_fn, params, x, key, *, num_samples: int = 1, estimator: str
 @functools.partial(jax.jit, static_argnames=("parts_fn", "num_samples", "estimator",
                                              "batch_size"))
 def _elbo_sums(parts_fn, params, x, key, offset, *, num_samples, estimator, batch_size):
+  bind = labels.binder(parts_fn, params, x)
+
   def fn(rows, k):
-    (enc, dec, prior), xj = labels.bind(parts_fn, params, rows)
+    (enc, dec, prior), xj = bind(rows)
     return objectives.elbo_terms(enc, dec, xj, k, prior=prior, num_samples=num_samples,
                                  estimator=estimator)._asdict()
   if labels.num_rows(x) == 0:  # more processes than examples
@@ -113,8 +115,10 @@ def iwae_log_sums_rows(parts_fn, params, x, key, offset, first_chunk, *, num_sam
   """`objectives.iwae_log_sums` of every row of x over chunks first_chunk, ...,
   first_chunk + num_chunks - 1: `[n]` and `[n, G]`. Row j's key is
   `fold_in(key, offset + j)` (offset, first_chunk: traced int32)."""
+  bind = labels.binder(parts_fn, params, x)
+
   def fn(rows, kj):
-    (enc, dec, prior), xj = labels.bind(parts_fn, params, rows)
+    (enc, dec, prior), xj = bind(rows)
     lse, lse_groups = objectives.iwae_log_sums(
         enc, dec, xj, kj, prior=prior, num_samples=num_samples, chunk_size=chunk_size,
         first_chunk=first_chunk, num_chunks=num_chunks)

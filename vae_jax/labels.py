@@ -22,6 +22,16 @@ def bind(parts_fn, params, rows):
   return parts_fn(params), rows
 
 
+def binder(parts_fn, params, rows):
+  """`bind` for the slices of `rows` (one row, one batch) inside a loop over them:
+  plain rows are bound once, here, so the parts' own work (a VampPrior's pseudo-inputs
+  through the encoder) stays out of the loop; labelled rows slice by slice."""
+  if isinstance(rows, tuple):
+    return lambda part: bind(parts_fn, params, part)
+  parts = parts_fn(params)
+  return lambda part: (parts, part)
+
+
 def inputs(rows):
   """The model inputs x of `rows` (x, or (x, y))."""
   return rows[0] if isinstance(rows, tuple) else rows
