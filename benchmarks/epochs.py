@@ -35,7 +35,7 @@ def config_epoch(config: config_lib.RunConfig, images) -> callable:
          "batches": train.epoch_batches(images, root, 0, config.batch_size)}
 
   def run():
-    box["state"], m = epoch_fn(box["state"], box["batches"], root)
+    box["state"], m = epoch_fn(box["state"], box["batches"], root, recipe.hparams)
     box["epoch"] += 1
     # As the runner does: the next epoch's batches are gathered while this one runs.
     box["batches"] = train.epoch_batches(images, root, box["epoch"], config.batch_size)

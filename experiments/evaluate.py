@@ -29,6 +29,7 @@ from absl import logging
 from experiments import cli
 from experiments import cluster
 from experiments import sweep
+from vae_jax import checkpoint
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import datasets
@@ -92,9 +93,13 @@ def evaluate_run(ns) -> dict:
   result = _previous(workdir, epoch)
   result.update({"workdir": str(workdir), "epoch": epoch})
   flat = {k: v for o in options.values() for k, v in dataclasses.asdict(o).items()}
+  # Keyed by what was scored: the checkpoint's arrays and the test inputs, by sha256
+  # (a copied run folder or a replaced checkpoint of the same epoch is another model).
+  scored = {"checkpoint_sha256": checkpoint.checksum(state.params).tobytes().hex(),
+            "data_sha256": checkpoint.checksum(test_x).tobytes().hex()}
   kept = evaluators.Kept(workdir / "evaluation.partial.json",
                          {"epoch": epoch, "eval_seed": opts.eval_seed, "test_examples": n,
-                          **flat})
+                          **scored, **flat})
   if kept.done():
     logging.info("%s: continuing an interrupted evaluation (%s done)", kept.path,
                  ", ".join(kept.done()))

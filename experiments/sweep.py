@@ -8,6 +8,7 @@ import dataclasses
 import io
 import itertools
 import pathlib
+import urllib.parse
 
 from absl import logging
 
@@ -89,6 +90,16 @@ def train_main(ns) -> list[dict] | dict:
                             if ns.train.latent_dims else ())
   points = grid(ns.run, specs)  # every point checked before any work
   shard = parse_shard(ns.train.shard)
+  if ns.train.shard and not points:
+    raise ValueError(f"shard={ns.train.shard}: shares out a sweep's points, and there is no "
+                     f"sweep; add --sweep=SETTING=V1,V2,... or drop --shard")
+  for point in points[:1]:
+    for name in point:
+      users = DATASET_SETTINGS.get(name)
+      if users and ns.run.dataset not in users:
+        raise ValueError(f"sweep={name}=...: dataset={ns.run.dataset} ignores {name} (only "
+                         f"{' and '.join(users)} read it); sweep another setting or change "
+                         f"dataset")
   if ns.train.summarize:
     return write_summary(path, ns.run, points)
   logging.info("Loading the data set %s", ns.run.dataset)
@@ -99,8 +110,14 @@ def train_main(ns) -> list[dict] | dict:
   return train_points(ns.run, dataset, path, points, shard, ns.train.fresh)
 
 
+# The settings only some data sets read: sweeping them over another is refused.
+DATASET_SETTINGS = {"data_path": ("npz", "folder"), "tfds_name": ("tfds",),
+                    "image_size": ("folder",)}
+
+
 class Point(dict):
-  """One point of a sweep: {setting: value}, named by its folder."""
+  """One point of a sweep: {setting: value}, named by its folder (one path component:
+  a value's "/" and other characters a folder name cannot hold are %-escaped)."""
 
   @property
   def name(self) -> str:
@@ -108,7 +125,8 @@ class Point(dict):
 
 
 def _text(value) -> str:
-  return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+  text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+  return urllib.parse.quote(text, safe=",=+-.:@_ ")
 
 
 def _field(name: str) -> dataclasses.Field:

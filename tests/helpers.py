@@ -1,8 +1,13 @@
-"""Small models with known answers, shared by the tests."""
+"""Small models with known answers, and the one tiny shape of every end-to-end run,
+shared by the tests."""
 
+import collections
+import contextlib
 import functools
 import json
 import os
+import pathlib
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +15,67 @@ import numpy as np
 from scipy import stats
 
 import vae_jax
+from vae_jax import config as config_lib
 from vae_jax import models
+
+# The one shape of the end-to-end tests: the same programs compile once a session (and
+# come from the persistent cache after). A test that needs another shape says why.
+TINY_TRAIN, TINY_TEST = 512, 200
+TINY = config_lib.RunConfig(latent_dim=2, hidden_sizes=(32,), batch_size=64, epochs=3,
+                            eval_batch_size=TINY_TEST)
+# TINY as a command line (with the data sizes), less its epochs: each test says those.
+TINY_FLAGS = [f"--train_examples={TINY_TRAIN}", f"--test_examples={TINY_TEST}",
+              "--hidden_sizes=32", "--latent_dim=2", "--batch_size=64",
+              f"--eval_batch_size={TINY_TEST}"]
+
+
+def copy_run(reference, destination) -> pathlib.Path:
+  """A copy of the reference run's workdir at `destination` (a test's own to change)."""
+  destination = pathlib.Path(destination)
+  shutil.copytree(reference, destination, dirs_exist_ok=True)
+  return destination
+
+
+def truncate_run(workdir, epoch: int) -> None:
+  """The copied run `workdir` as it stood after `epoch`: later checkpoints and metrics
+  lines dropped (TensorBoard's events left as they are)."""
+  workdir = pathlib.Path(workdir)
+  for ckpt in (workdir / "checkpoints").iterdir():
+    if ckpt.name.isdigit() and int(ckpt.name) > epoch:
+      shutil.rmtree(ckpt)
+  lines = (workdir / "metrics.jsonl").read_text().splitlines(keepends=True)
+  (workdir / "metrics.jsonl").write_text(
+      "".join(l for l in lines if json.loads(l)["epoch"] <= epoch))
+
+
+@contextlib.contextmanager
+def count_compiles():
+  """Counts XLA compilations by function name while inside: a Counter
+  {fun_name: compilations}, not counting those the persistent cache answered (JAX's
+  monitoring events: a cache hit is recorded inside the compile it answers)."""
+  from jax._src import dispatch  # pylint: disable=g-import-not-at-top
+  counts, hits = collections.Counter(), [0]
+
+  def on_event(event, **kwargs):
+    del kwargs
+    if event == "/jax/compilation_cache/cache_hits":
+      hits[0] += 1
+
+  def on_duration(event, duration, **kwargs):
+    del duration
+    if event == dispatch.BACKEND_COMPILE_EVENT:
+      if hits[0]:
+        hits[0] -= 1
+      else:
+        counts[kwargs.get("fun_name", "?")] += 1
+
+  jax.monitoring.register_event_listener(on_event)
+  jax.monitoring.register_event_duration_secs_listener(on_duration)
+  try:
+    yield counts
+  finally:
+    jax.monitoring.unregister_event_listener(on_event)
+    jax.monitoring.unregister_event_duration_listener(on_duration)
 
 
 def linear_gaussian_problem(input_dim=6, latent_dim=3, n=200, seed=0):

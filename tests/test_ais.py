@@ -169,6 +169,40 @@ def test_a_stop_request_ends_the_run_within_a_call(monkeypatch):
   assert len(calls) == 3
 
 
+@pytest.mark.slow  # compiles the driver's calls
+def test_an_interrupted_ais_and_bdmc_continue_to_the_uninterrupted_numbers(tmp_path):
+  """AIS keeps its finished batches (`on_block`) and a rerun with the same key continues
+  from them to the uninterrupted figures; BDMC keeps each direction the same way."""
+  from vae_jax import evaluators  # pylint: disable=g-import-not-at-top
+  model, params, x, _ = _linear_gaussian(n=6)
+  common = dict(num_chains=4, num_intermediate=10, batch_size=2, progress=False)
+  whole = ais.log_likelihood(model.parts, params, x, jax.random.key(0), **common)
+  kept = []
+  with pytest.raises(engine.EvaluationStopped, match="the finished blocks are kept"):
+    ais.log_likelihood(model.parts, params, x, jax.random.key(0), on_block=kept.append,
+                       stop=lambda: len(kept) >= 2, **common)
+  assert kept[-1]["done"] == 4
+  resumed = ais.log_likelihood(model.parts, params, x, jax.random.key(0), resume=kept[-1],
+                               **common)
+  for name in ("log_px", "mc_stderr", "data_stderr", "acceptance"):
+    assert resumed[name] == pytest.approx(whole[name], rel=1e-9), name
+  store = evaluators.Kept(tmp_path / "partial.json", {})
+  args = dict(num_examples=4, dim=3, **common)
+  whole = ais.bdmc(model.parts, params, jax.random.key(1), **args)
+  blocks = []
+  stop = lambda: blocks.count("upper") >= 1  # after the reverse chain's first batch
+  on_block = store.on_block
+  store.on_block = lambda name: lambda b: (blocks.append(name), on_block(name)(b))
+  with pytest.raises(engine.EvaluationStopped, match="BDMC reverse: stopped after 2 of 4"):
+    ais.bdmc(model.parts, params, jax.random.key(1), stop=stop, keep=store, **args)
+  again = evaluators.Kept(tmp_path / "partial.json", {})
+  figures = lambda r: (r["lower"]["log_px"], r["upper"]["log_px"], r["upper"]["mc_stderr"])
+  assert again.result("lower")["log_px"] == whole["lower"]["log_px"]
+  assert again.resume("upper")["done"] == 2
+  assert figures(ais.bdmc(model.parts, params, jax.random.key(1), keep=again, **args)) == (
+      pytest.approx(figures(whole), rel=1e-9))
+
+
 def test_the_jackknife_error_is_the_leave_one_out_spread():
   """`log_mean_exp_and_stderr` against the jackknife written out in float64, also where
   one weight dominates (its leave-one-out sum is taken afresh, not by subtraction)."""

@@ -171,3 +171,14 @@ def test_a_run_folder_naming_foreign_code_is_refused_without_model(tmp_path, mon
       f"--model=evilmod:build"), err
   code, err = helpers.cli(capfd, "experiments.evaluate", f"--workdir={tmp_path}", "--model=mlp")
   assert code == 1 and not marker.exists() and "trained with --model=evilmod:build" in err, err
+
+
+def test_a_sweep_points_folder_is_one_path_component_whatever_its_value():
+  from experiments import sweep  # pylint: disable=g-import-not-at-top
+  points = sweep.grid(config.RunConfig(dataset="npz"),
+                      ["data_path=../../../../x,a/b,c d", "latent_dim=2"])
+  names = [p.name for p in points]
+  assert names == ["data_path=..%2F..%2F..%2F..%2Fx,latent_dim=2",
+                   "data_path=a%2Fb,latent_dim=2", "data_path=c d,latent_dim=2"]
+  assert all(len(pathlib.PurePath(n).parts) == 1 for n in names)
+  assert points[0]["data_path"] == "../../../../x"  # the value itself is kept

@@ -67,12 +67,13 @@ def test_warmup_cosine_schedule_peaks_and_ends_at_zero():
   config = C.RunConfig(lr_schedule="warmup_cosine", learning_rate=2e-3, warmup_epochs=2,
                        epochs=10, batch_size=10, optimizer="sgd")
   opt = C.make_optimizer(config, num_train=100)  # 10 steps per epoch
+  peak = C.hyperparameters(config, num_train=100)["learning_rate"]  # the epoch's input
   params = {"w": jnp.zeros(())}
   state = opt.init(params)
   rates = []
   for _ in range(100):  # sgd: the update is -lr * gradient
     updates, state = opt.update({"w": jnp.ones(())}, state, params)
-    rates.append(-float(updates["w"]))
+    rates.append(-float(updates["w"] * peak))
   assert rates[0] == 0.0 and rates[20] == pytest.approx(2e-3)
   assert rates[60] == pytest.approx(1e-3 * (1 + math.cos(math.pi * 40 / 80)), rel=1e-5)
   assert rates[-1] < 1e-5
@@ -91,11 +92,13 @@ def test_the_loss_weights_the_kl_by_beta_and_its_warmup():
   config = C.RunConfig(beta=0.5, kl_warmup_epochs=2, batch_size=10, latent_dim=2,
                        hidden_sizes=(8,))
   model = config.build_model((2, 2, 1))
-  loss = C.make_loss(config, model, num_train=50)  # warm-up over 10 steps
+  loss = C.make_loss(config, model)
+  hparams = C.hyperparameters(config, num_train=50)  # warm-up over 10 steps
+  del hparams["learning_rate"]  # the train step's, not the loss's
   params = model.init(jax.random.key(0))
   x = jnp.ones((3, 2, 2, 1))
   for step, beta in ((0, 0.0), (5, 0.25), (10, 0.5), (99, 0.5)):
-    value, m = loss(params, x, jax.random.key(1), step)
+    value, m = loss(params, x, jax.random.key(1), step, **hparams)
     assert float(m["beta"]) == pytest.approx(beta)
     assert float(m["objective"]) == pytest.approx(float(m["reconstruction"] - beta * m["kl"]),
                                                   rel=1e-5)

@@ -105,7 +105,8 @@ def test_download_fills_missing_files_and_checks_them(mnist_copy, tmp_path, monk
     data.load_mnist(target, download=True)
 
 
-def test_frey_face(data_root, tmp_path):
+def test_frey_face(frey_root, tmp_path):
+  data_root = frey_root
   frey = data.load_frey_face(data_root / "frey")
   assert frey.train.shape == (1765, 28, 20, 1) and frey.test.shape == (200, 28, 20, 1)
   assert frey.train.dtype == np.float32 and 0 <= frey.train.min() and frey.train.max() <= 1

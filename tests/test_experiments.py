@@ -3,6 +3,7 @@ point's `main` (the same parsing, error policy and body as `python -m`), or in a
 subprocess where the process itself is under test."""
 
 import csv
+import dataclasses
 import json
 import os
 import pathlib
@@ -14,8 +15,7 @@ import pytest
 from tests import helpers
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = ["--epochs=1", "--train_examples=512", "--test_examples=200", "--hidden_sizes=32",
-        "--batch_size=64"]
+TINY = ["--epochs=1", *helpers.TINY_FLAGS]  # the session's shape: its programs come compiled
 
 
 def in_process(capfd, module, *args):
@@ -35,8 +35,7 @@ def run(module, *args, data_root=None):
 
 def test_the_main_command_trains_writes_its_files_and_resumes(data_root, tmp_path, capfd):
   # The fast tier's end-to-end run: the main command as a user types it.
-  args = ["--epochs=1", "--train_examples=256", "--test_examples=100", "--hidden_sizes=16",
-          "--latent_dim=2", "--batch_size=64", f"--workdir={tmp_path}"]
+  args = ["--epochs=1", *helpers.TINY_FLAGS, f"--workdir={tmp_path}"]
   code, err = helpers.cli(capfd, "experiments.mnist", *args)
   assert code == 0, err[-3000:]
   assert "epoch 1/1  train ELBO" in err and " active units (of 2: Cov_x E_q[u|x] > 0.01))" in err
@@ -48,6 +47,11 @@ def test_the_main_command_trains_writes_its_files_and_resumes(data_root, tmp_pat
   code, err = helpers.cli(capfd, "experiments.mnist", *args[1:], "--epochs=2")
   assert code == 0 and "Resuming from the checkpoint of epoch 1" in err, err[-3000:]
   assert [json.loads(l)["epoch"] for l in open(tmp_path / "metrics.jsonl")] == [1, 2]
+  # A finished run given another learning rate trains nothing and keeps its record.
+  code, err = helpers.cli(capfd, "experiments.mnist", *args[1:], "--epochs=2",
+                          "--learning_rate=3e-4")
+  assert code == 0 and "learning_rate=0.0003 trained nothing" in err, err[-3000:]
+  assert json.loads((tmp_path / "config.json").read_text())["learning_rate"] == 1e-3
 
 
 @pytest.mark.slow
@@ -85,6 +89,22 @@ def test_a_sweep_over_two_settings_trains_its_grid_shards_skips_and_sums_up(data
 
 
 @pytest.mark.slow
+@pytest.mark.system
+def test_a_sweep_over_beta_or_the_learning_rate_compiles_the_training_epoch_once(data_root,
+                                                                                tmp_path):
+  """beta and the learning rate are inputs of the compiled epoch: a fresh compilation
+  cache holds one training epoch after a sweep over both, 3 x 2 points (a cache entry
+  per program compiled)."""
+  cache = tmp_path / "xla"
+  out = run("experiments.mnist", *TINY, "--sweep=beta=0.5,1,2",
+            "--sweep=learning_rate=1e-3,3e-4", f"--compilation_cache={cache}",
+            f"--workdir={tmp_path / 'grid'}", data_root=data_root)
+  assert out.returncode == 0 and out.stderr.count("epoch 1/1") == 6, out.stderr[-3000:]
+  epochs = [p.name for p in cache.glob("jit_epoch_fn-*-cache")]
+  assert len(epochs) == 1, sorted(p.name for p in cache.iterdir())
+
+
+@pytest.mark.slow
 def test_latent_dims_is_the_sweep_over_latent_dim_with_its_plot(data_root, tmp_path, capfd):
   out = in_process(capfd, "experiments.mnist", *TINY, "--latent_dims=2,3", f"--workdir={tmp_path}",
                    "--L=2")
@@ -115,6 +135,8 @@ def test_latent_dims_is_the_sweep_over_latent_dim_with_its_plot(data_root, tmp_p
     ("--sweep=latent_dim=2,0", "latent_dim=0: must be >= 1"),
     ("--sweep=beta", "expected SETTING=V1,V2,..."),
     ("--shard=2/2", "--shard=2/2: needs 0 <= I < N"),
+    ("--shard=1/2", "--shard=1/2: shares out a sweep's points, and there is no sweep"),
+    ("--sweep=data_path=../../x,y", "--dataset=mnist ignores --data_path (only npz and folder"),
     ("--hidden_sizes=0", "--hidden_sizes=0: must be >= 1"),
     ("--seed=-1", "--seed=-1: must be >= 0"),
     ("--seed=9223372036854775808", "--seed=9223372036854775808: must be <= "),
@@ -143,7 +165,7 @@ def test_workdir_that_is_a_file_and_missing_data(data_root, tmp_path, capfd):
 
 
 @pytest.mark.slow
-def test_frey_face_and_figure2(data_root, tmp_path, capfd):
+def test_frey_face_and_figure2(frey_root, tmp_path, capfd):
   out = in_process(capfd, "experiments.figure2", "--dataset=frey_face", "--epochs=2", "--latent_dims=2,3",
             "--train_examples=400", "--hidden_sizes=32", f"--workdir={tmp_path}")
   assert out.returncode == 0, out.stderr[-3000:]
@@ -159,9 +181,9 @@ def test_frey_face_and_figure2(data_root, tmp_path, capfd):
 
 @pytest.mark.slow
 def test_evaluate_and_gradient_variance(data_root, tmp_path, capfd, monkeypatch):
-  common = ["--train_examples=512", "--test_examples=100", f"--workdir={tmp_path}"]
-  out = in_process(capfd, "experiments.gradient_variance", *common, "--epochs=1", "--hidden_sizes=32",
-            "--Ls=1,4", "--repeats=5", "--minibatch=10")
+  common = ["--test_examples=100", f"--workdir={tmp_path}"]
+  out = in_process(capfd, "experiments.gradient_variance", *TINY, f"--workdir={tmp_path}",
+                   "--Ls=1,4", "--repeats=5", "--minibatch=10")
   assert out.returncode == 0, out.stderr[-3000:]
   rows = json.loads((tmp_path / "gradient_variance.json").read_text())["rows"]
   assert [r["L"] for r in rows] == [1, 4]
@@ -202,10 +224,48 @@ def test_evaluate_and_gradient_variance(data_root, tmp_path, capfd, monkeypatch)
   bdmc = result["bdmc"]
   assert bdmc["n"] == 6 and bdmc["gap"] == bdmc["upper"]["log_px"] - bdmc["lower"]["log_px"]
   usage = result["latent_usage"]
-  assert len(usage["unit_variances"]) == len(usage["kl_per_dim"]) == 20
-  assert 0 <= usage["active_units"] <= 20
+  assert len(usage["unit_variances"]) == len(usage["kl_per_dim"]) == 2
+  assert 0 <= usage["active_units"] <= 2
   out = in_process(capfd, "experiments.evaluate", f"--workdir={tmp_path / 'nothing'}")
   assert out.returncode == 1 and "no config.json there" in out.stderr.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_an_interrupted_evaluation_resumes_only_its_own_checkpoints_blocks(
+    reference_run, tiny_data, tmp_path, capfd, monkeypatch):
+  """evaluation.partial.json names the checkpoint and the data it scored: copied beside
+  another run of the same epoch, it is set aside with one line and that run's own
+  figures are written."""
+  from vae_jax import engine, runner  # pylint: disable=g-import-not-at-top
+  a = helpers.copy_run(reference_run, tmp_path / "a")
+  flags = ["--k=20", "--large_L=2", "--test_examples=100", "--block_size=50"]
+  calls = []
+  real = engine.run
+
+  def stopped_after_a_block(job, x, **kwargs):
+    stop = kwargs.pop("stop")
+    return real(job, x, stop=lambda: len(calls) >= 1 or stop(),
+                **{**kwargs, "on_block": lambda b: (calls.append(b), kwargs["on_block"](b))})
+  with monkeypatch.context() as m:
+    m.setattr(engine, "run", stopped_after_a_block)
+    out = in_process(capfd, "experiments.evaluate", f"--workdir={a}", *flags)
+  assert out.returncode == 1 and "the finished blocks are kept" in out.stderr, out.stderr[-2000:]
+  kept = json.loads((a / "evaluation.partial.json").read_text())
+  assert kept["blocks"]["log_px_k20"]["done"] == 50 and "checkpoint_sha256" in kept["settings"]
+  b = tmp_path / "b"  # another model at the same epoch: another seed
+  runner.train_and_evaluate(dataclasses.replace(helpers.TINY, seed=1), tiny_data, b)
+  (b / "evaluation.partial.json").write_text((a / "evaluation.partial.json").read_text())
+  out = in_process(capfd, "experiments.evaluate", f"--workdir={b}", *flags)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "kept by an evaluation with other checkpoint_sha256; starting afresh" in out.stderr
+  assert "continuing after" not in out.stderr
+  out = in_process(capfd, "experiments.evaluate", f"--workdir={a}", *flags)  # its own: resumes
+  assert out.returncode == 0 and "continuing after the 50 examples" in out.stderr
+  whole = helpers.copy_run(reference_run, tmp_path / "whole")
+  assert in_process(capfd, "experiments.evaluate", f"--workdir={whole}", *flags).returncode == 0
+  got, want = (json.loads((w / "evaluation.json").read_text())["log_px_k20"]
+               for w in (a, whole))
+  assert got["log_px"] == pytest.approx(want["log_px"], rel=1e-9)
 
 
 @pytest.mark.slow
@@ -335,7 +395,7 @@ def test_general_entry_point_bad_settings_get_one_line(flags, message, data_root
 
 
 @pytest.mark.slow
-def test_frey_face_fits_the_conv_model(data_root, tmp_path, capfd):
+def test_frey_face_fits_the_conv_model(frey_root, tmp_path, capfd):
   code, err = helpers.cli(capfd, "experiments.train", "--model=conv", "--dataset=frey_face",
                           "--epochs=1", "--train_examples=256", "--test_examples=64",
                           "--batch_size=32", f"--workdir={tmp_path / 'b'}")

@@ -62,31 +62,42 @@ import subprocess
 import sys
 import time
 
+import dataclasses
+
 import chex
 import jax
 import numpy as np
 import pytest
 
 from tests import helpers
-from vae_jax import checkpoint, data, runner
+from vae_jax import checkpoint, runner
 from vae_jax import workdir as workdir_lib
 
-# Every test here starts processes or trains for seconds, but the two marked fast.
+# Every test here trains for seconds (slow); those that start processes and send them
+# signals are the system tier.
 pytestmark = pytest.mark.slow
+system = pytest.mark.system
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# Enough epochs and data that a run lasts a few seconds, so a signal lands mid-run.
+# Not the session's tiny shape: enough data that an epoch lasts a moment, so a signal
+# lands mid-run.
 CLI = ["--train_examples=8192", "--test_examples=500", "--hidden_sizes=64", "--latent_dim=4",
        "--batch_size=64"]
+CONFIG = dataclasses.replace(helpers.TINY, epochs=2)
+STEPS = helpers.TINY_TRAIN // CONFIG.batch_size  # an epoch's
 
 
 @pytest.fixture(scope="module")
-def small(mnist):
-  return data.subset(mnist, 1024, 300)
+def small(tiny_data):
+  return tiny_data
 
 
-CONFIG = runner.RunConfig(latent_dim=4, hidden_sizes=(64,), batch_size=64, epochs=2,
-                          eval_batch_size=300)
+@pytest.fixture
+def two_epochs(reference_run, tmp_path):
+  """A copy of the session's reference run as it stood after CONFIG's 2 epochs."""
+  helpers.copy_run(reference_run, tmp_path)
+  helpers.truncate_run(tmp_path, 2)
+  return tmp_path
 
 
 def _restore(workdir):
@@ -99,8 +110,8 @@ def _finite(state):
   return all(bool(np.all(np.isfinite(p))) for p in jax.tree_util.tree_leaves(state.params))
 
 
-def test_nan_stops_training_and_keeps_the_last_good_checkpoint(small, tmp_path):
-  runner.train_and_evaluate(CONFIG, small, tmp_path)
+def test_nan_stops_training_and_keeps_the_last_good_checkpoint(small, two_epochs):
+  tmp_path = two_epochs
   blown = runner.RunConfig(**{**CONFIG.__dict__, "learning_rate": 1e7, "epochs": 4})
   with pytest.raises(runner.NonFiniteError, match=r"non-finite loss or gradient at step \d+ "
                      r"\(epoch 3\).*checkpoint of epoch 2 is the last good one"):
@@ -111,18 +122,17 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(small, tmp_path):
   # With --skip_nonfinite the run goes on, counting what it skipped, until an
   # epoch skips every one of its steps: then it stops as a NaN run does.
   skipping = runner.RunConfig(**{**blown.__dict__, "skip_nonfinite": True})
-  with pytest.raises(runner.NonFiniteError, match="every one of the 16 steps of epoch 4"):
+  with pytest.raises(runner.NonFiniteError, match=f"every one of the {STEPS} steps of epoch 4"):
     runner.train_and_evaluate(skipping, small, tmp_path)
   last = helpers.run_metrics(tmp_path)[-1]
   assert last["epoch"] == 3 and last["skipped_steps"] > 0
   assert _finite(_restore(tmp_path)[1])
 
 
-def test_same_seed_gives_bitwise_identical_runs(small, tmp_path):
-  runner.train_and_evaluate(CONFIG, small, tmp_path / "a")
-  runner.train_and_evaluate(CONFIG, small, tmp_path / "b")
-  assert helpers.run_metrics(tmp_path / "a") == helpers.run_metrics(tmp_path / "b")
-  (_, a), (_, b) = _restore(tmp_path / "a"), _restore(tmp_path / "b")
+def test_same_seed_gives_bitwise_identical_runs(small, reference_run, tmp_path):
+  runner.train_and_evaluate(helpers.TINY, small, tmp_path / "a")
+  assert helpers.run_metrics(tmp_path / "a") == helpers.run_metrics(reference_run)
+  (_, a), (_, b) = _restore(tmp_path / "a"), _restore(reference_run)
   chex.assert_trees_all_equal(a, b)
 
 
@@ -157,6 +167,7 @@ def uninterrupted(data_root, tmp_path_factory):
   return workdir
 
 
+@system
 def test_sigkill_mid_run_resumes_to_identical_numbers(uninterrupted, data_root, tmp_path, capfd):
   proc = _start(tmp_path, data_root, "--epochs=4")
   _wait_for(tmp_path / "checkpoints" / "1", proc)
@@ -172,6 +183,7 @@ def test_sigkill_mid_run_resumes_to_identical_numbers(uninterrupted, data_root, 
   chex.assert_trees_all_equal(a, b)
 
 
+@system
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_saves_and_exits_cleanly(sig, uninterrupted, data_root, tmp_path, capfd):
   proc = _start(tmp_path, data_root, "--epochs=4")
@@ -211,7 +223,7 @@ def test_full_disk_is_refused_before_any_work(data_root, small_disk, capfd):
 def test_disk_filling_up_mid_run_keeps_earlier_checkpoints(small, small_disk, monkeypatch):
   # Skip the start-up check, as if the disk filled up after it.
   monkeypatch.setattr(workdir_lib, "check_disk_space", lambda *a: None)
-  config = runner.RunConfig(**{**CONFIG.__dict__, "hidden_sizes": (128,)})
+  config = CONFIG  # its checkpoint, ~600 kB, cannot fit
   with pytest.raises(checkpoint.CheckpointError,
                      match=r"could not write a checkpoint in .*small_disk.*No space left on "
                            r"device.*last complete one is epoch None"):
@@ -220,6 +232,7 @@ def test_disk_filling_up_mid_run_keeps_earlier_checkpoints(small, small_disk, mo
   assert not [n for n in leftovers if "tmp" in n or n.isdigit()], leftovers
 
 
+@system
 def test_a_second_run_on_a_locked_workdir_exits_at_once_and_a_killed_holder_does_not_block(
     data_root, tmp_path, capfd):
   first = _start(tmp_path, data_root, "--epochs=40")
@@ -247,9 +260,9 @@ def _largest_array_file(checkpoint_dir: pathlib.Path) -> pathlib.Path:
 
 
 @pytest.mark.parametrize("damage", ["bit_flip", "truncate", "empty_dir"])
-def test_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(damage, small, tmp_path,
+def test_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(damage, small, two_epochs,
                                                                        caplog):
-  runner.train_and_evaluate(CONFIG, small, tmp_path)  # checkpoints 1 and 2
+  tmp_path = two_epochs  # checkpoints 1 and 2
   latest = tmp_path / "checkpoints" / "2"
   if damage == "bit_flip":
     target = _largest_array_file(latest)
@@ -273,8 +286,8 @@ def test_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(damage, s
   assert _restore(tmp_path)[0] == 3 and _finite(_restore(tmp_path)[1])
 
 
-def test_config_is_only_rewritten_once_a_resume_works(small, tmp_path):
-  runner.train_and_evaluate(CONFIG, small, tmp_path)
+def test_config_is_only_rewritten_once_a_resume_works(small, two_epochs):
+  tmp_path = two_epochs
   (tmp_path / "config.json").unlink()
   with pytest.raises(checkpoint.CheckpointError, match="holds arrays of other shapes than this model"):
     runner.train_and_evaluate(runner.RunConfig(**{**CONFIG.__dict__, "latent_dim": 5}), small,
@@ -285,8 +298,8 @@ def test_config_is_only_rewritten_once_a_resume_works(small, tmp_path):
   assert json.loads((tmp_path / "config.json").read_text())["latent_dim"] == CONFIG.latent_dim
 
 
-def test_torn_metrics_line_is_dropped_and_damage_is_named(small, tmp_path, caplog):
-  runner.train_and_evaluate(CONFIG, small, tmp_path)
+def test_torn_metrics_line_is_dropped_and_damage_is_named(small, two_epochs, caplog):
+  tmp_path = two_epochs
   path = tmp_path / "metrics.jsonl"
   with open(path, "a") as f:
     f.write('{"epoch": 3, "step"')  # a kill while appending
@@ -308,13 +321,13 @@ def test_torn_metrics_line_is_dropped_and_damage_is_named(small, tmp_path, caplo
 def test_an_epoch_whose_every_step_was_skipped_stops(small, tmp_path):
   config = runner.RunConfig(**{**CONFIG.__dict__, "learning_rate": 1e6, "skip_nonfinite": True,
                                "epochs": 3})
-  with pytest.raises(runner.NonFiniteError, match=r"every one of the 16 steps of epoch \d"):
+  with pytest.raises(runner.NonFiniteError, match=rf"every one of the {STEPS} steps of epoch \d"):
     runner.train_and_evaluate(config, small, tmp_path)
 
 
 def test_a_checkpoint_without_checksum_from_an_older_version_restores_unverified(
-    small, tmp_path, caplog):
-  runner.train_and_evaluate(CONFIG, small, tmp_path)
+    two_epochs, caplog):
+  tmp_path = two_epochs
   ckpt = checkpoint.Checkpointer(tmp_path / "checkpoints")
   epoch, state = ckpt.restore(_restore(tmp_path)[1], jax.random.key(CONFIG.seed))
   # What the previous version wrote: the same item without "sha256".
@@ -352,13 +365,13 @@ def _cli(data_root, *args, env=None, module="experiments.mnist", timeout=300):
 def test_workdir_with_a_tilde_goes_to_the_home_directory(data_root, tmp_path, capfd,
                                                          monkeypatch):
   monkeypatch.setenv("HOME", str(tmp_path))
-  code, err = helpers.cli(capfd, "experiments.mnist", "--train_examples=256",
-                          "--test_examples=64", "--hidden_sizes=8", "--batch_size=64",
-                          "--epochs=1", "--workdir=~/run")
+  code, err = helpers.cli(capfd, "experiments.mnist", *helpers.TINY_FLAGS, "--epochs=1",
+                          "--workdir=~/run")
   assert code == 0, err[-1500:]
   assert (tmp_path / "run" / "metrics.jsonl").is_file() and not (ROOT / "~").exists()
 
 
+@system
 def test_ctrl_c_before_the_first_epoch_is_one_line(data_root, tmp_path):
   env = dict(os.environ, VAE_JAX_DATA=str(data_root))
   proc = subprocess.Popen([sys.executable, "-m", "experiments.mnist", *CLI, "--epochs=3",
@@ -384,18 +397,20 @@ def _copy(workdir: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
   return pathlib.Path(shutil.copytree(workdir, tmp_path / "run"))
 
 
-def test_restoring_into_other_shapes_is_one_clear_line(uninterrupted, data_root, tmp_path):
-  run = _copy(uninterrupted, tmp_path)
+def test_restoring_into_other_shapes_is_one_clear_line(reference_run, data_root, tmp_path):
+  run = _copy(reference_run, tmp_path)
   (run / "config.json").unlink()
-  out = _cli(data_root, *CLI, "--epochs=5", "--latent_dim=5", f"--workdir={run}")
+  flags = [f for f in helpers.TINY_FLAGS if not f.startswith("--latent_dim")]
+  out = _cli(data_root, *flags, "--epochs=5", "--latent_dim=5", f"--workdir={run}")
   assert out.returncode == 1
   assert "holds arrays of other shapes than this model" in out.stderr.strip().splitlines()[-1]
   assert "Traceback" not in out.stderr and out.stderr.count("Event loop is closed") == 0
 
 
+@system
 def test_evaluation_estimates_its_time_first_and_stops_within_seconds_on_sigint(
-    uninterrupted, data_root, tmp_path):
-  run = _copy(uninterrupted, tmp_path)
+    reference_run, data_root, tmp_path):
+  run = _copy(reference_run, tmp_path)
   env = dict(os.environ, VAE_JAX_DATA=str(data_root))
   # k = 10^6 on 500 images: hours of work, in calls of about 2 s.
   proc = subprocess.Popen([sys.executable, "-m", "experiments.evaluate", f"--workdir={run}",
@@ -425,6 +440,7 @@ def test_evaluation_estimates_its_time_first_and_stops_within_seconds_on_sigint(
   assert kept["settings"]["k"] == 1000000
 
 
+@system
 @pytest.mark.parametrize("delay", [0.0, 0.3, 0.6, 0.9, 1.5])
 def test_ctrl_c_at_any_moment_after_the_config_is_written_is_never_swallowed(delay, data_root,
                                                                             tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests import helpers
-from vae_jax import ais, data, evaluate, losses, models, train
+from vae_jax import ais, data, evaluate, labels, losses, models, train
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +117,45 @@ def test_samples_of_a_conditional_model_are_a_row_per_class(problem):
   B = params["params"]["decoder"]["mlp"]["dense_0"]["kernel"][3:]
   at_zero = dec(jnp.zeros((len(classes), 3))).mean[::plots.SAMPLES_PER_CLASS]
   np.testing.assert_allclose(at_zero[2] - at_zero[0], B[2] - B[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("stored,message", [
+    (np.array([0, 1.5, 2]), r"f.npz\['train_labels'\]: label 1.5 \(row 1\) is not a whole number"),
+    (np.array([0, np.nan]), r"label nan \(row 1\) is not a whole number"),
+    (np.array([0, 2 ** 40]), r"label 1099511627776 \(row 1\) is outside 0..2147483647"),
+    (np.array([3, -1]), r"label -1 \(row 1\) is outside"),
+    (np.array(["a", "b"]), r"labels of type <U1; store integer class indices"),
+    (np.zeros((2, 2)), r"labels of shape \(2, 2\); store one integer label per image"),
+])
+def test_labels_are_checked_as_stored_before_any_cast(stored, message):
+  with pytest.raises(ValueError, match=message):
+    labels.as_labels(stored, "f.npz['train_labels']")
+  got = labels.as_labels(np.array([0.0, 3.0, 2147483647.0]), "f")
+  assert got.dtype == np.int32 and got.tolist() == [0, 3, 2147483647]
+  assert labels.as_labels(np.array([1, 2], np.uint64), "f").tolist() == [1, 2]
+
+
+def test_an_npz_with_bad_labels_is_one_line_naming_file_and_split(tmp_path):
+  from vae_jax import datasets  # pylint: disable=g-import-not-at-top
+  images = np.zeros((4, 2, 2), np.uint8)
+  np.savez(tmp_path / "d.npz", train=images, test=images, train_labels=[0, 1, 0, 1],
+           test_labels=[0.0, 1.0, 2 ** 40, 1.0])
+  with pytest.raises(data.DataError, match=r"d.npz\['test_labels'\]: label 1099511627776\.0 "
+                                           r"\(row 2\) is outside"):
+    datasets.load_npz(tmp_path / "d.npz")
+
+
+def test_the_classes_are_bounded_by_the_data(caplog):
+  images = np.zeros((6, 2, 2, 1), np.uint8)
+  make = lambda train_y, test_y: data.Dataset(images, images[:3], np.array(train_y, np.int32),
+                                              np.array(test_y, np.int32), (2, 2, 1))
+  with pytest.raises(ValueError, match=r"the labels make 600 classes \(the largest is 599\) "
+                                       r"for 6 training images"):
+    data.check_classes(make([0, 1, 2, 3, 4, 599], [0, 1, 2]))
+  with caplog.at_level("WARNING"):
+    data.check_classes(make([0, 0, 1, 1, 3, 3], [0, 2, 4]))
+  lines = [r.getMessage() for r in caplog.records]
+  assert any("2 of the 5 classes have no training image (2, 4)" in l for l in lines), lines
+  assert any("test labels 2, 4 never occur in the training set" in l for l in lines), lines
+  with pytest.raises(ValueError, match="the test set has no labels"):
+    data.check_labels(make([0, 5, 0, 0, 0, 0], [0, 0, 0])._replace(test_labels=None), 1)

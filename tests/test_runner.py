@@ -8,27 +8,25 @@ import chex
 import pytest
 
 from tests import helpers
-from vae_jax import data, hooks, runner
+from vae_jax import hooks, runner
 
 
 
 pytestmark = pytest.mark.slow  # whole runs of a few epochs
 
-@pytest.fixture(scope="module")
-def small(mnist):
-  return data.subset(mnist, 2048, 500)
-
-
-CONFIG = runner.RunConfig(latent_dim=2, hidden_sizes=(128,), batch_size=128, epochs=3,
-                          eval_batch_size=256)
+CONFIG = helpers.TINY  # the session's shape: its programs come compiled
 
 
 @pytest.fixture(scope="module")
-def whole(small, tmp_path_factory):
-  """CONFIG's run, uninterrupted: (workdir, its last record). Read, never written, by
-  the tests below."""
-  workdir = tmp_path_factory.mktemp("whole")
-  return workdir, runner.train_and_evaluate(CONFIG, small, workdir)
+def small(tiny_data):
+  return tiny_data
+
+
+@pytest.fixture(scope="module")
+def whole(reference_run):
+  """CONFIG's run, uninterrupted (the session's reference run): (workdir, its last
+  record). Read, never written, by the tests below."""
+  return reference_run, helpers.run_metrics(reference_run)[-1]
 
 
 def test_short_run_improves_the_bound_and_writes_every_file(whole):
@@ -36,7 +34,7 @@ def test_short_run_improves_the_bound_and_writes_every_file(whole):
   metrics = helpers.run_metrics(tmp_path)
   assert [m["epoch"] for m in metrics] == [1, 2, 3]
   assert metrics[-1]["test_elbo"] > metrics[0]["test_elbo"] + 5
-  assert record["test_elbo"] == metrics[-1]["test_elbo"]
+  assert record == metrics[-1]
   for m in metrics:
     assert m["test_elbo"] == pytest.approx(m["test_reconstruction"] - m["test_kl"], abs=1e-3)
   for name in ("config.json", "reconstructions.png", "samples.png", "manifold.png",
@@ -92,24 +90,23 @@ def test_another_prng_is_another_stream_that_resumes_alike(small, whole, tmp_pat
   assert config.prng == "philox4x32"
   chex.assert_trees_all_equal(state, runner.load_run(whole)[2])
   # Same seed, another generator (the default threefry's run): other draws, a bound as
-  # good within noise.
+  # good within the noise of 24 steps (about 8 nats between seeds at this size).
   a, b = helpers.run_metrics(whole)[-1], helpers.run_metrics(threefry[0])[-1]
-  assert a["test_elbo"] != b["test_elbo"] and abs(a["test_elbo"] - b["test_elbo"]) < 3
+  assert a["test_elbo"] != b["test_elbo"] and abs(a["test_elbo"] - b["test_elbo"]) < 25
 
 
-def test_fresh_starts_over_and_other_settings_are_refused(small, tmp_path):
-  config = dataclasses.replace(CONFIG, epochs=1)
-  runner.train_and_evaluate(config, small, tmp_path)
-  with pytest.raises(ValueError, match=r"holds a run with other settings \(latent_dim: 2 there"):
-    runner.train_and_evaluate(dataclasses.replace(config, latent_dim=3), small, tmp_path)
-  runner.train_and_evaluate(dataclasses.replace(config, latent_dim=3), small, tmp_path,
-                            fresh=True)
+def test_fresh_starts_over_and_other_settings_are_refused(small, reference_run, tmp_path):
+  helpers.copy_run(reference_run, tmp_path)
+  config = dataclasses.replace(CONFIG, epochs=1, beta=0.5)  # beta: an input, one program
+  with pytest.raises(ValueError, match=r"holds a run with other settings \(beta: 1.0 there"):
+    runner.train_and_evaluate(config, small, tmp_path)
+  runner.train_and_evaluate(config, small, tmp_path, fresh=True)
   assert [m["epoch"] for m in helpers.run_metrics(tmp_path)] == [1]
-  assert json.loads((tmp_path / "config.json").read_text())["latent_dim"] == 3
+  assert json.loads((tmp_path / "config.json").read_text())["beta"] == 0.5
 
 
 def test_bad_settings(small, tmp_path):
-  with pytest.raises(ValueError, match=r"batch_size=4096: larger than the 2048"):
+  with pytest.raises(ValueError, match=r"batch_size=4096: larger than the 512"):
     runner.train_and_evaluate(dataclasses.replace(CONFIG, batch_size=4096), small, tmp_path)
   (tmp_path / "file").write_text("")
   with pytest.raises(ValueError, match="is a file"):
@@ -178,5 +175,38 @@ def test_conditional_replicas_equal_their_seeds_alone_and_the_conv_host_loop_tra
       assert got[name] == pytest.approx(alone[name], rel=1e-5), (r, name)
   conv = dataclasses.replace(CONFIG, epochs=1, model="conv", conditional=True,
                              conv_channels=(8, 16), conv_hidden=32)
-  record = runner.train_and_evaluate(conv, data.subset(small, 256, 100), tmp_path / "conv")
+  record = runner.train_and_evaluate(conv, small, tmp_path / "conv")
   assert record["test_elbo"] > -550 and record["epoch"] == 1
+
+
+def test_a_finished_run_keeps_its_record_and_a_resume_records_each_segment(small, reference_run,
+                                                                           tmp_path, caplog):
+  """A changed setting that trains nothing leaves config.json alone; a resumed run with a
+  changed learning rate records from which epoch each value held (config.json's segments,
+  the first metrics line of the new segment, load_run's log)."""
+  run = helpers.copy_run(reference_run, tmp_path / "run")
+  before = (run / "config.json").read_text()
+  with caplog.at_level("WARNING"):
+    runner.train_and_evaluate(dataclasses.replace(CONFIG, learning_rate=3e-4), small, run)
+  assert (run / "config.json").read_text() == before
+  assert any("is finished (3 epochs): learning_rate=0.0003 trained nothing" in r.getMessage()
+             for r in caplog.records)
+  slower = dataclasses.replace(CONFIG, learning_rate=3e-4, epochs=4)
+  runner.train_and_evaluate(slower, small, run)
+  saved = json.loads((run / "config.json").read_text())
+  first = {"from_epoch": 0, "learning_rate": 1e-3, "keep_checkpoints": 3, "eval_every": 1}
+  assert saved["learning_rate"] == 3e-4 and len(saved["segments"]) == 2
+  assert first.items() <= saved["segments"][0].items()
+  assert saved["segments"][1] == {"from_epoch": 3, "learning_rate": 3e-4}
+  metrics = helpers.run_metrics(run)
+  assert metrics[-1]["settings_changed"] == {"learning_rate": 3e-4}
+  assert metrics[-1]["learning_rate"] == pytest.approx(3e-4)
+  assert all("settings_changed" not in m for m in metrics[:-1])
+  runner.train_and_evaluate(dataclasses.replace(slower, epochs=5), small, run)  # same values
+  assert json.loads((run / "config.json").read_text())["segments"] == saved["segments"]
+  assert "settings_changed" not in helpers.run_metrics(run)[-1]
+  with caplog.at_level("INFO"):
+    config, _, _, epoch = runner.load_run(run)
+  assert config.learning_rate == 3e-4 and epoch == 5
+  assert any("from epoch 3 the run trained with learning_rate=0.0003" in r.getMessage()
+             for r in caplog.records)

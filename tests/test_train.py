@@ -218,3 +218,34 @@ def test_conv_vae_one_short_epoch_on_mnist_improves_the_test_bound(mnist):
   assert after > before + 100, (before, after)  # about -545 -> -200 nats
   for bs in (7, 200):
     assert bound(state.params, bs) == pytest.approx(after, rel=1e-5)
+
+
+def test_hyperparameters_as_inputs_give_the_constants_numbers_and_compile_once(images):
+  """beta, the KL warm-up and the learning rate as the epoch's inputs (`hparams`, the
+  optimizer at a peak of 1): the same losses and parameters as the same values built
+  into the program as constants, and a second set of values compiles nothing."""
+  model, _, root, _ = _setup()
+  steps = images.shape[0] // BATCH
+  const = optimizers.make_optimizer("adam", 3e-3, schedule="burda", steps_per_epoch=steps)
+  unit = optimizers.make_optimizer("adam", 1.0, schedule="burda", steps_per_epoch=steps)
+  warmup = losses.kl_warmup(20)
+  built_in = train.make_train_epoch(
+      losses.elbo_loss(model.parts, beta=lambda s: 0.5 * warmup(s)), const,
+      transform=data.binarizer("dynamic"))
+  traced = train.make_train_epoch(_loss(model), unit, transform=data.binarizer("dynamic"))
+  hparams = {"learning_rate": jnp.float32(3e-3), "beta": jnp.float32(0.5),
+             "kl_warmup_steps": jnp.int32(20)}
+  init = lambda opt: train.init_state(vae_jax.init_params(model, train.init_key(root)), opt)
+  a, b = init(const), init(unit)
+  for e in range(2):
+    batches = train.epoch_batches(images, root, e, BATCH)
+    a, ma = built_in(a, batches, root)
+    b, mb = traced(b, batches, root, hparams)
+    for k in ("elbo", "kl", "beta", "objective"):
+      np.testing.assert_allclose(mb[k], ma[k], rtol=1e-5, err_msg=k)
+  jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6),
+                         b.params, a.params)
+  with helpers.count_compiles() as compiles:
+    traced(b, batches, root, {"learning_rate": jnp.float32(1e-4), "beta": jnp.float32(2.0),
+                              "kl_warmup_steps": jnp.int32(0)})
+  assert not compiles, compiles

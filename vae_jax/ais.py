@@ -541,7 +541,7 @@ def _check_sizes(num_intermediate: int, num_chains: int, pilot_chains: int) -> N
 
 
 def _run(parts_fn, params, x, key, z, *, num_intermediate, batch_size, progress, stop, what,
-         **opts):
+         resume=None, on_block=None, **opts):
   reverse = z is not None
   runner = _Runner(parts_fn, multihost.local_copy(params), key,
                    num_intermediate=num_intermediate, reverse=reverse, **opts)
@@ -553,20 +553,22 @@ def _run(parts_fn, params, x, key, z, *, num_intermediate, batch_size, progress,
   zs = jnp.zeros((labels.num_rows(x), 1)) if z is None else z  # the forward chain ignores it
   job = _Job(runner, zs, batch_size, what, settings)
   return engine.run(job, x, batch_size=batch_size, block_size=batch_size, progress=progress,
-                    stop=stop)
+                    stop=stop, resume=resume, on_block=on_block)
 
 
 def log_likelihood(parts_fn, params, x, key, *, num_chains: int = 16,
                    num_intermediate: int = 1000, start: str = "prior", num_leapfrog: int = 10,
                    step_size: float = 0.01, target_acceptance: float | None = 0.65,
                    pilot_chains: int = 4, batch_size: int = 25, progress: bool = True,
-                   stop=None) -> dict:
+                   stop=None, resume: dict | None = None, on_block=None) -> dict:
   """AIS over a data set x `[n, ...]` (or (x, labels) for a conditional model: log p(x|y)):
   the same numbers as `ais` with the same key
   (example j uses `fold_in(key, j)`), computed `batch_size` examples at a time in
   compiled calls of about `engine.POLL_SECONDS` (`engine.run`), with the expected time
   logged first and a progress line at most every `engine.PROGRESS_SECONDS`. `stop` is
-  polled after each call (raises `engine.EvaluationStopped`).
+  polled after each call (raises `engine.EvaluationStopped`); `on_block` is given the
+  sums after each batch, and `resume` (what it was given last) continues an interrupted
+  run with the same key to the uninterrupted numbers (`engine.run`).
 
   Returns:
     {"log_px": mean over examples of the per-example AIS estimates (a stochastic
@@ -584,18 +586,22 @@ def log_likelihood(parts_fn, params, x, key, *, num_chains: int = 16,
               batch_size=batch_size, progress=progress, stop=stop, what="AIS",
               num_chains=num_chains, start=start, num_leapfrog=num_leapfrog,
               step_size=step_size, target_acceptance=target_acceptance,
-              pilot_chains=pilot_chains)
+              pilot_chains=pilot_chains, resume=resume, on_block=on_block)
 
 
 def bdmc(parts_fn, params, key, *, num_examples: int, dim: int, num_chains: int = 16,
          num_intermediate: int = 1000, start: str = "prior", num_leapfrog: int = 10,
          step_size: float = 0.01, target_acceptance: float | None = 0.65,
          pilot_chains: int = 4, batch_size: int = 25, progress: bool = True,
-         stop=None) -> dict:
+         stop=None, keep=None) -> dict:
   """Bidirectional Monte Carlo on `num_examples` examples simulated from the model
   (`simulate` with `fold_in(key, 0)`): the forward AIS chain's lower bound, the
   reverse chain's upper bound from the exact z, and their gap, which bounds how far
   the forward AIS (with these settings) sits from log p(x) on such data.
+
+  `keep` (an `evaluators.Kept`: result, finish, resume, on_block by name) keeps each
+  direction's finished result ("lower", "upper") and an interrupted one's batches, so
+  that a rerun continues where this one stopped.
 
   Returns:
     {"lower": `log_likelihood`'s dict on the simulated data, "upper": the same for
@@ -609,9 +615,17 @@ def bdmc(parts_fn, params, key, *, num_examples: int, dim: int, num_chains: int 
                 step_size=step_size, target_acceptance=target_acceptance,
                 pilot_chains=pilot_chains, num_intermediate=num_intermediate,
                 batch_size=batch_size, progress=progress, stop=stop)
-  lower = _run(parts_fn, params, x, jax.random.fold_in(key, 1), None, what="BDMC forward",
-               **common)
-  upper = _run(parts_fn, params, x, jax.random.fold_in(key, 2), z, what="BDMC reverse",
-               **common)
+
+  def direction(name, index, zs, what):
+    if keep is not None and keep.result(name) is not None:
+      return keep.result(name)
+    kept = {} if keep is None else dict(resume=keep.resume(name), on_block=keep.on_block(name))
+    result = _run(parts_fn, params, x, jax.random.fold_in(key, index), zs, what=what,
+                  **common, **kept)
+    if keep is not None:
+      keep.finish(name, result)
+    return result
+  lower = direction("lower", 1, None, "BDMC forward")
+  upper = direction("upper", 2, z, "BDMC reverse")
   return {"lower": lower, "upper": upper, "gap": upper["log_px"] - lower["log_px"],
           "n": num_examples}

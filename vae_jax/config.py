@@ -275,8 +275,11 @@ def _checked_model(name: str, model):
   return model
 
 
-# Settings that may change when a run resumes, from their declarations.
+# Settings that may change when a run resumes, from their declarations; config.json
+# records the epoch from which each value held (`workdir.run_record`), but for the
+# number of epochs itself, which changes nothing an epoch computes.
 RESUMABLE = tuple(f.name for f in settings.fields(RunConfig) if f.metadata["resumable"])
+SEGMENTED = tuple(name for name in RESUMABLE if name != "epochs")
 
 
 class Model(Protocol):
@@ -319,6 +322,7 @@ class Recipe(NamedTuple):
   root: jax.Array  # the run's root key, or each replica's `[seeds]` (`RunConfig.root_keys`)
   inputs: Callable  # Dataset -> (stored training images, test model inputs), with labels
   num_classes: int  # a conditional model's classes (0: not conditional)
+  hparams: dict  # the epoch's traced hyperparameters (`train.make_train_step`): learning_rate, beta, ...
   evaluate: Callable  # (params, test_x, key) -> {"test_elbo", ...}: the eval_methods' metrics
   hooks: tuple  # the loop's periodic actions, called after every epoch (`hooks`)
   train_summary: Callable[[dict], str]  # an epoch's record -> its log line's training part
@@ -344,6 +348,7 @@ def check_data(config: RunConfig, dataset: data.Dataset) -> None:
   image_shape, num_train = dataset.image_shape, dataset.train.shape[0]
   if config.conditional:  # before the workdir is touched
     data.check_labels(dataset, dataset.num_classes or 1)
+    data.check_classes(dataset)
   devices = jax.device_count()
   config.root_key()  # an unknown prng fails here, before the workdir is touched
   host_loop = config.model == "conv" and jax.default_backend() == "cpu"
@@ -416,36 +421,49 @@ def build(config: RunConfig, image_shape, num_train: int, model: Model | None = 
   policy = LoopPolicy(config.epochs, config.batch_size, config.keep_checkpoints,
                       config.skip_nonfinite, config.log_grad_norm or config.skip_nonfinite)
   methods = evaluators.during_training(config.eval_methods, config)
-  return Recipe(model, make_loss(config, model, num_train), make_optimizer(config, num_train),
+  return Recipe(model, make_loss(config, model), make_optimizer(config, num_train),
                 data.binarizer(config.binarize, labelled=config.conditional), conv_on_cpu,
                 extra, knob, policy, config.root_keys(),
                 functools.partial(data.model_inputs, binarize=config.binarize,
                                   num_classes=num_classes),
-                num_classes,
+                num_classes, hyperparameters(config, num_train),
                 functools.partial(methods, model),
                 (hooks.Evaluation(config.eval_every), hooks.Progress(config.eval_every)),
                 _train_summary(config))
 
 
 def make_optimizer(config: RunConfig, num_train: int) -> optax.GradientTransformation:
-  return optimizers.make_optimizer(config.optimizer, config.learning_rate,
+  """The optimizer of `config` at a peak step size of 1: the train step multiplies its
+  updates by `hyperparameters(config)["learning_rate"]`, an input of the compiled epoch."""
+  return optimizers.make_optimizer(config.optimizer, 1.0,
                                    schedule=config.lr_schedule,
                                    steps_per_epoch=num_train // config.batch_size,
                                    epochs=config.epochs, warmup_epochs=config.warmup_epochs,
                                    b2=config.adam_b2, eps=config.adam_eps)
 
 
-def make_loss(config: RunConfig, model: Model, num_train: int) -> losses.LossFn:
-  """The training loss of `config`: the (beta-weighted, warmed-up) ELBO or the IWAE bound."""
+def make_loss(config: RunConfig, model: Model) -> losses.LossFn:
+  """The training loss of `config`: the ELBO (its beta and KL warm-up come from
+  `hyperparameters`) or the IWAE bound."""
   if config.objective == "iwae":
     return losses.iwae_loss(model.parts, num_samples=config.iwae_samples,
                             gradient=config.iwae_gradient)
   if config.objective != "elbo":
     raise ValueError(f"objective={config.objective!r}: expected one of {list(OBJECTIVES)}")
-  warmup = losses.kl_warmup(config.kl_warmup_epochs * (num_train // config.batch_size))
-  beta = lambda step: config.beta * warmup(step)
   return losses.elbo_loss(model.parts, num_samples=config.num_samples,
-                          estimator=config.estimator, beta=beta)
+                          estimator=config.estimator)
+
+
+def hyperparameters(config: RunConfig, num_train: int) -> dict:
+  """The settings that enter the compiled epoch as inputs, not constants, so that runs
+  differing only in them (a sweep over beta or the learning rate) share one program:
+  the peak learning rate, and for the ELBO beta and the KL warm-up's length in steps."""
+  out = {"learning_rate": jnp.float32(config.learning_rate)}
+  if config.objective == "elbo":
+    out["beta"] = jnp.float32(config.beta)
+    steps_per_epoch = num_train // config.batch_size
+    out["kl_warmup_steps"] = jnp.int32(config.kl_warmup_epochs * steps_per_epoch)
+  return out
 
 
 def read_run_config(path) -> tuple[RunConfig, dict]:
@@ -457,6 +475,11 @@ def read_run_config(path) -> tuple[RunConfig, dict]:
     raise ValueError(f"{path}: not a run's config.json (no \"data\" object of sizes); repair "
                      f"or delete it")
   sizes = saved.pop("data")
+  segments = saved.pop("segments", [])
+  if not isinstance(segments, list) or not all(
+      isinstance(s, dict) and isinstance(s.get("from_epoch"), int) for s in segments):
+    raise ValueError(f"{path}: segments={settings.json_repr(segments)}: must be a list of "
+                     f"objects with a from_epoch; repair or delete it")
   shape = sizes.get("image_shape") or LEGACY_IMAGE_SHAPES.get(sizes.get("input_dim", 784))
   if (not isinstance(sizes.get("train_examples"), int) or not isinstance(shape, (list, tuple))
       or not all(isinstance(v, int) and v > 0 for v in shape)):

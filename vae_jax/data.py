@@ -305,8 +305,33 @@ def fixed_binarization(images: np.ndarray, stream: int) -> np.ndarray:
 def check_labels(dataset: Dataset, num_classes: int) -> None:
   """Raises ValueError (one line) unless both splits have one label per image in
   0..num_classes-1: what a conditional model needs."""
+  for labels, what in ((dataset.train_labels, "training"), (dataset.test_labels, "test")):
+    if labels is None:  # before any range: K is not known without both splits' labels
+      labels_lib.check(None, (), what, 0)
   labels_lib.check(dataset.train_labels, dataset.train, "training", num_classes)
   labels_lib.check(dataset.test_labels, dataset.test, "test", num_classes)
+
+
+def check_classes(dataset: Dataset) -> None:
+  """The classes a conditional model is built for, K = the largest label + 1, against
+  the data: refused (one line) where K exceeds the training images (most classes would
+  have none); a warning where some class has no training image, or the test set has
+  labels the training set never had."""
+  k, n = dataset.num_classes, len(dataset.train)
+  if k > n:
+    raise ValueError(f"conditional=True: the labels make {k} classes (the largest is {k - 1}) "
+                     f"for {n} training images; relabel the classes as 0..K-1")
+  seen = np.bincount(dataset.train_labels, minlength=k)
+  if (seen == 0).any():
+    missing = np.flatnonzero(seen == 0)
+    logging.warning("conditional: %d of the %d classes have no training image (%s%s); the "
+                    "model learns nothing of them", len(missing), k,
+                    ", ".join(map(str, missing[:5])), ", ..." if len(missing) > 5 else "")
+  unseen = sorted(set(np.unique(dataset.test_labels).tolist()) - set(
+      np.flatnonzero(seen).tolist()))
+  if unseen:
+    logging.warning("conditional: test labels %s%s never occur in the training set",
+                    ", ".join(map(str, unseen[:5])), ", ..." if len(unseen) > 5 else "")
 
 
 def model_inputs(dataset: Dataset, binarize: str, num_classes: int = 0):

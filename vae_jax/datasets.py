@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from vae_jax import data
+from vae_jax import labels as labels_lib
 from vae_jax import settings
 from vae_jax.data import DataError, Dataset
 from vae_jax.settings import setting
@@ -159,8 +160,11 @@ def load_npz(path) -> Dataset:
   if train.shape[1:] != test.shape[1:] or train.dtype != test.dtype:
     raise DataError(f"{path}: 'train' is {train.dtype} {train.shape[1:]}, 'test' is "
                     f"{test.dtype} {test.shape[1:]}; store both splits alike")
-  labels = [arrays[k].astype(np.int32) if k in arrays else None
-            for k in ("train_labels", "test_labels")]
+  try:
+    labels = [labels_lib.as_labels(arrays[k], f"{path}['{k}']") if k in arrays else None
+              for k in ("train_labels", "test_labels")]
+  except ValueError as e:
+    raise DataError(str(e)) from None
   return Dataset(train, test, labels[0], labels[1], tuple(train.shape[1:]))
 
 
@@ -286,7 +290,9 @@ def load_tfds(name: str, *, manual_dir=None, data_dir=None) -> Dataset:
                     f"put its files in the manual directory (data_dir) or run once with "
                     f"internet") from None
   train, test = tfds.as_numpy(builder.as_dataset(split=["train", "test"], batch_size=-1))
-  label = lambda s: s["label"].astype(np.int32) if "label" in s else None
+  label = lambda s, split: (labels_lib.as_labels(s["label"], f"tfds {name}'s {split} labels")
+                            if "label" in s else None)
   train_x = _checked_images(train["image"], f"tfds {name} train")
   test_x = _checked_images(test["image"], f"tfds {name} test")
-  return Dataset(train_x, test_x, label(train), label(test), tuple(train_x.shape[1:]))
+  return Dataset(train_x, test_x, label(train, "train"), label(test, "test"),
+                 tuple(train_x.shape[1:]))

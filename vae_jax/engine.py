@@ -135,6 +135,10 @@ def run(job: Job, x, *, batch_size: int, block_size: int, progress: bool = True,
                               f"{kept}")
 
   totals, first, t0 = {}, 0, time.perf_counter()
+  if resume and not _valid_resume(resume, job, n, block_size):
+    logging.warning("%s: the kept blocks are not an earlier run's of this data (%s); "
+                    "starting afresh", job.name, str(resume)[:80])
+    resume = None
   if resume:
     totals, first = dict(resume["totals"]), int(resume["done"])
     logging.info("%s: continuing after the %d examples an earlier run finished", job.name,
@@ -162,6 +166,16 @@ def run(job: Job, x, *, batch_size: int, block_size: int, progress: bool = True,
     if stop_at < n and not one_process:
       check_stop(stop_at)
   return job.summary(totals, n, time.perf_counter() - t0)
+
+
+def _valid_resume(resume, job: Job, n: int, block_size: int) -> bool:
+  """Whether `resume` is what `on_block` gives: whole blocks of the n rows done, below n,
+  and a finite number for each of the job's sums."""
+  done, totals = resume.get("done"), resume.get("totals")
+  return (isinstance(done, int) and not isinstance(done, bool) and 0 < done < n
+          and done % block_size == 0 and isinstance(totals, dict)
+          and all(isinstance(totals.get(k), (int, float)) and not isinstance(totals.get(k), bool)
+                  and math.isfinite(totals[k]) for k in job.sum_keys))
 
 
 def mean_and_stderr(total: float, sq: float, n: int, ddof: int = 0) -> tuple[float, float]:

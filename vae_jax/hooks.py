@@ -153,12 +153,17 @@ def _model_images(parts_fn, params, rows, key, num_classes: int):
   return plots.model_images(parts, x, key, parts_fn(params, classes), num_classes)
 
 
+def _drawn_classes(num_classes: int) -> int:
+  """The classes samples.png draws a row of: the first `plots.MAX_CLASS_ROWS`."""
+  return min(num_classes, plots.MAX_CLASS_ROWS)
+
+
 def pictures(workdir, log, recipe, params, test_x, dataset, step: int, write_png: bool) -> None:
   """TensorBoard grids at every evaluation (with a `log`); PNGs (and the latent
   scatter) when `write_png`. Process 0 only."""
   if not multihost.is_primary():
     return
-  model, k = recipe.model, recipe.num_classes
+  model, k = recipe.model, _drawn_classes(recipe.num_classes)
   images = _model_images(model.parts, params, labels.take(test_x, 0, 64), jax.random.key(0), k)
   grids = plots.model_grids(images, labels.inputs(test_x), dataset.image_shape)
   if log is not None:

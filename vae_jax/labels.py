@@ -59,6 +59,35 @@ def with_labels(h: jax.Array, y_hot: jax.Array | None) -> jax.Array:
   return jnp.concatenate([h, jnp.broadcast_to(y_hot, h.shape[:-1] + y_hot.shape[-1:])], -1)
 
 
+MAX_LABEL = 2 ** 31 - 1  # int32's largest
+
+
+def as_labels(values, source: str) -> np.ndarray:
+  """Class labels as stored, checked before any cast: `[n]` integers (or whole-number
+  floats), finite, in 0..2^31-1; returned as int32. Raises ValueError, one line naming
+  `source` (file and split) and the first bad row."""
+  a = np.asarray(values)
+  if a.ndim != 1:
+    raise ValueError(f"{source}: labels of shape {a.shape}; store one integer label per "
+                     f"image, shape [n]")
+  if a.dtype.kind not in "iuf":
+    raise ValueError(f"{source}: labels of type {a.dtype}; store integer class indices "
+                     f"0..K-1")
+  if a.dtype.kind == "f":
+    with np.errstate(invalid="ignore"):
+      bad = ~np.isfinite(a) | (a != np.round(a))
+    if bad.any():
+      i = int(np.argmax(bad))
+      raise ValueError(f"{source}: label {a[i].item()!r} (row {i}) is not a whole number; store "
+                       f"integer class indices 0..K-1")
+  bad = (a < 0) | (a > MAX_LABEL)
+  if bad.any():
+    i = int(np.argmax(bad))
+    raise ValueError(f"{source}: label {a[i].item()!r} (row {i}) is outside "
+                     f"0..{MAX_LABEL}; relabel the classes as 0..K-1")
+  return a.astype(np.int32)
+
+
 def check(labels, images, what: str, num_classes_: int) -> None:
   """Raises ValueError (one line naming `what`) unless `labels` are one int per image in
   [0, num_classes_)."""

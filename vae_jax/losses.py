@@ -1,6 +1,8 @@
 """Training losses for `train.make_train_step`: `loss_fn(params, x, key, step) -> (loss, metrics)`.
 
-A loss is any function of that shape; these build the usual ones from a
+A loss is any function of that shape; one that takes hyperparameters as keyword
+arguments (`elbo_loss`'s `beta` and `kl_warmup_steps`) gets them from the train step's
+`hparams` as traced values, so a sweep over them compiles one program. These build the usual ones from a
 `parts_fn(params) -> Parts(encoder, decoder, prior)` (for the project's models,
 `model.parts`); for a conditional model x is the pair (x, labels) and
 `parts_fn(params, labels)` binds them (`labels.bind`). The loss is the batch mean of the negative objective, in nats
@@ -17,6 +19,15 @@ from vae_jax import labels
 from vae_jax import objectives
 
 LossFn = Callable  # (params, x, key, step) -> (scalar loss, dict of scalar metrics)
+
+
+def kl_weight(step, warmup_steps):
+  """The KL warm-up's weight at `step`: rising linearly from 0 at step 0 to 1 at
+  `warmup_steps`, then 1; `warmup_steps` <= 0 gives 1 throughout (`kl_warmup` as a
+  traced function of both, float32 [])."""
+  step = jnp.asarray(step, jnp.float32)
+  steps = jnp.asarray(warmup_steps, jnp.float32)
+  return jnp.where(steps > 0, jnp.clip(step / jnp.maximum(steps, 1.0), 0.0, 1.0), 1.0)
 
 
 def kl_warmup(steps: int) -> optax.Schedule:
@@ -40,17 +51,20 @@ def elbo_loss(parts_fn, *, num_samples: int = 1, estimator: str = "analytic",
       optax schedule).
 
   Returns:
-    loss_fn(params, x, key, step) -> (loss, {"objective", "elbo", "reconstruction",
-    "kl", "beta"}); "elbo" is always the unweighted bound.
+    loss_fn(params, x, key, step, *, beta=None, kl_warmup_steps=0) -> (loss,
+    {"objective", "elbo", "reconstruction", "kl", "beta"}); "elbo" is always the
+    unweighted bound. Given `beta` (traced, e.g. from the train step's hparams) the KL
+    weight is beta * `kl_weight(step, kl_warmup_steps)` in place of the argument's.
   """
   objectives.check(num_samples, estimator)
   beta_fn = beta if callable(beta) else (lambda step: beta)
 
-  def loss_fn(params, x, key, step):
+  def loss_fn(params, x, key, step, *, beta=None, kl_warmup_steps=0):
     (enc, dec, prior), x = labels.bind(parts_fn, params, x)
     terms = objectives.elbo_terms(enc, dec, x, key, prior=prior, num_samples=num_samples,
                                   estimator=estimator)
-    b = jnp.asarray(beta_fn(step), terms.kl.dtype)
+    weight = beta_fn(step) if beta is None else beta * kl_weight(step, kl_warmup_steps)
+    b = jnp.asarray(weight, terms.kl.dtype)
     objective = jnp.mean(terms.reconstruction - b * terms.kl)
     return -objective, {"objective": objective, "elbo": jnp.mean(terms.elbo),
                         "reconstruction": jnp.mean(terms.reconstruction),

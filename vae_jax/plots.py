@@ -25,6 +25,7 @@ _TITLES = {"reconstructions": "test images (odd rows) and reconstructions (even 
 
 
 SAMPLES_PER_CLASS = 8  # a conditional model's samples: a row of this many per class
+MAX_CLASS_ROWS = 20  # ... for at most this many classes (the first ones)
 
 
 def model_images(parts, test_x, key, class_parts=None, num_classes: int = 0

@@ -102,11 +102,23 @@ def _epochs(recipe, dataset, workdir, settings, stop) -> dict[str, Any]:
   try:
     steps_per_epoch = dataset.train.shape[0] // policy.batch_size
     start, state = _resume(ckpt, state, root, steps_per_epoch)
-    workdir_lib.write_config(workdir, settings)  # only now, with the state accepted
+    config_path = workdir / "config.json"
+    old = workdir_lib.read_json(config_path) if start and config_path.is_file() else None
+    record = workdir_lib.run_record(old, settings, start, config_lib.SEGMENTED)
+    if start < policy.epochs:  # only now, with the state accepted
+      workdir_lib.write_config(workdir, record)
+    changed = record.get("segments", [{}])[-1]
     log = workdir_lib.MetricsLog(workdir, start, ckpt.record(start) if start else None,
-                                 settings)
+                                 settings, changed=_changes(changed, start))
     epoch_fn = _epoch_fn(recipe, mesh)
     if start >= policy.epochs:
+      unused = {**_changes(changed, start), **({"epochs": policy.epochs}
+                                               if old and old.get("epochs") != policy.epochs
+                                               else {})}
+      if unused:
+        logging.warning("The run in %s is finished (%d epochs): %s trained nothing, so its "
+                        "config.json keeps the settings its epochs used", workdir, start,
+                        ", ".join(f"{k}={v}" for k, v in unused.items()))
       logging.info("Nothing to train: the checkpoint in %s already has %d epochs", workdir, start)
       # The PNGs again (cheap), but not TensorBoard's images: those of this epoch are there.
       params = multihost.local_copy(state.params)
@@ -121,7 +133,7 @@ def _epochs(recipe, dataset, workdir, settings, stop) -> dict[str, Any]:
     times, loop_start = [], time.perf_counter()
     for epoch in range(start, policy.epochs):
       t0 = time.perf_counter()
-      state, m = epoch_fn(state, batches, root)
+      state, m = epoch_fn(state, batches, root, recipe.hparams)
       if epoch + 1 < policy.epochs:  # the host gathers the next epoch while this one runs
         batches = train.epoch_batches(train_images, root, epoch + 1, policy.batch_size, mesh)
       m = jax.device_get(m)  # the one host sync of the epoch
@@ -148,7 +160,9 @@ def _epochs(recipe, dataset, workdir, settings, stop) -> dict[str, Any]:
 
 def load_run(workdir, epoch: int | None = None, *, model: str | None = None):
   """A finished or running run's (RunConfig, model, TrainState, epoch) from its workdir;
-  `model` has `init` and `parts` (see `train_and_evaluate`).
+  `model` has `init` and `parts` (see `train_and_evaluate`). The RunConfig holds the
+  latest values of the settings a resume may change; where they changed, config.json's
+  "segments" say from which epoch each value held, and a log line says so.
 
   A run of your own model records the "MODULE:FUNCTION" that builds it in its
   config.json. Loading would import and call that code, so, as with a pickle, it
@@ -161,6 +175,9 @@ def load_run(workdir, epoch: int | None = None, *, model: str | None = None):
                      f"training run")
   config, sizes = config_lib.read_run_config(workdir / "config.json")
   config_lib.check_builder(config, model, workdir)
+  for segment in workdir_lib.read_json(workdir / "config.json").get("segments", [])[1:]:
+    logging.info("%s: from epoch %d the run trained with %s", workdir, segment["from_epoch"],
+                 ", ".join(f"{k}={v}" for k, v in segment.items() if k != "from_epoch"))
   recipe = config_lib.build(config, tuple(sizes["image_shape"]), sizes["train_examples"],
                             num_classes=sizes.get("num_classes", 0))
   model, root = recipe.model, recipe.root
@@ -175,6 +192,13 @@ def load_run(workdir, epoch: int | None = None, *, model: str | None = None):
   finally:
     ckpt.close()
   return config, model, state, epoch
+
+
+def _changes(segment: dict, start: int) -> dict:
+  """The settings a run resumed at `start` changed (its new segment's), or {}."""
+  if segment.get("from_epoch") != start or not start:
+    return {}
+  return {k: v for k, v in segment.items() if k != "from_epoch"}
 
 
 def _data_sizes(dataset: data_lib.Dataset) -> dict:
@@ -217,7 +241,7 @@ def _compile_within_memory(epoch_fn, state, batches, root, recipe, start: int):
   logging.info("Compiling the training epoch (XLA; the compilation cache lets a second run "
                "of the same settings skip most of it)")
   t0 = time.perf_counter()
-  compiled = epoch_fn.lower(state, batches, root).compile()
+  compiled = epoch_fn.lower(state, batches, root, recipe.hparams).compile()
   logging.info("Compiled in %.1fs; training epochs %d to %d", time.perf_counter() - t0,
                start + 1, recipe.policy.epochs)
   stats = compiled.memory_analysis()

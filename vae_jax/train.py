@@ -72,21 +72,29 @@ def make_train_step(loss_fn, optimizer, *, skip_nonfinite: bool = False,
       shows in the next step's loss.
 
   Returns:
-    train_step(state, x, key) -> (TrainState, metrics): the loss's metrics,
-    "finite" (whether the loss, and with `grad_norm` every gradient, was finite)
-    and "grad_norm" where asked for.
+    train_step(state, x, key, hparams=None) -> (TrainState, metrics): the loss's
+    metrics, "finite" (whether the loss, and with `grad_norm` every gradient, was
+    finite) and "grad_norm" where asked for. `hparams` (a dict of scalars, traced:
+    changing a value compiles nothing new): "learning_rate" multiplies the optimizer's
+    updates (build the optimizer with a peak step size of 1, see
+    `optimizers.make_optimizer`); every other entry goes to `loss_fn` as a keyword
+    argument (e.g. `losses.elbo_loss`'s beta).
   """
   track_norm = skip_nonfinite if grad_norm is None else grad_norm
 
-  def train_step(state: TrainState, x, key):
+  def train_step(state: TrainState, x, key, hparams=None):
+    hparams = dict(hparams or {})
+    scale = hparams.pop("learning_rate", None)
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, x, key, state.step)
+        state.params, x, key, state.step, **hparams)
     finite = jnp.isfinite(loss)
     if track_norm:
       norm = optax.tree.norm(grads)
       finite = finite & jnp.isfinite(norm)
       metrics = {**metrics, "grad_norm": norm}
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    if scale is not None:  # every optax update is linear in its step size
+      updates = jax.tree_util.tree_map(lambda u: (u * scale).astype(u.dtype), updates)
     params = optax.apply_updates(state.params, updates)
     if skip_nonfinite:
       params, opt_state = jax.tree_util.tree_map(
@@ -128,8 +136,10 @@ def make_train_epoch(loss_fn, optimizer, *, transform: Callable, skip_nonfinite:
       epoch; replica r's numbers are those of its root alone. One device.
 
   Returns:
-    epoch(state, batches `[steps, batch, ...]`, root_key) -> (state, metrics):
-    jitted, the state donated, with `.lower(...)` for ahead-of-time compiling.
+    epoch(state, batches `[steps, batch, ...]`, root_key, hparams=None) -> (state,
+    metrics): jitted, the state donated, with `.lower(...)` for ahead-of-time
+    compiling; `hparams` as for `make_train_step` (inputs of the program, shared by
+    replicas).
     Metrics: the means over the epoch's steps of the step metrics, `steps`,
     `nonfinite_steps` (a count) and `first_nonfinite_step` (-1 if none).
   """
@@ -139,24 +149,30 @@ def make_train_epoch(loss_fn, optimizer, *, transform: Callable, skip_nonfinite:
     raise ValueError("replicas train as one vmapped epoch on one device, not a host loop")
   batch_sharding = None if mesh is None or replicas else NamedSharding(mesh, P("data"))
 
-  def body(state, batch, stream):
+  def body(state, batch, stream, hparams=None):
     data_key, sample_key = jax.random.split(jax.random.fold_in(stream, state.step))
     x = transform(data_key, batch)
     if batch_sharding is not None:
       x = jax.lax.with_sharding_constraint(x, batch_sharding)
-    return train_step(state, x, sample_key)
+    return train_step(state, x, sample_key, hparams)
 
   if host_loop:
     if jax.process_count() > 1:
       raise ValueError("host_loop=True runs on one process; leave it False with several")
     return _HostLoopEpoch(jax.jit(body, donate_argnums=0), jax.jit(_summarize))
 
-  def epoch_fn(state: TrainState, batches, root_key):
+  def epoch_fn(state: TrainState, batches, root_key, hparams=None):
     stream = jax.random.fold_in(root_key, _STEP)  # step_key's first fold, out of the loop
-    state, metrics = jax.lax.scan(lambda s, b: body(s, b, stream), state, batches)
+    state, metrics = jax.lax.scan(lambda s, b: body(s, b, stream, hparams), state, batches)
     return state, _summarize(state.step, metrics)
 
-  return jax.jit(jax.vmap(epoch_fn) if replicas else epoch_fn, donate_argnums=0)
+  if not replicas:
+    return jax.jit(epoch_fn, donate_argnums=0)
+  each = jax.vmap(epoch_fn, in_axes=(0, 0, 0, None))  # the hyperparameters are shared
+
+  def replicas_epoch_fn(state: TrainState, batches, root_key, hparams=None):
+    return each(state, batches, root_key, hparams)
+  return jax.jit(replicas_epoch_fn, donate_argnums=0)
 
 
 def _summarize(end_step, metrics: dict) -> dict:
@@ -179,19 +195,20 @@ class _HostLoopEpoch:
   def __init__(self, step, summarize):
     self._step, self._summarize = step, summarize
 
-  def __call__(self, state, batches, root_key):
+  def __call__(self, state, batches, root_key, hparams=None):
     stream = jax.random.fold_in(root_key, _STEP)
     steps = []
     for i in range(labels.num_rows(batches)):
-      state, metrics = self._step(state, _step_batch(batches, i), stream)
+      state, metrics = self._step(state, _step_batch(batches, i), stream, hparams)
       steps.append(metrics)
     stacked = jax.tree_util.tree_map(lambda *v: jnp.stack(v), *steps)
     return state, self._summarize(state.step, stacked)
 
-  def lower(self, state, batches, root_key):
+  def lower(self, state, batches, root_key, hparams=None):
     """Lowers one step: `.compile()` gives an epoch with `memory_analysis()` of a step."""
     return _LoweredHostLoop(
-        self._step.lower(state, _step_batch(batches, 0), jax.random.fold_in(root_key, _STEP)),
+        self._step.lower(state, _step_batch(batches, 0), jax.random.fold_in(root_key, _STEP),
+                         hparams),
         self)
 
 

@@ -158,6 +158,24 @@ def prepare(workdir: pathlib.Path, settings: dict, defaults: dict, resumable, fr
   multihost.barrier("vae_jax: workdir prepared")
 
 
+def run_record(old: dict | None, new: dict, start: int, tracked) -> dict:
+  """What config.json holds for a run (re)started at epoch `start` with the settings
+  `new`, given its earlier config.json `old`: `new`, and where a `tracked` setting
+  (one that may change on a resume) changed, "segments": the epoch from which each
+  value held, [{"from_epoch": 0, every tracked value}, {"from_epoch": N, what changed},
+  ...], so the record says what every epoch used."""
+  new = json.loads(json.dumps(new))  # as config.json holds it: lists, not tuples
+  if not start or old is None:
+    return new
+  segments = list(old.get("segments") or [{"from_epoch": 0, **{k: old.get(k, new[k])
+                                                              for k in tracked}}])
+  latest = {k: v for segment in segments for k, v in segment.items() if k != "from_epoch"}
+  changed = {k: new[k] for k in tracked if latest.get(k) != new[k]}
+  if changed:
+    segments.append({"from_epoch": start, **changed})
+  return {**new, "segments": segments} if len(segments) > 1 else new
+
+
 def write_config(workdir: pathlib.Path, settings: dict) -> None:
   if multihost.is_primary():
     write_atomic(workdir / "config.json", json.dumps(settings, indent=2, allow_nan=False) + "\n")
@@ -207,10 +225,13 @@ class MetricsLog:
   Process 0 writes; on the others every method does nothing."""
 
   def __init__(self, workdir: pathlib.Path, start: int, start_record: dict | None = None,
-               settings: dict | None = None):
+               settings: dict | None = None, changed: dict | None = None):
     """`start_record`: epoch `start`'s record as its checkpoint keeps it, written
     back if metrics.jsonl lost it (a kill while appending tears the last line).
-    `settings`: the run's, shown as text in TensorBoard when the run starts."""
+    `settings`: the run's, shown as text in TensorBoard when the run starts.
+    `changed`: the settings this resumed sitting changed, named in its first line
+    ("settings_changed") as config.json's segments name them."""
+    self.changed = dict(changed or {})
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
     self.path = workdir / "metrics.jsonl"
     self.primary = multihost.is_primary()
@@ -233,6 +254,8 @@ class MetricsLog:
   def record(self, record: dict) -> None:
     if not self.primary:
       return
+    if self.changed:
+      record, self.changed = {**record, "settings_changed": self.changed}, {}
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
     for k, v in record.items():

@@ -16,6 +16,7 @@ its module plus its line in `EVALUATORS`.
 """
 
 import json
+import logging
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
@@ -85,13 +86,24 @@ class Kept:
 
   def __init__(self, path=None, settings: dict | None = None):
     self.path, self.state = path, {"settings": settings, "results": {}, "blocks": {}}
-    if path is not None and path.is_file():
-      try:
-        kept = workdir_lib.read_json(path)
-      except ValueError:
-        kept = {}
-      if isinstance(kept, dict) and kept.get("settings") == settings and "results" in kept:
-        self.state = kept
+    if path is None or not path.is_file():
+      return
+    try:
+      kept = workdir_lib.read_json(path)
+    except ValueError:
+      kept = None
+    if not (isinstance(kept, dict) and isinstance(kept.get("settings"), dict)
+            and isinstance(kept.get("results"), dict) and isinstance(kept.get("blocks"), dict)
+            and all(isinstance(b, dict) for b in kept["blocks"].values())):
+      logging.warning("%s: damaged; starting the evaluation afresh", path)
+      return
+    if kept["settings"] != settings:
+      differ = sorted(k for k in {**kept["settings"], **(settings or {})}
+                      if kept["settings"].get(k) != (settings or {}).get(k))
+      logging.warning("%s: kept by an evaluation with other %s; starting afresh", path,
+                      ", ".join(differ))
+      return
+    self.state = kept
 
   def done(self) -> list[str]:
     return list(self.state["results"])

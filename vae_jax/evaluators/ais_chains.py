@@ -40,16 +40,21 @@ def run(options: Options, ctx) -> dict:
   if options.ais_examples > n:
     logging.warning("--ais_examples=%d: the test set has %d images; scoring all %d",
                     options.ais_examples, n, n)
-  result = ais.log_likelihood(ctx.model.parts, ctx.params, x, ctx.key, stop=ctx.stop,
-                              **options.library_args())
+  name = f"ais_from_{options.ais_start}"
+  result = ctx.kept.result(name)
+  if result is None:  # an interrupted run's batches are kept, and continued here
+    result = ais.log_likelihood(ctx.model.parts, ctx.params, x, ctx.key, stop=ctx.stop,
+                                resume=ctx.kept.resume(name), on_block=ctx.kept.on_block(name),
+                                **options.library_args())
+    ctx.kept.finish(name, result)
   logging.info("AIS log p(x) ~ %.3f nats (%d images; Monte Carlo s.e. %.4f, over images %.3f; "
                "acceptance %.2f), %.0fs", result["log_px"], result["n"], result["mc_stderr"],
                result["data_stderr"], result["acceptance"], result["seconds"])
   k_opts = ctx.options[iwae.Options]
-  same = iwae.log_px(k_opts, ctx, x)
+  same = iwae.log_px(k_opts, ctx, x, f"{name}/iwae_k{k_opts.k}")
   logging.info("the same images: IWAE k=%d %.3f nats (AIS - IWAE: %.3f)", k_opts.k,
                same["log_px"], result["log_px"] - same["log_px"])
-  return {f"ais_from_{options.ais_start}": {**result, f"iwae_k{k_opts.k}_same_images": same}}
+  return {name: {**result, f"iwae_k{k_opts.k}_same_images": same}}
 
 
 def scope(options: Options, n: int) -> str:

@@ -17,7 +17,8 @@ def run(options: Options, ctx) -> dict:
                      "has p(x|z, y); use --method=ais (or iwae) for log p(x|y)")
   dim = int(evaluate.encoder_means(ctx.model.parts, ctx.params, ctx.x[:1]).shape[-1])
   result = ais.bdmc(ctx.model.parts, ctx.params, ctx.key, num_examples=options.ais_examples,
-                    dim=dim, stop=ctx.stop, **options.library_args())
+                    dim=dim, stop=ctx.stop, keep=ctx.kept.scoped("bdmc/"),
+                    **options.library_args())
   logging.info("BDMC on %d simulated examples: %.3f <= log p(x) <= %.3f nats, gap %.3f",
                result["n"], result["lower"]["log_px"], result["upper"]["log_px"], result["gap"])
   return {"bdmc": result}
