@@ -7,7 +7,7 @@ import pytest
 from tests.test_experiments import run
 
 
-pytestmark = pytest.mark.slow  # the benchmarks end to end
+pytestmark = [pytest.mark.slow, pytest.mark.system]  # the benchmarks end to end
 
 def test_throughput_and_evaluation_benchmarks_run(data_root, tmp_path):
   out = run("benchmarks.throughput", "--num_examples=2048", "--batch_sizes=128", "--Ls=1,2",

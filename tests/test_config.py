@@ -7,7 +7,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from vae_jax import config as C
@@ -77,15 +76,6 @@ def test_warmup_cosine_schedule_peaks_and_ends_at_zero():
   assert rates[0] == 0.0 and rates[20] == pytest.approx(2e-3)
   assert rates[60] == pytest.approx(1e-3 * (1 + math.cos(math.pi * 40 / 80)), rel=1e-5)
   assert rates[-1] < 1e-5
-
-
-def test_burda_schedule_drops_by_10_to_the_minus_1_7_at_each_stage_end():
-  from vae_jax import optimizers  # pylint: disable=g-import-not-at-top
-  lr = optimizers.burda_schedule(1e-3, steps_per_epoch=2)
-  ends = np.cumsum([3 ** i for i in range(7)])  # epochs 1, 4, 13, ...
-  for i, end in enumerate(ends):
-    assert float(lr(2 * end - 1)) == pytest.approx(1e-3 * 10 ** (-i / 7), rel=1e-5)
-    assert float(lr(2 * end)) == pytest.approx(1e-3 * 10 ** (-(i + 1) / 7), rel=1e-5)
 
 
 def test_the_loss_weights_the_kl_by_beta_and_its_warmup():

@@ -65,6 +65,7 @@ def _params(workdir):
 
 
 @pytest.mark.slow  # two JAX processes
+@pytest.mark.system
 def test_two_processes_stop_together_resume_and_equal_one_process_with_two_devices(
     data_root, tmp_path, capfd):
   """Two processes train until kill -9 of process 1: process 0 (blocked in a collective,
@@ -141,6 +142,7 @@ def test_two_processes_stop_together_resume_and_equal_one_process_with_two_devic
 
 
 @pytest.mark.slow  # a JAX process
+@pytest.mark.system
 def test_unreachable_coordinator_fails_with_one_line_in_time(data_root, tmp_path):
   start = time.monotonic()
   out = subprocess.run(

@@ -173,6 +173,7 @@ def _relative_distance(a, b) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.system  # a process with four CPU devices
 def test_four_devices_match_one(data_root):
   """Sharding the batch over 4 devices changes only the order of the sums over its
   examples. In float32 each reordered sum moves by a few ulps of its terms, so one

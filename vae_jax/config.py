@@ -322,7 +322,7 @@ class Recipe(NamedTuple):
   root: jax.Array  # the run's root key, or each replica's `[seeds]` (`RunConfig.root_keys`)
   inputs: Callable  # Dataset -> (stored training images, test model inputs), with labels
   num_classes: int  # a conditional model's classes (0: not conditional)
-  hparams: dict  # the epoch's traced hyperparameters (`train.make_train_step`): learning_rate, beta, ...
+  hparams: dict  # the epoch's traced inputs (`train.make_train_step`): learning_rate, beta, ...
   evaluate: Callable  # (params, test_x, key) -> {"test_elbo", ...}: the eval_methods' metrics
   hooks: tuple  # the loop's periodic actions, called after every epoch (`hooks`)
   train_summary: Callable[[dict], str]  # an epoch's record -> its log line's training part
