@@ -196,6 +196,10 @@ def test_an_interrupted_ais_and_bdmc_continue_to_the_uninterrupted_numbers(tmp_p
   with pytest.raises(engine.EvaluationStopped, match="BDMC reverse: stopped after 2 of 4"):
     ais.bdmc(model.parts, params, jax.random.key(1), stop=stop, keep=store, **args)
   again = evaluators.Kept(tmp_path / "partial.json", {})
+  # One chain has no spread to estimate an error from: NaN, not 0.
+  one = ais.log_likelihood(model.parts, params, x[:2], jax.random.key(0),
+                           **{**common, "num_chains": 1})
+  assert np.isnan(one["mc_stderr"]) and np.isfinite(one["log_px"])
   figures = lambda r: (r["lower"]["log_px"], r["upper"]["log_px"], r["upper"]["mc_stderr"])
   assert again.result("lower")["log_px"] == whole["lower"]["log_px"]
   assert again.resume("upper")["done"] == 2

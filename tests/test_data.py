@@ -101,8 +101,22 @@ def test_download_fills_missing_files_and_checks_them(mnist_copy, tmp_path, monk
   assert not (target / "t10k-labels-idx1-ubyte.gz").exists()
   # Offline: the error says the download failed.
   monkeypatch.setattr(data, "MNIST_URL", (tmp_path / "no-such-mirror").as_uri() + "/")
-  with pytest.raises(data.DataError, match="download failed"):
+  with pytest.raises(data.DataError, match="download failed") as e:
     data.load_mnist(target, download=True)
+  assert "run again on a machine with internet" in str(e.value)  # not "download=True"
+  assert "download=True" not in str(e.value)
+
+
+def test_the_data_falls_back_to_the_users_cache_folder(monkeypatch, tmp_path):
+  monkeypatch.delenv(data.DATA_ENV, raising=False)
+  monkeypatch.setattr(data, "__file__", str(tmp_path / "a" / "b" / "data.py"))  # no shared/
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+  assert data.default_data_root() == tmp_path / "xdg" / "vae_jax"
+  monkeypatch.delenv("XDG_CACHE_HOME")
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))
+  assert data.default_data_root() == tmp_path / "home" / ".cache" / "vae_jax"
+  monkeypatch.setenv(data.DATA_ENV, str(tmp_path / "mine"))
+  assert data.default_data_root() == tmp_path / "mine"
 
 
 def test_frey_face(frey_root, tmp_path):

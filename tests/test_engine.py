@@ -114,7 +114,7 @@ def test_mean_and_stderr_and_durations():
                                     {"done": -100, "totals": {"log_px": -1.0, "sq": 1.0}},
                                     {"done": "30", "totals": {"log_px": -1.0, "sq": 1.0}},
                                     {"done": 35, "totals": {"log_px": -1.0, "sq": 1.0}},
-                                    {"done": 30, "totals": {"log_px": float("nan"), "sq": 1.0}},
+                                    {"done": 30, "totals": {"log_px": float("inf"), "sq": 1.0}},
                                     {"done": 30, "totals": {"log_px": -1.0}},
                                     {"done": 30, "totals": [1, 2]}])
 def test_kept_blocks_that_cannot_be_this_runs_start_afresh_with_one_line(resume, caplog):

@@ -220,3 +220,24 @@ def test_iaf_inverse_is_finite_everywhere_and_holds_at_tiny_gates():
       assert z.dtype == jnp.float32
       np.testing.assert_allclose(q32.log_prob(z), log_q, atol=0.05)
     assert float(flow._gate(jnp.float32(-30.0))[0]) == pytest.approx(flows.GATE_FLOOR, rel=1e-3)
+
+
+def test_the_radial_log_det_keeps_its_digits_near_z0_with_beta_near_minus_alpha():
+  """Near z0 with beta near -alpha, 1 + beta h is nearly 0 and its float32 sum lost
+  1e-2 nats; written as sums of positive terms the float32 log-det matches float64."""
+  step, d = flows.RadialStep(), 3
+  rng = np.random.default_rng(0)
+  z0 = rng.normal(size=d).astype(np.float32)
+  for b, offset in ((-12.0, 1e-4), (-9.0, 1e-3), (-3.0, 1e-2), (0.5, 0.3)):
+    context = np.concatenate([z0, np.float32([0.3, b])])
+    z = (z0 + offset * rng.normal(size=d)).astype(np.float32)
+    _, got = step.forward_and_log_det(None, jnp.asarray(context), jnp.asarray(z))
+    # The textbook formula in float64, on the same float32 inputs.
+    c, x = context.astype(np.float64), z.astype(np.float64)
+    alpha, s = np.log1p(np.exp(c[d])), np.log1p(np.exp(c[d + 1]))
+    beta, diff = s - alpha, x - c[:d]
+    sq = np.sum(diff * diff)
+    r = np.sqrt(sq + 1e-12)
+    h = 1.0 / (alpha + r)
+    want = (d - 1) * np.log1p(beta * h) + np.log(1.0 + beta * h - beta * h * h * sq / r)
+    assert abs(float(got) - want) < 1e-3, (b, offset, float(got), want)

@@ -523,7 +523,7 @@ class _Job:
     r = self.runner.run_rows(xb, zb, offset, steps_per_call, poll)
     log_px, se, acc = r.log_px[:n], r.stderr[:n], r.acceptance[:n]
     return {"log_px": float(np.sum(log_px)), "sq": float(np.sum(np.square(log_px))),
-            "var": float(np.nansum(np.square(se))), "acceptance": float(np.sum(acc))}
+            "var": float(np.sum(np.square(se))), "acceptance": float(np.sum(acc))}
 
   def summary(self, totals: dict, n: int, seconds: float) -> dict:
     mean, data_stderr = engine.mean_and_stderr(totals["log_px"], totals["sq"], n, ddof=1)

@@ -72,13 +72,15 @@ class Dataset(NamedTuple):
 
 
 def default_data_root() -> pathlib.Path:
-  """`$VAE_JAX_DATA`, else `../shared/data` beside the project root, else ~/.cache/vae_jax."""
+  """`$VAE_JAX_DATA`, else `../shared/data` beside the project root, else the user's
+  cache folder: `$XDG_CACHE_HOME/vae_jax`, or ~/.cache/vae_jax."""
   if os.environ.get(DATA_ENV):
     return pathlib.Path(os.environ[DATA_ENV]).expanduser()
   beside = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
   if beside.is_dir():
     return beside
-  return pathlib.Path.home() / ".cache" / "vae_jax"
+  cache = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+  return pathlib.Path(cache).expanduser() / "vae_jax"
 
 
 def _sha256(path: pathlib.Path) -> str:
@@ -158,11 +160,12 @@ def load_mnist(data_dir, *, download: bool = False, timeout: float = 30.0) -> Da
     except (urllib.error.URLError, OSError) as e:
       reason = f"download failed: {getattr(e, 'reason', e)}"
   if missing:
+    retry = ("run again on a machine with internet" if download else
+             "run with download=True on a machine with internet")
     raise DataError(
         f"MNIST not found: {data_dir} lacks {', '.join(missing)} ({reason}). Copy the four "
-        f"official IDX .gz files there (or point data_dir or ${DATA_ENV} at them), run with "
-        f"download=True on a machine with internet, or use data_source=tfds "
-        f"(pip install 'vae-jax[tfds]').")
+        f"official IDX .gz files there (or point data_dir or ${DATA_ENV} at them), {retry}, "
+        f"or use data_source=tfds (pip install 'vae-jax[tfds]').")
   arrays = {}
   for part, (name, size, sha) in MNIST_FILES.items():
     path = data_dir / name

@@ -170,12 +170,12 @@ def run(job: Job, x, *, batch_size: int, block_size: int, progress: bool = True,
 
 def _valid_resume(resume, job: Job, n: int, block_size: int) -> bool:
   """Whether `resume` is what `on_block` gives: whole blocks of the n rows done, below n,
-  and a finite number for each of the job's sums."""
+  and a number for each of the job's sums (NaN passes: one AIS chain has no error)."""
   done, totals = resume.get("done"), resume.get("totals")
   return (isinstance(done, int) and not isinstance(done, bool) and 0 < done < n
           and done % block_size == 0 and isinstance(totals, dict)
           and all(isinstance(totals.get(k), (int, float)) and not isinstance(totals.get(k), bool)
-                  and math.isfinite(totals[k]) for k in job.sum_keys))
+                  and not math.isinf(totals[k]) for k in job.sum_keys))
 
 
 def mean_and_stderr(total: float, sq: float, n: int, ddof: int = 0) -> tuple[float, float]:

@@ -123,7 +123,10 @@ class RadialStep:
   """f(z) = z + beta h(r) (z - z0), h = 1 / (alpha + r), r = |z - z0|, its z0, alpha and
   beta (D + 2 numbers) given per example by the encoder, beta >= -alpha so that f is
   invertible (Rezende & Mohamed, 2015, section 4.1):
-  log |det| = (D - 1) log(1 + beta h) + log(1 + beta h + beta h'(r) r)."""
+  log |det| = (D - 1) log(1 + beta h) + log(1 + beta h + beta h'(r) r), computed with
+  s = alpha + beta > 0 as 1 + beta h = (s + r) / (alpha + r) and the second factor as
+  (alpha s + r (2 alpha + r)) / (alpha + r)^2: sums of positive terms, where 1 + beta h
+  cancels to float32 rounding near z0 with beta near -alpha."""
   has_params = False
   has_inverse = False
 
@@ -137,13 +140,17 @@ class RadialStep:
     d = z.shape[-1]
     z0 = context[..., :d]
     alpha = distributions.softplus(context[..., d])
-    beta = distributions.softplus(context[..., d + 1]) - alpha
+    s = distributions.softplus(context[..., d + 1])  # alpha + beta
+    beta = s - alpha
     diff = z - z0
     sq = jnp.sum(diff * diff, -1)
-    r = jnp.sqrt(sq + 1e-12)  # a finite gradient at z = z0; the Jacobian below is this map's
+    eps = 1e-12
+    r = jnp.sqrt(sq + eps)  # a finite gradient at z = z0; the Jacobian below is this map's
     h = 1.0 / (alpha + r)
-    log_det = ((d - 1) * jnp.log1p(beta * h)
-               + jnp.log(1.0 + beta * h - beta * h * h * sq / r))
+    # 1 + beta h - beta h^2 sq / r, times (alpha + r)^2; r - sq / r = eps / r exactly.
+    second = alpha * s + r * (2.0 * alpha + r) + beta * (eps / r)
+    log_a = jnp.log(alpha + r)
+    log_det = (d - 1) * (jnp.log(s + r) - log_a) + jnp.log(second) - 2.0 * log_a
     return z + (beta * h)[..., None] * diff, log_det
 
   def inverse_and_log_det(self, params, context, y):
