@@ -34,3 +34,28 @@ TRAINS = re.compile(r"for \w+ in range\(\d{2,}\)|train_and_evaluate|make_train_e
 def test_snippet_runs(index):
   page, block = SNIPPETS[index]
   exec(compile(block, f"{page.name}, python block {index + 1}", "exec"), {})
+
+
+COMMANDS = [(page, line) for page in PAGES
+            for block in re.findall(r"```bash\n(.*?)```", page.read_text(), re.S)
+            for line in re.sub(r"\\\n\s*", " ", block).splitlines()
+            if line.startswith("python -m experiments.")]
+
+
+@pytest.mark.parametrize("index", [pytest.param(i, id=f"{p.name}-{i}")
+                                   for i, (p, _) in enumerate(COMMANDS)])
+def test_every_training_and_evaluation_command_in_the_docs_parses(index):
+  """The flags of each `python -m experiments.*` line of README.md and docs/ parse as the
+  command would parse them (nothing runs)."""
+  import shlex  # pylint: disable=g-import-not-at-top
+  from experiments import cli  # pylint: disable=g-import-not-at-top
+  from tests import test_presets  # pylint: disable=g-import-not-at-top
+  page, line = COMMANDS[index]
+  module, *argv = shlex.split(line.split("python -m ", 1)[1].split("#")[0])
+  if any(a.startswith("--flagfile") for a in argv):
+    pytest.skip("names a flag file of the reader's")
+  try:
+    entry = test_presets._entry(module)  # pylint: disable=protected-access
+  except AttributeError:
+    pytest.skip(f"{module} builds its entry inside main")
+  cli.parse(entry, argv)
