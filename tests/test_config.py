@@ -164,6 +164,7 @@ def _returns_42(config, image_shape):  # pylint: disable=unused-argument
     ("tests.test_config:_returns_42", "returned int '42', which has no init or parts method"),
     ("nosuchmodule:build", "cannot import it (No module named 'nosuchmodule')"),
     ("math:nosuch", "cannot import it"),
+    ("os.path:join", "calling it as join(config, image_shape) failed (expected str"),
 ])
 def test_every_bad_model_builder_is_one_line_naming_model(name, message, capsys):
   with pytest.raises(ValueError) as e:

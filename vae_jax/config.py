@@ -227,14 +227,15 @@ class RunConfig(settings.Settings):
     image_shape = tuple(image_shape)
     build = builders.BUILDERS.get(self.model) or import_builder(self.model)
     if not self.conditional:
-      return _checked_model(self.model, build(self, image_shape))
+      return _checked_model(self.model, _call_builder(self.model, build, self, image_shape))
     try:
       inspect.signature(build).bind(None, (), num_classes=1)
     except TypeError:
       raise ValueError(f"conditional=True: model={self.model}'s builder takes no num_classes; "
                        f"give it a num_classes argument and a model whose parts(params, "
                        f"labels) binds the labels") from None
-    return _checked_model(self.model, build(self, image_shape, num_classes=num_classes))
+    return _checked_model(self.model, _call_builder(self.model, build, self, image_shape,
+                                                    num_classes=num_classes))
 
 
 def import_builder(name: str) -> Callable:
@@ -258,6 +259,19 @@ def import_builder(name: str) -> Callable:
     raise ValueError(f"model={name!r}: cannot be called as {attr}(config, image_shape) "
                      f"({e}); {fix}") from None
   return build
+
+
+def _call_builder(name: str, build, *args, **kwargs):
+  """`build(*args, **kwargs)`; a builder of your own that is not one (`os.path:join`
+  takes the arguments, then fails on their types) is one line naming `model=`."""
+  try:
+    return build(*args, **kwargs)
+  except TypeError as e:
+    if name in builders.BUILDERS:
+      raise
+    raise ValueError(f"model={name!r}: calling it as {name.partition(':')[2]}(config, "
+                     f"image_shape) failed ({e}); give MODULE:FUNCTION of a function (config, "
+                     f"image_shape) -> model, e.g. examples.nnx_vae:build") from None
 
 
 def _checked_model(name: str, model):
