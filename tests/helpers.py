@@ -29,6 +29,18 @@ TINY_FLAGS = [f"--train_examples={TINY_TRAIN}", f"--test_examples={TINY_TEST}",
               f"--eval_batch_size={TINY_TEST}"]
 
 
+def command_entry(module: str):
+  """The `cli.Entry` of `python -m MODULE` (the training commands build theirs from
+  `sweep.entry`); AttributeError for a module whose entry is built inside `main`."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  from experiments import sweep  # pylint: disable=g-import-not-at-top
+  entries = {"experiments.mnist": sweep.entry, "experiments.train": sweep.entry,
+             "experiments.frey_face": lambda: sweep.entry(default_preset="frey_face")}
+  if module in entries:
+    return entries[module]()
+  return importlib.import_module(module).ENTRY
+
+
 def copy_run(reference, destination) -> pathlib.Path:
   """A copy of the reference run's workdir at `destination` (a test's own to change)."""
   destination = pathlib.Path(destination)

@@ -392,13 +392,8 @@ def test_ctrl_c_before_the_first_epoch_is_one_line(data_root, tmp_path):
   assert "Traceback" not in err
 
 
-def _copy(workdir: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
-  """A copy of a finished run's workdir, for a test that changes it."""
-  return pathlib.Path(shutil.copytree(workdir, tmp_path / "run"))
-
-
 def test_restoring_into_other_shapes_is_one_clear_line(reference_run, data_root, tmp_path):
-  run = _copy(reference_run, tmp_path)
+  run = helpers.copy_run(reference_run, tmp_path / "run")
   (run / "config.json").unlink()
   flags = [f for f in helpers.TINY_FLAGS if not f.startswith("--latent_dim")]
   out = _cli(data_root, *flags, "--epochs=5", "--latent_dim=5", f"--workdir={run}")
@@ -410,7 +405,7 @@ def test_restoring_into_other_shapes_is_one_clear_line(reference_run, data_root,
 @system
 def test_evaluation_estimates_its_time_first_and_stops_within_seconds_on_sigint(
     reference_run, data_root, tmp_path):
-  run = _copy(reference_run, tmp_path)
+  run = helpers.copy_run(reference_run, tmp_path / "run")
   env = dict(os.environ, VAE_JAX_DATA=str(data_root))
   # k = 10^6 on 500 images: hours of work, in calls of about 2 s.
   proc = subprocess.Popen([sys.executable, "-m", "experiments.evaluate", f"--workdir={run}",

@@ -2,26 +2,15 @@
 gave, and commands that parse as written (nothing trained or compiled)."""
 
 import dataclasses
-import importlib
 import re
 import shlex
 
 import pytest
 
 from experiments import cli
-from experiments import sweep
+from tests import helpers
 from vae_jax import config
 from vae_jax import presets
-
-# The entry point of each command a docstring gives.
-ENTRIES = {"experiments.mnist": sweep.entry, "experiments.train": sweep.entry,
-           "experiments.frey_face": lambda: sweep.entry(default_preset="frey_face")}
-
-
-def _entry(module: str):
-  if module in ENTRIES:
-    return ENTRIES[module]()
-  return importlib.import_module(module).ENTRY
 
 
 def _commands(doc: str) -> list[list[str]]:
@@ -41,7 +30,7 @@ def test_every_preset_builds_and_its_commands_parse(name):
   commands = _commands(presets.PRESETS[name].__doc__)
   assert commands, f"{name}: its docstring gives no command"
   for module, *argv in commands:
-    ns = cli.parse(_entry(module), argv)
+    ns = cli.parse(helpers.command_entry(module), argv)
     if f"--preset={name}" in argv:  # the preset, but for what the other flags set
       flagged = {a[2:].split("=")[0] for a in argv}
       assert ns.preset_name == name and all(

@@ -49,13 +49,13 @@ def test_every_training_and_evaluation_command_in_the_docs_parses(index):
   command would parse them (nothing runs)."""
   import shlex  # pylint: disable=g-import-not-at-top
   from experiments import cli  # pylint: disable=g-import-not-at-top
-  from tests import test_presets  # pylint: disable=g-import-not-at-top
+  from tests import helpers  # pylint: disable=g-import-not-at-top
   page, line = COMMANDS[index]
   module, *argv = shlex.split(line.split("python -m ", 1)[1].split("#")[0])
   if any(a.startswith("--flagfile") for a in argv):
     pytest.skip("names a flag file of the reader's")
   try:
-    entry = test_presets._entry(module)  # pylint: disable=protected-access
+    entry = helpers.command_entry(module)
   except AttributeError:
     pytest.skip(f"{module} builds its entry inside main")
   cli.parse(entry, argv)

@@ -49,9 +49,7 @@ def test_tensorboard_shows_grouped_scalars_the_settings_and_no_duplicate_images(
                                                                                tmp_path):
   """The events read back: train/, test/ and eval/ tags (the learning rate among them), the
   settings as text; running a finished run again adds no image events."""
-  import shutil  # pylint: disable=g-import-not-at-top
-  workdir = tmp_path / "copy"
-  shutil.copytree(whole[0], workdir)
+  workdir = helpers.copy_run(whole[0], tmp_path / "copy")
   events = helpers.tensorboard_events(workdir / "tensorboard")
   tags = {v.tag for e in events for v in e.summary.value}
   assert {"train/elbo", "train/learning_rate", "test/elbo", "test/kl", "eval/active_units",

@@ -107,14 +107,14 @@ def _epochs(recipe, dataset, workdir, settings, stop) -> dict[str, Any]:
     record = workdir_lib.run_record(old, settings, start, config_lib.SEGMENTED)
     if start < policy.epochs:  # only now, with the state accepted
       workdir_lib.write_config(workdir, record)
-    changed = record.get("segments", [{}])[-1]
+    changed = _changes(record.get("segments", [{}])[-1], start)
     log = workdir_lib.MetricsLog(workdir, start, ckpt.record(start) if start else None,
-                                 settings, changed=_changes(changed, start))
+                                 settings, changed=changed)
     epoch_fn = _epoch_fn(recipe, mesh)
     if start >= policy.epochs:
-      unused = {**_changes(changed, start), **({"epochs": policy.epochs}
-                                               if old and old.get("epochs") != policy.epochs
-                                               else {})}
+      unused = dict(changed)
+      if old and old.get("epochs") != policy.epochs:
+        unused["epochs"] = policy.epochs
       if unused:
         logging.warning("The run in %s is finished (%d epochs): %s trained nothing, so its "
                         "config.json keeps the settings its epochs used", workdir, start,
