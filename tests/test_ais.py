@@ -261,3 +261,24 @@ def test_ais_standard_error_matches_the_spread_over_keys(moves, keys):
   reported = np.mean(np.sqrt(np.sum(se ** 2, 1)) / d.shape[1])
   ratio = reported / d.mean(1).std(ddof=1)
   assert 0.6 < ratio < 1.6, ratio
+
+
+def test_ais_from_an_iaf_posterior_warns_where_its_inverse_loses_digits(caplog):
+  """AIS from q needs q's density away from its draws, by the flow's inverse: at gates
+  near the floor that is off by many nats, and the run says so in one line."""
+  from vae_jax import flows  # pylint: disable=g-import-not-at-top
+  import vae_jax  # pylint: disable=g-import-not-at-top
+  flow = flows.IAF(2, (8,), context_dim=5)
+  model = vae_jax.VAE(input_dim=12, latent_dim=5, hidden_sizes=(10,), flow=flow)
+  params = vae_jax.init_params(model, jax.random.key(0))
+  x = jnp.asarray(helpers.binary_data(jax.random.key(1), n=3, dim=12, p=0.4))
+  opts = dict(num_chains=2, num_intermediate=2, start="posterior", batch_size=3,
+              progress=False, target_acceptance=None)
+  warned = lambda: [r for r in caplog.records if "AIS from q" in r.getMessage()]
+  ais.log_likelihood(model.parts, params, x, jax.random.key(0), **opts)
+  assert not warned()  # gates near 0.73: the inverse is exact to float32
+  for step in params["params"]["encoder"]["flow"]:
+    step["out_b"] = step["out_b"].at[5:].set(float(np.log(1e-3 / (1 - 1e-3))) - flow.gate_bias)
+    step["out"] = 3.0 * step["out"]
+  ais.log_likelihood(model.parts, params, x, jax.random.key(0), **opts)
+  assert len(warned()) == 1 and "use --ais_start=prior" in warned()[0].getMessage()

@@ -139,8 +139,8 @@ def _flow_vae(flow, pseudo_inputs=0, dim=12, latent=3):
                                     jnp.float64)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4))
-def _bounds(model, params, x, key, score_function: bool):
+@functools.partial(jax.jit, static_argnums=0)
+def _bounds(model, params, x, key):
   """The objectives of one model on x with one key, in one compiled call."""
   enc, dec, prior = model.parts(params)
   a = vae_jax.elbo(enc, dec, x, key, prior=prior, estimator="monte_carlo")
@@ -150,10 +150,9 @@ def _bounds(model, params, x, key, score_function: bool):
          "iwae_k50": vae_jax.iwae_bound(enc, dec, x, key, prior=prior, num_samples=50,
                                         chunk_size=7),
          "surrogate_k50": vae_jax.iwae_surrogate(enc, dec, x, key, prior=prior, num_samples=50),
-         "gaussian": jnp.asarray(isinstance(enc(x), D.DiagonalGaussian))}
-  if score_function:  # it needs log q at a held z: not a planar flow's
-    out["score_function"] = estimators.score_function_surrogate(enc, dec, x, key, prior=prior,
-                                                                estimator="monte_carlo")
+         "gaussian": jnp.asarray(isinstance(enc(x), D.DiagonalGaussian)),
+         "score_function": estimators.score_function_surrogate(enc, dec, x, key, prior=prior,
+                                                               estimator="monte_carlo")}
   return out
 
 
@@ -163,15 +162,14 @@ def _bounds(model, params, x, key, score_function: bool):
 def test_old_identities_hold_with_flows_and_the_vamp_prior(name, k):
   flow = {"planar": flows.Planar(2), "iaf": flows.IAF(2, (8,), context_dim=3)}.get(name)
   model, params, x = _flow_vae(flow, k)
-  got = _bounds(model, params, x, jax.random.key(5), name != "planar")
+  got = _bounds(model, params, x, jax.random.key(5))
   np.testing.assert_allclose(got["iwae_k1"], got["elbo_a"], rtol=1e-12)
   # The chunked bound is the log-mean-exp of the vmapped weights, whatever the chunks,
   # and the training surrogate's value is the bound's.
   np.testing.assert_allclose(got["iwae_k50"], special.logsumexp(got["log_weights"], 0)
                              - np.log(50), rtol=1e-12)
   np.testing.assert_allclose(got["surrogate_k50"], got["iwae_k50"], rtol=1e-12)
-  if name != "planar":
-    np.testing.assert_allclose(got["score_function"], got["elbo_a"], rtol=1e-10)
+  np.testing.assert_allclose(got["score_function"], got["elbo_a"], rtol=1e-10)
   assert bool(got["gaussian"]) == (name == "gaussian")  # no flow: the closed-form KL's q
 
 
@@ -180,25 +178,70 @@ def _encoder_grad(loss_fn, params, x, key):
   return jax.flatten_util.ravel_pytree(g["params"]["encoder"])[0]
 
 
-@pytest.mark.slow  # 1,500 vmapped gradients; DReG itself stays fast in test_losses.py
-def test_dreg_with_iaf_agrees_with_the_standard_gradient_and_planar_refuses_it():
-  """DReG needs log q(z) at any z with q's parameters held: IAF has it by its inverse."""
-  model, params, x = _flow_vae(flows.IAF(1, (8,), context_dim=3))
-  n, k = 1500, 10
-  keys = jax.random.split(jax.random.key(0), n)
-  grads = {}
-  for name in ("standard", "dreg"):
-    loss = losses.iwae_loss(model.parts, num_samples=k, gradient=name)
-    grads[name] = np.asarray(jax.jit(jax.vmap(lambda key, loss=loss: _encoder_grad(
-        loss, params, x, key)))(keys))
-  diff = grads["dreg"].mean(0) - grads["standard"].mean(0)
-  se = np.sqrt(grads["dreg"].var(0) / n + grads["standard"].var(0) / n)
-  assert np.all(np.abs(diff) < 4.5 * se + 1e-9), np.max(np.abs(diff) / se)
-  assert grads["dreg"].var(0).sum() < grads["standard"].var(0).sum()
-  planar, p_params, _ = _flow_vae(flows.Planar(2))
-  with pytest.raises(NotImplementedError, match="--posterior=iaf or gaussian for DReG"):
-    objectives.iwae_surrogate(*planar.parts(p_params)[:2], x, keys[0],
-                              num_samples=3, gradient="dreg")
+@pytest.mark.slow  # 1,500 vmapped gradients per flow; DReG itself stays fast in test_losses.py
+def test_dreg_agrees_with_the_standard_gradient_with_iaf_and_planar_flows():
+  """DReG needs log q(z) at q's draws with q's parameters held and z's path kept:
+  `log_prob_of_draw` has it for any flow, planar's too (no inverse needed)."""
+  for flow in (flows.IAF(1, (8,), context_dim=3), flows.Planar(2)):
+    model, params, x = _flow_vae(flow)
+    n, k = 1500, 10
+    keys = jax.random.split(jax.random.key(0), n)
+    grads = {}
+    for name in ("standard", "dreg"):
+      loss = losses.iwae_loss(model.parts, num_samples=k, gradient=name)
+      grads[name] = np.asarray(jax.jit(jax.vmap(lambda key, loss=loss: _encoder_grad(
+          loss, params, x, key)))(keys))
+    diff = grads["dreg"].mean(0) - grads["standard"].mean(0)
+    se = np.sqrt(grads["dreg"].var(0) / n + grads["standard"].var(0) / n)
+    assert np.all(np.abs(diff) < 4.5 * se + 1e-9), (flow, np.max(np.abs(diff) / se))
+    assert grads["dreg"].var(0).sum() < grads["standard"].var(0).sum()
+
+
+def _shut_iaf(gate: float, steps=3, dim=5, dtype=jnp.float32):
+  """An IAF posterior over `dim` entries whose every gate sits near `gate` (its
+  pre-activation's bias set so), its networks scaled up so that m depends on z."""
+  flow = flows.IAF(steps, (16,), context_dim=4)
+  params = flow.init(jax.random.key(0), dim)
+  s = float(np.log(gate / (1.0 - gate)))
+  for p in params:
+    p["out_b"] = p["out_b"].at[dim:].set(s - flow.gate_bias)
+  params = jax.tree_util.tree_map(lambda a: jnp.asarray(2.0 * a if a.ndim == 2 else a, dtype),
+                                  params)
+  base = D.DiagonalGaussian(jnp.full(dim, 0.2, dtype), jnp.zeros(dim, dtype))
+  return flows.FlowPosterior(base, jnp.ones(4, dtype), params, flow)
+
+
+def test_iaf_density_at_its_own_draws_is_exact_at_any_gate_with_the_inverse_derivatives():
+  """At gates near the floor the inverse loses z to rounding and compounds it (float32,
+  5 entries, 3 steps); `log_prob_of_draw` is the carried density there, and where the
+  inverse is exact (float64, open gates) its derivatives in z and in every parameter
+  are the inverse's."""
+  with jax.enable_x64(False):
+    for gate in (1e-2, 1e-3, flows.GATE_FLOOR):
+      q = _shut_iaf(gate)
+      keys = jax.random.split(jax.random.key(1), 64)
+      z, log_q = jax.vmap(q.sample_and_log_prob)(keys)
+      at_draw = jax.vmap(q.log_prob_of_draw)(z, keys)
+      assert z.dtype == jnp.float32
+      assert float(jnp.max(jnp.abs(at_draw - log_q))) < 1e-3, gate
+      err = jax.vmap(lambda k: flows.inverse_error(q, k))(keys)
+      if gate <= 1e-3:  # the inverse's own error, which AIS from q checks for
+        assert float(jnp.max(err)) > 1.0, gate
+  q, key = _shut_iaf(0.3, dtype=jnp.float64), jax.random.key(2)
+
+  def both(params, mean, held: bool):
+    qq = flows.FlowPosterior(D.DiagonalGaussian(mean, q.base.logvar), q.context, params, q.flow)
+    z = qq.sample(key)
+    z = jax.lax.stop_gradient(z) if held else z  # score function: q's own parameters only
+    fixed = qq if held else jax.tree_util.tree_map(jax.lax.stop_gradient, qq)  # DReG: z only
+    return fixed.log_prob(z), fixed.log_prob_of_draw(z, key)
+
+  for held in (True, False):
+    by_inverse = jax.grad(lambda p, m: both(p, m, held)[0], argnums=(0, 1))(q.params, q.base.mean)
+    by_draw = jax.grad(lambda p, m: both(p, m, held)[1], argnums=(0, 1))(q.params, q.base.mean)
+    for a, b in zip(jax.tree_util.tree_leaves(by_inverse), jax.tree_util.tree_leaves(by_draw)):
+      np.testing.assert_allclose(b, a, rtol=1e-7, atol=1e-9)
+    assert any(float(jnp.max(jnp.abs(a))) > 0.1 for a in jax.tree_util.tree_leaves(by_draw))
 
 
 def test_iaf_inverse_is_finite_everywhere_and_holds_at_tiny_gates():

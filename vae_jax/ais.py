@@ -37,12 +37,14 @@ same way), so cutting the schedule into segments changes no number.
 import math
 from typing import NamedTuple
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import distributions
 from vae_jax import engine
+from vae_jax import flows
 from vae_jax import labels
 from vae_jax import memory
 from vae_jax import multihost
@@ -414,8 +416,21 @@ class _Runner:
                       step_sizes=sj, target_acceptance=target_acceptance)
       return jax.vmap(one)(xb, keys, chains, sizes)
 
+    def inverse_error(params, xb, keys):
+      """The largest |log q by the inverse - log q carried| at one draw per row."""
+      bind = labels.binder(parts_fn, params, xb)
+
+      def one(xj, kj):
+        parts, xj = bind(_row(xj))
+        q = parts.encoder(xj)
+        if not isinstance(q, flows.FlowPosterior) or not q.flow.has_inverse:
+          return jnp.zeros(())  # exact, or refused with its reason by the target
+        return jnp.max(flows.inverse_error(q, kj))
+      return jnp.max(jax.vmap(one)(xb, keys))
+
     self.begin = jax.jit(begin_rows, static_argnames=("num_chains", "exact"))
     self.advance = jax.jit(advance)
+    self.inverse_error = jax.jit(inverse_error)
 
   def keys(self, offset, rows):
     return objectives.sample_keys(self.key, offset, rows)
@@ -551,9 +566,26 @@ def _run(parts_fn, params, x, key, z, *, num_intermediate, batch_size, progress,
               "pilot_chains": opts["pilot_chains"] if runner.adapt else 0,
               "schedule": "sigmoid"}
   zs = jnp.zeros((labels.num_rows(x), 1)) if z is None else z  # the forward chain ignores it
+  if opts["start"] == "posterior":
+    _check_inverse(runner, jax.tree_util.tree_map(lambda a: a[:batch_size], x))
   job = _Job(runner, zs, batch_size, what, settings)
   return engine.run(job, x, batch_size=batch_size, block_size=batch_size, progress=progress,
                     stop=stop, resume=resume, on_block=on_block)
+
+
+# How far q's density by its inverse may sit from the carried one before AIS from q warns.
+INVERSE_TOLERANCE = 1e-2
+
+
+def _check_inverse(runner: _Runner, xb) -> None:
+  """AIS from q evaluates q's density by inverting its flow; where the flow's gates are
+  small the inverse loses digits (`flows.GATE_FLOOR`) and the weights with them: one
+  warning line, measured on q's own draws for the rows `xb`."""
+  err = float(runner.inverse_error(runner.params, xb, runner.keys(0, labels.num_rows(xb))))
+  if not err <= INVERSE_TOLERANCE:
+    logging.warning("AIS from q: the posterior's flow inverts with an error of up to %.3g nats "
+                    "at q's own draws (gates near their floor), and AIS's weights carry it; "
+                    "use --ais_start=prior for a number you can trust", err)
 
 
 def log_likelihood(parts_fn, params, x, key, *, num_chains: int = 16,

@@ -188,11 +188,6 @@ class RunConfig(settings.Settings):
     if self.eval_methods[:1] != ("elbo",):
       raise ValueError(f"eval_methods={','.join(self.eval_methods)}: must start with elbo (the "
                        f"test ELBO every run records); add the others after it")
-    flow = flows.make(self.posterior, self.flow_steps, self.latent_dim, self.flow_hidden)
-    if flow is not None and not flow.has_inverse and self.iwae_gradient == "dreg":
-      raise ValueError(f"posterior={self.posterior} with iwae_gradient=dreg: DReG needs q's "
-                       f"density at any z, and a {self.posterior} flow has no inverse; use "
-                       f"--posterior=iaf or --iwae_gradient=standard")
 
   def has_closed_form_kl(self) -> bool:
     """Whether the model's KL(q || p) has a closed form (the analytic estimator)."""

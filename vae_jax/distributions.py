@@ -107,6 +107,16 @@ def sample_and_log_prob(q, key: jax.Array) -> tuple[jax.Array, jax.Array]:
   return z, q.log_prob(z)
 
 
+def log_prob_of_draw(q, z: jax.Array, key: jax.Array) -> jax.Array:
+  """log q(z) `[...]` at z = `q.sample(key)` `[..., dim]` (or the draw of a q with the same
+  parameter values, such as its `stop_gradient` copy), differentiable in z and in q's
+  parameters as `q.log_prob` is: q's own `log_prob_of_draw` when it has one (a flow's
+  is exact where its inverse loses digits), else `log_prob(z)`."""
+  if hasattr(q, "log_prob_of_draw"):
+    return q.log_prob_of_draw(z, key)
+  return q.log_prob(z)
+
+
 @struct.dataclass
 class DiagonalGaussian:
   """N(mean, diag(exp(logvar))) over vectors z; mean and logvar `[..., dim]`."""

@@ -45,7 +45,7 @@ def score_function_surrogate(encoder, decoder, x, key, *, prior=None, num_sample
   def one(k):
     z = jax.lax.stop_gradient(posterior.sample(k))
     ll = decoder(z).log_prob(x)
-    log_q = posterior.log_prob(z)
+    log_q = distributions.log_prob_of_draw(posterior, z, k)
     f = ll if estimator == "analytic" else ll + prior.log_prob(z) - log_q
     score_term = jax.lax.stop_gradient(f) * (log_q - jax.lax.stop_gradient(log_q))
     return f + score_term

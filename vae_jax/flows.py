@@ -6,7 +6,9 @@ maps, z = f_T o ... o f_1 (z0), so that
 `FlowPosterior` is a posterior object like `DiagonalGaussian`: every objective,
 estimator and evaluation takes it. Its density is carried with its samples
 (`sample_and_log_prob`), since a flow's inverse is slow (IAF: one pass of its
-network per dimension) or has no closed form (planar). `log_prob(z)` at any other z
+network per dimension), has no closed form (planar) or loses digits (IAF at small
+gates). At its own draws `log_prob_of_draw(z, key)` gives the density from the base
+draw, exact, with the derivatives of the inverse; `log_prob(z)` at any other z
 inverts the flow where it can (IAF) and says so where it cannot (planar).
 
 A flow is a chain of bijector steps (distrax's `Bijector`/`Chain` shape, over plain
@@ -19,8 +21,8 @@ per-example inputs it reads from the encoder). Two flows are built from them:
     a MADE network of z and the encoder's context h giving m and s, and
     z' = sigma * z + (1 - sigma) * m, sigma = GATE_FLOOR + (1 - GATE_FLOOR) sigmoid(s);
     entry i of m and s sees only z_1..z_{i-1}, so the Jacobian is triangular and
-    log det = sum log sigma; a `Reverse` step between them. The floor keeps the
-    inverse, which divides by sigma, well conditioned in float32.
+    log det = sum log sigma; a `Reverse` step between them. The floor bounds each of
+    the inverse's divisions by sigma (`GATE_FLOOR`).
 """
 
 import dataclasses
@@ -34,10 +36,13 @@ from flax import struct
 
 from vae_jax import distributions
 
-# IAF's smallest gate. As sigma -> 0, z' -> m and z is lost to float rounding: with
-# every gate of a step at sigmoid(-30) its float32 inverse's log q was off by
-# thousands of nats (at 1e-5: 160 typical); at 1e-4, by 0.02 at most. A gate of 0.73
-# moves by 4e-5. Several steps of shut gates still compound (1e4 per step).
+# IAF's smallest gate. As sigma -> 0, z' -> m and z is lost to float rounding: the
+# inverse recovers z_i only to eps |m_i| / sigma_i, and that error reaches the later
+# entries' m through the next gates, so it compounds over entries and steps. The floor
+# bounds one entry's loss; it cannot bound the compounding, so nothing that must be
+# exact uses the inverse at the flow's own draws (`log_prob_of_draw`), and AIS from q,
+# which must invert at other z, checks the round trip first (`inverse_error`).
+# docs/faults.md has the measured errors.
 GATE_FLOOR = 1e-4
 
 
@@ -62,16 +67,48 @@ class FlowPosterior:
     return self.sample_and_log_prob(key, sample_shape)[0]
 
   def log_prob(self, z: jax.Array) -> jax.Array:
-    """log q(z|x) at any z, by inverting the flow (`[..., D]` -> `[...]`): what DReG, the
-    score-function estimator and AIS from q need. IAF: D passes of each step's network;
+    """log q(z|x) at any z, by inverting the flow (`[..., D]` -> `[...]`): what AIS from q
+    needs. IAF: D passes of each step's network, inexact where gates are small;
     planar: NotImplementedError."""
     z0, inverse_log_det = self.flow.inverse_and_log_det(self.params, self.context, z)
     return self.base.log_prob(z0) + inverse_log_det
+
+  def log_prob_of_draw(self, z: jax.Array, key: jax.Array) -> jax.Array:
+    """log q(z|x) `[...]` at z `[..., D]` = `self.sample(key)` (or the draw of a q with the
+    same parameter values, e.g. its `stop_gradient` copy): what DReG and the
+    score-function estimator need. Its value comes from the base draw z0 of `key`,
+    exact at any gate; its derivatives (in z and in q's parameters) are those of the
+    inverse, z0 = f^-1(z), by the implicit function theorem: one linear solve with
+    the flow's Jacobian at z0, `[..., D, D]`, and no inverse passes."""
+    z0 = _preimage(self.flow, self.params, self.context, z,
+                   jax.lax.stop_gradient(self.base.sample(key)))
+    return self.base.log_prob(z0) - self.flow.forward_and_log_det(self.params, self.context,
+                                                                  z0)[1]
 
   @property
   def mean(self) -> jax.Array:
     """The flow applied to q0's mean (not E[z]: a summary for pictures and active units)."""
     return self.flow.forward_and_log_det(self.params, self.context, self.base.mean)[0]
+
+
+def _preimage(flow, params, context, y: jax.Array, x: jax.Array) -> jax.Array:
+  """f^-1(y) `[..., D]` for x `[..., D]` with f(x) = y: x itself, differentiable as
+  f^-1 is (dx = J^-1 (dy - df/dtheta dtheta), J = df/dx at x, by `jax.lax.custom_root`)."""
+  def tangent_solve(linear, v):
+    d = v.shape[-1]
+    basis = jnp.broadcast_to(jnp.eye(d, dtype=v.dtype).reshape((d,) + (1,) * (v.ndim - 1)
+                                                                + (d,)), (d,) + v.shape)
+    jacobian = jnp.moveaxis(jax.vmap(linear)(basis), 0, -1)  # [..., D out, D in]
+    return jnp.linalg.solve(jacobian, v[..., None])[..., 0]
+  residual = lambda v: flow.forward_and_log_det(params, context, v)[0] - y
+  return jax.lax.custom_root(residual, x, lambda _, guess: guess, tangent_solve)
+
+
+def inverse_error(q: FlowPosterior, key: jax.Array) -> jax.Array:
+  """|log q by the inverse - log q carried| `[...]` at one draw of q per example, nats:
+  how far `log_prob` is off where the flow's gates are this small."""
+  z, log_q = q.sample_and_log_prob(key)
+  return jnp.abs(q.log_prob(z) - log_q)
 
 
 # -- bijector steps: each one invertible map of z, conditioned on the encoder's context --
@@ -84,9 +121,8 @@ class FlowPosterior:
 def _no_inverse(name: str) -> NotImplementedError:
   return NotImplementedError(
       f"a {name} flow has no closed-form inverse, so its density is known only at its own "
-      f"samples (sample_and_log_prob): use --posterior=iaf or gaussian for DReG "
-      f"(--iwae_gradient=dreg), the score-function estimator and AIS from q (--ais_start=prior "
-      f"works with any posterior)")
+      f"draws: AIS from q needs it elsewhere; use --ais_start=prior (any posterior) or "
+      f"--posterior=iaf or gaussian")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -276,10 +276,11 @@ def iwae_surrogate(encoder, decoder, x, key, *, prior=None, num_samples: int,
   encoder: the decoder-side terms are evaluated at stop_gradient(z_i) and the
   decoder's share of the reparameterized term is subtracted back out.
 
-  DReG needs q's density at any z, differentiable in z, with q's parameters held
+  DReG needs q's density at its draws, differentiable in z, with q's parameters held
   fixed (`stop_gradient` over the posterior object): diagonal Gaussians and
-  `flows.IAF` (by its inverse, D passes of each step's network) have it; a planar
-  flow has not and raises NotImplementedError.
+  `flows.IAF` (from the base draw, with the inverse's derivatives:
+  `distributions.log_prob_of_draw`) have it; a planar flow has not and raises
+  NotImplementedError.
   """
   check(num_samples)
   if gradient not in ("standard", "dreg"):
@@ -296,7 +297,8 @@ def iwae_surrogate(encoder, decoder, x, key, *, prior=None, num_samples: int,
     z = posterior.sample(k)
     z_fixed = jax.lax.stop_gradient(z)
     log_p_at_fixed = decoder(z_fixed).log_prob(x) + prior.log_prob(z_fixed)
-    logw = decoder(z).log_prob(x) + prior.log_prob(z) - fixed_q.log_prob(z)
+    logw = (decoder(z).log_prob(x) + prior.log_prob(z)
+            - distributions.log_prob_of_draw(fixed_q, z, k))
     return logw, log_p_at_fixed
   logw, log_p_at_fixed = _per_sample(one, keys)
   w = jax.lax.stop_gradient(jax.nn.softmax(logw, axis=0))  # normalized weights [k, batch]
