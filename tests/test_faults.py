@@ -436,6 +436,27 @@ def test_evaluation_estimates_its_time_first_and_stops_within_seconds_on_sigint(
 
 
 @system
+def test_ctrl_c_while_a_long_flow_is_built_ends_the_run_within_a_second(data_root, tmp_path):
+  """A 256-step IAF's state takes minutes to build (compiling its init, cold); Ctrl-C
+  there once waited for the build and then the epoch's compile."""
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "experiments.mnist", *CLI, "--posterior=iaf", "--flow_steps=256",
+       f"--workdir={tmp_path / 'run'}"], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, env=dict(os.environ, VAE_JAX_DATA=str(data_root),
+                                       JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla")))
+  _wait_for(tmp_path / "run" / ".lock", proc)
+  time.sleep(1.0)
+  assert proc.poll() is None
+  sent = time.time()
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=60)
+  assert time.time() - sent < 3.0 and proc.returncode == 130, err[-1500:]
+  assert err.strip().splitlines()[-1].startswith("error: interrupted"), err[-1500:]
+  assert not (tmp_path / "run" / "config.json").exists()  # ended inside the build
+  assert "Traceback" not in err and "Compiling the training epoch" not in err
+
+
+@system
 @pytest.mark.parametrize("delay", [0.0, 0.3, 0.6, 0.9, 1.5])
 def test_ctrl_c_at_any_moment_after_the_config_is_written_is_never_swallowed(delay, data_root,
                                                                             tmp_path):

@@ -6,6 +6,8 @@ import json
 import os
 import pathlib
 import signal
+import threading
+import time
 
 import pytest
 
@@ -137,3 +139,16 @@ def test_evaluation_checks_its_workdir_is_writable_first(tmp_path):
   with pytest.raises(OSError, match="cannot write there"):
     W.check_writable(pathlib.Path("/proc"))  # read-only even for root
   W.check_writable(tmp_path)
+
+
+def test_interruptible_returns_raises_and_ends_its_wait_on_a_stop_request():
+  """A long call into C++ (here a sleep) cannot take a signal; the wait for it can."""
+  assert W.interruptible(lambda a, b: a + b, 2, 3) == 5
+  with pytest.raises(ValueError, match="bad"):
+    W.interruptible(lambda: (_ for _ in ()).throw(ValueError("bad")))
+  stop = W.StopRequest()
+  threading.Timer(0.2, lambda: setattr(stop, "signal", "SIGINT")).start()
+  t0 = time.perf_counter()
+  with pytest.raises(KeyboardInterrupt):
+    W.interruptible(time.sleep, 30.0, stop=stop)
+  assert time.perf_counter() - t0 < 1.0

@@ -85,18 +85,20 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir, *,
 def _train(recipe, dataset, workdir, settings) -> dict[str, Any]:
   """The epochs of `train_and_evaluate`, once the workdir is locked and checked.
 
-  SIGINT/SIGTERM are requests from here on, never exceptions (a KeyboardInterrupt
-  raised inside one of XLA's garbage-collector callbacks is swallowed): one that
-  arrives before the first epoch ends the run as an interruption, a later one
-  after the current epoch, with its checkpoint saved."""
-  with workdir_lib.StopRequest() as stop:
-    return _epochs(recipe, dataset, workdir, settings, stop)
-
-
-def _epochs(recipe, dataset, workdir, settings, stop) -> dict[str, Any]:
+  While the state is built (minutes for a long flow) Ctrl-C raises KeyboardInterrupt
+  at once: nothing is worth saving yet. From the compile on, SIGINT/SIGTERM are
+  requests, never exceptions (a KeyboardInterrupt raised inside one of XLA's
+  garbage-collector callbacks is swallowed): one that arrives before the first epoch
+  ends the run as an interruption once the compile returns, a later one after the
+  current epoch, with its checkpoint saved."""
   train_images, test_x = recipe.inputs(dataset)
   model, mesh, root, policy = recipe.model, multihost.data_mesh(), recipe.root, recipe.policy
-  state = multihost.replicate(config_lib.initial_state(model, recipe.optimizer, root), mesh)
+  # One process: the build's compiles run where Ctrl-C can end them at once. Several
+  # processes build together (their stop is agreed on after the compile).
+  alone = (lambda fn, *a, stop=None: workdir_lib.interruptible(fn, *a, stop=stop)
+           ) if jax.process_count() == 1 else (lambda fn, *a, stop=None: fn(*a))
+  state = multihost.replicate(alone(config_lib.initial_state, model, recipe.optimizer, root),
+                              mesh)
   ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", max_to_keep=policy.keep_checkpoints)
   log = None
   try:
@@ -126,36 +128,45 @@ def _epochs(recipe, dataset, workdir, settings, stop) -> dict[str, Any]:
                      test_x, dataset, start, True)
       return log.last_record()
     batches = train.epoch_batches(train_images, root, start, policy.batch_size, mesh)
-    epoch_fn = _compile_within_memory(epoch_fn, state, batches, root, recipe, start)
-    if multihost.any_process(stop.signal is not None):
-      raise KeyboardInterrupt  # before any work worth saving: the run ends here
-    loop = hooks.Loop(recipe, workdir, ckpt, log, test_x, dataset)
-    times, loop_start = [], time.perf_counter()
-    for epoch in range(start, policy.epochs):
-      t0 = time.perf_counter()
-      state, m = epoch_fn(state, batches, root, recipe.hparams)
-      if epoch + 1 < policy.epochs:  # the host gathers the next epoch while this one runs
-        batches = train.epoch_batches(train_images, root, epoch + 1, policy.batch_size, mesh)
-      m = jax.device_get(m)  # the one host sync of the epoch
-      times.append(time.perf_counter() - t0)
-      _check_finite(m, epoch, ckpt.latest_epoch(), policy.skip_nonfinite)
-      stopping = multihost.any_process(stop.signal is not None)
-      end = hooks.EpochEnd(epoch + 1, policy.epochs, state, m, times,
-                           log.wall_before + time.perf_counter() - loop_start, stopping)
-      for hook in recipe.hooks:  # evaluation, checkpoint, pictures, progress: each when due
-        hook(loop, end)
-      if stopping:
-        logging.warning("%s: stopping after epoch %d; its checkpoint is saved. Run the same "
-                        "command again to resume.", stop.signal or "a signal to another "
-                        "process", epoch + 1)
-        break
-    return loop.record
+    with workdir_lib.StopRequest() as stop:
+      epoch_fn = alone(_compile_within_memory, epoch_fn, state, batches, root, recipe, start,
+                       stop=stop)
+      if multihost.any_process(stop.signal is not None):
+        raise KeyboardInterrupt  # before any work worth saving: the run ends here
+      loop = hooks.Loop(recipe, workdir, ckpt, log, test_x, dataset)
+      return _loop(recipe, loop, epoch_fn, state, batches, train_images, start, stop)
   finally:
     try:
       ckpt.close()
     finally:
       if log is not None:
         log.close()
+
+
+def _loop(recipe, loop, epoch_fn, state, batches, train_images, start: int, stop) -> dict:
+  """The epochs from `start`, each followed by the recipe's hooks; a signal (`stop`)
+  ends the run after its epoch, with the checkpoint saved."""
+  policy, root, mesh = recipe.policy, recipe.root, multihost.data_mesh()
+  times, loop_start = [], time.perf_counter()
+  for epoch in range(start, policy.epochs):
+    t0 = time.perf_counter()
+    state, m = epoch_fn(state, batches, root, recipe.hparams)
+    if epoch + 1 < policy.epochs:  # the host gathers the next epoch while this one runs
+      batches = train.epoch_batches(train_images, root, epoch + 1, policy.batch_size, mesh)
+    m = jax.device_get(m)  # the one host sync of the epoch
+    times.append(time.perf_counter() - t0)
+    _check_finite(m, epoch, loop.ckpt.latest_epoch(), policy.skip_nonfinite)
+    stopping = multihost.any_process(stop.signal is not None)
+    end = hooks.EpochEnd(epoch + 1, policy.epochs, state, m, times,
+                         loop.log.wall_before + time.perf_counter() - loop_start, stopping)
+    for hook in recipe.hooks:  # evaluation, checkpoint, pictures, progress: each when due
+      hook(loop, end)
+    if stopping:
+      logging.warning("%s: stopping after epoch %d; its checkpoint is saved. Run the same "
+                      "command again to resume.", stop.signal or "a signal to another "
+                      "process", epoch + 1)
+      break
+  return loop.record
 
 
 def load_run(workdir, epoch: int | None = None, *, model: str | None = None):

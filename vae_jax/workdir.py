@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import threading
 import time
 
 
@@ -64,6 +65,30 @@ class StopRequest:
   def __exit__(self, *exc):
     for sig, old in self._old.items():
       signal.signal(sig, old)
+
+
+def interruptible(fn, *args, stop: StopRequest | None = None):
+  """`fn(*args)` in a thread of its own while this thread waits: XLA's compiles are long
+  calls into C++ that a signal cannot interrupt, so Ctrl-C (or `stop`'s signal) ends
+  the wait within 0.1 s and raises KeyboardInterrupt here; the abandoned call ends
+  with the process. `fn`'s exceptions are raised here."""
+  out = {}
+
+  def call():
+    try:
+      out["value"] = fn(*args)
+    except BaseException as e:  # pylint: disable=broad-except  (raised in the caller)
+      out["error"] = e
+
+  worker = threading.Thread(target=call, name="vae_jax-build", daemon=True)
+  worker.start()
+  while worker.is_alive():
+    worker.join(0.1)
+    if stop is not None and stop.signal is not None:
+      raise KeyboardInterrupt
+  if "error" in out:
+    raise out["error"]
+  return out["value"]
 
 
 class WorkdirBusy(RuntimeError):
