@@ -13,6 +13,7 @@ when built from Python too.
 
 import dataclasses
 import os
+import pathlib
 import sys
 import textwrap
 import typing
@@ -24,6 +25,7 @@ from absl import logging
 from experiments import cluster
 from experiments import errors
 from vae_jax import settings
+from vae_jax import workdir
 from vae_jax.settings import setting
 
 
@@ -217,6 +219,17 @@ def _compilation_cache(options: RuntimeOptions) -> None:
   """JAX's persistent compilation cache in `options`' folder (or none)."""
   import jax  # pylint: disable=g-import-not-at-top
   path = options.cache_dir()
+  if path is not None:
+    try:  # JAX warns at every write into an unusable folder: say it once, go without
+      os.makedirs(path, exist_ok=True)
+      workdir.check_writable(pathlib.Path(path))
+    except OSError as e:
+      why = ("a file, not a folder" if os.path.isfile(path) else
+             e.strerror or str(e).split(": cannot write there (")[-1].rstrip(")"))
+      logging.warning("--compilation_cache=%s: cannot keep programs there (%s); compiling "
+                      "without a cache this run (pass a writable folder, or "
+                      "--compilation_cache=none)", path, why)
+      path = None
   jax.config.update("jax_compilation_cache_dir", path)
   if path is not None and "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
     # Keep every program that took a moment: the epoch, the evaluations, the pictures.
@@ -254,6 +267,7 @@ def _quiet_logging() -> None:
   handler.python_handler.stream = sys.stderr  # today's stderr, also when called in-process
   if not any(isinstance(f, errors.QuietLibraries) for f in handler.filters):
     handler.addFilter(errors.QuietLibraries())
+  errors.quiet_writer_threads()
 
 
 def run(main_fn: Callable[[], int]) -> None:

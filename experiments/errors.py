@@ -7,6 +7,8 @@ import os
 import re
 import signal
 import sys
+import threading
+import traceback
 
 from absl import logging
 
@@ -95,9 +97,11 @@ def as_flags(message: str, fv, renames: dict) -> str:
   arguments (`batch_size=4096`, `fresh=True`, `lower num_samples`), the user
   typed flags (`--batch_size=4096`, `--fresh`, `lower --L`). Bare words are taken
   for arguments only when they hold an underscore, are renamed, or read "another
-  workdir". `fv`: the entry's flags; `renames`: argument -> flag."""
+  workdir"; a field named after "FILE.json: " stays the file's. `fv`: the entry's flags; `renames`: argument -> flag."""
   def one(m: re.Match) -> str:
     name, value = m.group(1), m.group(2)
+    if message[max(0, m.start() - 7):m.start()] == ".json: ":
+      return m.group(0)  # a field of a file (config.json), not a flag
     flag = renames.get(name, name)
     bare_ok = "_" in name or name in renames or message[max(0, m.start() - 8):m.start()] == "another "
     if flag not in fv or (value is None and not bare_ok):
@@ -107,17 +111,45 @@ def as_flags(message: str, fv, renames: dict) -> str:
 
 
 class QuietLibraries:
-  """Drops orbax's INFO chatter (a dozen lines per checkpoint) and JAX's "Unable to
-  initialize backend" lines from the absl log."""
+  """Drops orbax's INFO chatter (a dozen lines per checkpoint), its ERROR tracebacks (a
+  failed save is `checkpoint.CheckpointError`'s one line; a full disk gave 300-500
+  lines before it) and JAX's "Unable to initialize backend" lines from the absl log."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
+    if "/orbax/" in record.pathname:
+      return record.levelno == std_logging.WARNING
     if record.levelno > std_logging.INFO:
       return True
     # JAX says at every start that it found no TPU: on a machine without one, not news.
-    if record.name.startswith("jax._src.xla_bridge") and "Unable to initialize backend" in (
-        record.getMessage()):
-      return False
-    return "/orbax/" not in record.pathname
+    return not (record.name.startswith("jax._src.xla_bridge")
+                and "Unable to initialize backend" in record.getMessage())
+
+
+# The libraries whose background threads write files: a write they fail surfaces in the
+# main thread as one line (`checkpoint.CheckpointError`, the run's own error).
+_WRITERS = ("/orbax/", "/tensorboardX/", "/asyncio/")
+
+
+def _writer_failure(exc: BaseException | None, tb) -> bool:
+  """Whether `exc` is a failed write in a writer's thread."""
+  files = [f.filename for f in traceback.extract_tb(tb)]
+  return (isinstance(exc, (OSError, ValueError, RuntimeError))
+          and any(w in f for f in files for w in _WRITERS))
+
+
+def quiet_writer_threads() -> None:
+  """A failed write in orbax's or tensorboardX's threads (a full disk) no longer prints
+  its thread's traceback: the main thread reports the failure in one line. Other
+  threads' exceptions print as before."""
+  if getattr(threading.excepthook, "quiet_writers", False):
+    return
+  previous = threading.excepthook
+
+  def hook(args):
+    if not _writer_failure(args.exc_value, args.exc_traceback):
+      previous(args)
+  hook.quiet_writers = True
+  threading.excepthook = hook
 
 
 def exit_now(code: int) -> None:

@@ -182,3 +182,25 @@ def test_a_sweep_points_folder_is_one_path_component_whatever_its_value():
                    "data_path=a%2Fb,latent_dim=2", "data_path=c d,latent_dim=2"]
   assert all(len(pathlib.PurePath(n).parts) == 1 for n in names)
   assert points[0]["data_path"] == "../../../../x"  # the value itself is kept
+
+
+def test_an_unusable_compilation_cache_is_one_warning_and_no_cache(tmp_path, caplog):
+  """JAX warned at every write into a folder it could not use (2-14 lines)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from experiments import cli  # pylint: disable=g-import-not-at-top
+  before = jax.config.jax_compilation_cache_dir
+  a_file = tmp_path / "cache"
+  a_file.write_text("")
+  try:
+    with caplog.at_level("WARNING"):
+      cli._compilation_cache(cli.RuntimeOptions(compilation_cache=str(a_file)))
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [f"--compilation_cache={a_file}: cannot keep programs there (a file, not a "
+                     f"folder); compiling without a cache this run (pass a writable folder, or "
+                     f"--compilation_cache=none)"]
+    assert jax.config.jax_compilation_cache_dir is None
+    cli._compilation_cache(cli.RuntimeOptions(compilation_cache=str(tmp_path / "new")))
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "new")
+    assert (tmp_path / "new").is_dir()
+  finally:
+    jax.config.update("jax_compilation_cache_dir", before)

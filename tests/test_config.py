@@ -142,10 +142,15 @@ def test_a_config_json_is_checked_field_by_field(tmp_path, field, value, message
   assert "\n" not in str(e.value)
 
 
-def test_a_config_json_reads_back_its_settings_and_takes_defaults_for_missing_ones(tmp_path):
-  config, sizes = C.read_run_config(_config_json(tmp_path, latent_dim=7, hidden_sizes=[9, 8],
-                                                 beta=1, compute_dtype=_DROP))
+def test_a_config_json_reads_back_its_settings_and_names_the_defaults_for_missing_ones(
+    tmp_path, caplog):
+  with caplog.at_level("WARNING"):
+    config, sizes = C.read_run_config(_config_json(tmp_path, latent_dim=7, hidden_sizes=[9, 8],
+                                                   beta=1, compute_dtype=_DROP))
   assert config == C.RunConfig(latent_dim=7, hidden_sizes=(9, 8), beta=1.0)
+  assert [r.getMessage() for r in caplog.records] == [
+      f"{tmp_path / 'config.json'} does not say compute_dtype; reading "
+      f"compute_dtype='float32', today's default, which the run may not have used"]
   assert sizes["image_shape"] == [2, 2, 1] and isinstance(config.beta, float)
   with pytest.raises(ValueError, match="needs train_examples"):
     C.read_run_config(_config_json(tmp_path, data={"image_shape": [2, 2, 1]}))

@@ -438,6 +438,8 @@ def test_library_errors_are_shown_as_the_flags_typed():
     cli.define(fv, cls)
   assert (errors.as_flags("lower chunk_size or batch_size", fv, cli.flag_renames(evaluate.ENTRY))
           == "lower --chunk_size or --iwae_batch_size")
+  run_record = "runs/a/config.json: batch_size=0: must be >= 1; repair or delete it"
+  assert errors.as_flags(run_record, fv, cli.flag_renames(evaluate.ENTRY)) == run_record
 
 
 @pytest.mark.slow

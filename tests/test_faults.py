@@ -56,6 +56,7 @@ Bad inputs and faults tried here and in the tests they point to (95 in all):
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -219,17 +220,35 @@ def test_full_disk_is_refused_before_any_work(data_root, small_disk, capfd):
   assert not (small_disk / "run" / "checkpoints").exists()
 
 
+def test_disk_filling_up_mid_run_is_one_line_and_no_record_without_its_checkpoint(
+    data_root, small_disk, monkeypatch, capfd):
+  """A save the disk has no room for is refused before orbax's threads write (their
+  failures printed 300-500 lines and "the last complete one is epoch None")."""
+  monkeypatch.setattr(workdir_lib, "check_disk_space", lambda *a: None)  # filled after it
+  code, err = helpers.cli(capfd, "experiments.mnist", *helpers.TINY_FLAGS,
+                          f"--workdir={small_disk / 'run'}")
+  lines = err.strip().splitlines()
+  assert code == 1 and "Traceback" not in err and len(lines) < 10, err[-3000:]
+  assert re.fullmatch(r"error: could not write the checkpoint of epoch 1 in .*small_disk.*: it "
+                      r"needs about \d+\.\d MB and 0\.\d MB are free; no checkpoint is "
+                      r"complete yet\. Free some space or pass another --workdir, then run "
+                      r"again to resume", lines[-1]), lines[-1]
+  assert helpers.run_metrics(small_disk / "run") == []
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_disk_filling_up_mid_run_keeps_earlier_checkpoints(small, small_disk, monkeypatch):
-  # Skip the start-up check, as if the disk filled up after it.
+def test_a_save_that_fails_while_written_keeps_earlier_checkpoints_and_no_line_of_its_own(
+    small, small_disk, monkeypatch):
+  # Past both checks, as if the disk filled up while orbax wrote.
   monkeypatch.setattr(workdir_lib, "check_disk_space", lambda *a: None)
-  config = CONFIG  # its checkpoint, ~600 kB, cannot fit
+  monkeypatch.setattr(checkpoint.Checkpointer, "_check_space", lambda *a: None)
   with pytest.raises(checkpoint.CheckpointError,
                      match=r"could not write a checkpoint in .*small_disk.*No space left on "
-                           r"device.*last complete one is epoch None"):
-    runner.train_and_evaluate(config, small, small_disk / "run")
+                           r"device.*no checkpoint is complete yet"):
+    runner.train_and_evaluate(CONFIG, small, small_disk / "run")
   leftovers = [p.name for p in (small_disk / "run" / "checkpoints").iterdir()]
   assert not [n for n in leftovers if "tmp" in n or n.isdigit()], leftovers
+  assert helpers.run_metrics(small_disk / "run") == []
 
 
 @system

@@ -101,8 +101,27 @@ class Checkpointer:
             "root_key": np.asarray(jax.random.key_data(root_key)),
             "sha256": checksum((_as_item(state), epoch_array))}
     metadata = {"record": record} if record is not None else None
+    self._check_space(epoch, item)
     self._guard(lambda: self._manager.save(epoch, args=ocp.args.StandardSave(item),
                                            custom_metadata=metadata))
+
+  def _check_space(self, epoch: int, item) -> None:
+    """Refuses a save the disk has no room for before orbax's threads start writing it
+    (whose failures print hundreds of lines): the arrays' bytes and 1 MB for the rest."""
+    need = sum(int(getattr(a, "nbytes", 0)) for a in jax.tree_util.tree_leaves(item)) + 2**20
+    free = shutil.disk_usage(self.directory).free
+    if free < need:
+      self._failed = True
+      raise CheckpointError(
+          f"could not write the checkpoint of epoch {epoch} in {self.directory}: it needs "
+          f"about {need / 2**20:.1f} MB and {free / 2**20:.1f} MB are free; "
+          f"{self._last_complete()}. Free some space or pass another workdir, then run "
+          f"again to resume")
+
+  def _last_complete(self) -> str:
+    last = self._manager.latest_step()
+    return "no checkpoint is complete yet" if last is None else (
+        f"the last complete one is epoch {last}")
 
   def _replace_damaged(self, epoch: int) -> None:
     """Deletes the damaged checkpoints at or above `epoch`, which a run resumed from
@@ -275,6 +294,6 @@ class Checkpointer:
         shutil.rmtree(tmp, ignore_errors=True)
       reason = str(e).split(": ")[-1] if "No space left" in str(e) else str(e)
       raise CheckpointError(
-          f"could not write a checkpoint in {self.directory} ({reason.strip()}); the last "
-          f"complete one is epoch {self._manager.latest_step()}. Free some space or pass "
-          f"another workdir, then run again to resume") from None
+          f"could not write a checkpoint in {self.directory} ({reason.strip()}); "
+          f"{self._last_complete()}. Free some space or pass another workdir, then run again "
+          f"to resume") from None

@@ -494,6 +494,13 @@ def read_run_config(path) -> tuple[RunConfig, dict]:
       or not all(isinstance(v, int) and v > 0 for v in shape)):
     raise ValueError(f"{path}: data={settings.json_repr(sizes)}: needs train_examples (an "
                      f"integer) and image_shape (a list of sizes); repair or delete it")
+  missing = [f.name for f in dataclasses.fields(RunConfig) if f.name not in saved]
+  if missing:  # a record written before a setting existed, or edited: say what stands in
+    defaults = RunConfig()
+    logging.warning("%s does not say %s; reading %s, today's default%s, which the run may "
+                    "not have used", path, ", ".join(missing),
+                    ", ".join(f"{k}={getattr(defaults, k)!r}" for k in missing),
+                    "s" if len(missing) > 1 else "")
   return settings.from_dict(RunConfig, saved, str(path)), {**sizes, "image_shape": list(shape)}
 
 

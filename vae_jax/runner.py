@@ -134,7 +134,13 @@ def _train(recipe, dataset, workdir, settings) -> dict[str, Any]:
       if multihost.any_process(stop.signal is not None):
         raise KeyboardInterrupt  # before any work worth saving: the run ends here
       loop = hooks.Loop(recipe, workdir, ckpt, log, test_x, dataset)
-      return _loop(recipe, loop, epoch_fn, state, batches, train_images, start, stop)
+      record = _loop(recipe, loop, epoch_fn, state, batches, train_images, start, stop)
+      ckpt.wait()  # the last save's failure is raised here, where its line is dropped
+      return record
+  except checkpoint_lib.CheckpointError:
+    if log is not None:  # a line for an epoch whose checkpoint failed would be a record of none
+      log.keep_until(ckpt.latest_epoch())
+    raise
   finally:
     try:
       ckpt.close()

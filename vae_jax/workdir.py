@@ -292,6 +292,12 @@ class MetricsLog:
     for name, g in grids.items() if self.primary else ():
       self.writer.add_image(name, g, step, dataformats="HW" if g.ndim == 2 else "HWC")
 
+  def keep_until(self, epoch: int | None) -> None:
+    """Drops the lines of epochs after `epoch` (None: all): those whose checkpoint failed."""
+    if self.primary:
+      write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in read_metrics(self.path)
+                                      if epoch is not None and r["epoch"] <= epoch))
+
   def last_record(self) -> dict:
     records = read_metrics(self.path)
     return records[-1] if records else {}
