@@ -87,3 +87,61 @@ def test_durations_read_as_time_left():
   assert hooks._duration(0) == "done"
   assert hooks._duration(75) == "1m15s left" and hooks._duration(3725) == "1h02m left"
   assert "after the next epoch" in hooks._duration(None)
+
+
+def _bare_end(epoch, epochs=10, stopping=False):
+  return hooks.EpochEnd(epoch, epochs, None, {}, [1.0], 1.0, stopping)
+
+
+def test_a_periodic_action_is_due_every_n_epochs_on_named_epochs_at_the_last_and_by_time(
+    monkeypatch):
+  clock = [0.0]
+  monkeypatch.setattr(hooks.time, "perf_counter", lambda: clock[0])
+
+  class Count(hooks.PeriodicAction):
+    def __init__(self, **kw):
+      super().__init__(**kw)
+      self.ran = []
+
+    def run(self, loop, end):
+      self.ran.append(end.epoch)
+
+  every = Count(every_epochs=3, on_epochs=(5,), at_last=True)
+  for e in range(1, 11):
+    every(None, _bare_end(e))
+  assert every.ran == [3, 5, 6, 9, 10]
+  timed = Count(every_secs=2.5)
+  for e in range(1, 8):
+    clock[0] = float(e)
+    timed(None, _bare_end(e))
+  assert timed.ran == [3, 6]  # 2.5 s after the start, then after its last run
+  stopped = Count(at_last=True)
+  stopped(None, _bare_end(4, stopping=True))
+  assert stopped.ran == [4]
+
+
+@pytest.mark.parametrize("values,patience,best", [
+    ([1.0, 2.0, 3.0], 1, None),            # improving
+    ([1.0, 3.0, 2.0], 1, 2),               # one evaluation without improvement
+    ([1.0, 3.0, 2.0], 2, None),            # patience not yet spent
+    ([1.0, 3.0, 2.0, 3.0], 2, 2),          # a tie is no improvement: the first best stays
+    ([5.0], 0, 1),                         # patience 0 would stop at once (not offered)
+])
+def test_early_stopping_stops_after_patience_evaluations_without_improvement(values, patience,
+                                                                             best):
+  records = [{"epoch": 2 * (i + 1), "test_elbo": v} for i, v in enumerate(values)]
+  reason = hooks.EarlyStopping(patience).stalled(records)
+  if best is None:
+    assert reason is None
+  else:
+    assert reason.startswith(f"early stopping: test_elbo has not improved for {patience} ")
+    assert f"is epoch {2 * best}'s, whose checkpoint is kept (--epoch={2 * best}" in reason
+  with pytest.raises(ValueError, match="early_stopping_metric=test_elbow: not a figure"):
+    hooks.EarlyStopping(1, "test_elbow").stalled(records)
+
+
+def test_a_loop_stop_keeps_its_first_reason():
+  loop = hooks.Loop(None, None, None, None, None, None)
+  loop.stop("first")
+  loop.stop("second")
+  assert loop.stop_reason == "first"

@@ -208,3 +208,59 @@ def test_a_finished_run_keeps_its_record_and_a_resume_records_each_segment(small
   assert config.learning_rate == 3e-4 and epoch == 5
   assert any("from epoch 3 the run trained with learning_rate=0.0003" in r.getMessage()
              for r in caplog.records)
+
+
+class _StopAt(hooks.PeriodicAction):
+  """A researcher's own action: notes every epoch (and what the loop hands it), stops
+  the run after epoch `at`."""
+
+  def __init__(self, at=None):
+    super().__init__(every_epochs=1)
+    self.at, self.seen = at, []
+
+  def run(self, loop, end):
+    self.seen.append((end.epoch, sorted(end.metrics), loop.record.get("epoch")))
+    if end.epoch == self.at:
+      loop.stop(f"the action's own reason at epoch {end.epoch}")
+
+
+def test_your_action_sees_every_epoch_stops_the_run_and_it_resumes_right(small, whole,
+                                                                         tmp_path, caplog):
+  """Stopped by an action after epoch 1, between evaluations (eval_every=2): the epoch is
+  evaluated and saved all the same, and the resumed run ends where the uninterrupted one
+  does."""
+  every_other = dataclasses.replace(CONFIG, eval_every=2)
+  first = _StopAt(at=1)
+  with caplog.at_level("INFO"):
+    runner.train_and_evaluate(every_other, small, tmp_path, hooks=(first,))
+  assert [(e, r) for e, _, r in first.seen] == [(1, None)]  # before the stop's evaluation
+  assert "elbo" in first.seen[0][1]
+  assert "Stopping after epoch 1: the action's own reason at epoch 1" in caplog.text
+  assert [m["epoch"] for m in helpers.run_metrics(tmp_path)] == [1]
+  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [1]
+  second = _StopAt()
+  runner.train_and_evaluate(every_other, small, tmp_path, hooks=(second,))
+  assert [(e, r) for e, _, r in second.seen] == [(2, 2), (3, 3)]  # after the built-in ones
+  assert helpers.run_metrics(tmp_path) == helpers.run_metrics(whole[0])
+  chex.assert_trees_all_equal(runner.load_run(tmp_path)[2], runner.load_run(whole[0])[2])
+
+
+def test_early_stopping_names_the_best_epoch_keeps_its_checkpoint_and_a_rerun_trains_no_more(
+    small, whole, tmp_path, caplog):
+  """Watching a figure that stalls at once (the active units: 2 of 2 from epoch 1)."""
+  config = dataclasses.replace(CONFIG, early_stopping_patience=1, keep_checkpoints=2,
+                               early_stopping_metric="active_units")
+  with caplog.at_level("INFO"):
+    runner.train_and_evaluate(config, small, tmp_path)
+  reason = ("early stopping: active_units has not improved for 1 evaluations; the best, "
+            "2.0000, is epoch 1's, whose checkpoint is kept (--epoch=1 evaluates it)")
+  assert f"Stopping after epoch 2: {reason}" in caplog.text
+  assert helpers.run_metrics(tmp_path) == helpers.run_metrics(whole[0])[:2]
+  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [1, 2]
+  caplog.clear()
+  with caplog.at_level("INFO"):
+    runner.train_and_evaluate(config, small, tmp_path)  # the same command again
+  assert f"Nothing to train in {tmp_path} after epoch 2: {reason}" in caplog.text
+  assert [m["epoch"] for m in helpers.run_metrics(tmp_path)] == [1, 2]
+  with pytest.raises(ValueError, match="raise keep_checkpoints to 4"):
+    dataclasses.replace(config, early_stopping_patience=3)

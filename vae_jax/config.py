@@ -169,6 +169,13 @@ class RunConfig(settings.Settings):
       group="evaluation and checkpoints")
   keep_checkpoints: int = setting(3, "Checkpoints kept.", lower=1,
                                   resumable=True, group="evaluation and checkpoints")
+  early_stopping_patience: int = setting(
+      0, "Stop when --early_stopping_metric has not improved for this many evaluations "
+      "(0: never); the best epoch's checkpoint is kept and named, and the same command "
+      "again trains no further.", lower=0, resumable=True, group="evaluation and checkpoints")
+  early_stopping_metric: str = setting(
+      "test_elbo", "The metrics.jsonl figure early stopping watches (higher is better).",
+      resumable=True, group="evaluation and checkpoints")
 
   def __post_init__(self):
     super().__post_init__()
@@ -185,6 +192,11 @@ class RunConfig(settings.Settings):
                        f"conditional VAE is built for --model=mlp or conv with --prior=normal "
                        f"(or your own MODULE:FUNCTION); drop --conditional or change those")
 
+    if self.early_stopping_patience >= self.keep_checkpoints:
+      raise ValueError(f"early_stopping_patience={self.early_stopping_patience} with "
+                       f"keep_checkpoints={self.keep_checkpoints}: the best epoch's checkpoint "
+                       f"would be deleted before the run stops; raise keep_checkpoints to "
+                       f"{self.early_stopping_patience + 1}")
     if self.eval_methods[:1] != ("elbo",):
       raise ValueError(f"eval_methods={','.join(self.eval_methods)}: must start with elbo (the "
                        f"test ELBO every run records); add the others after it")
@@ -437,7 +449,10 @@ def build(config: RunConfig, image_shape, num_train: int, model: Model | None = 
                                   num_classes=num_classes),
                 num_classes, hyperparameters(config, num_train),
                 functools.partial(methods, model),
-                (hooks.Evaluation(config.eval_every), hooks.Progress(config.eval_every)),
+                (hooks.Evaluation(config.eval_every), hooks.Progress(config.eval_every))
+                + ((hooks.EarlyStopping(config.early_stopping_patience,
+                                        config.early_stopping_metric),)
+                   if config.early_stopping_patience else ()),
                 _train_summary(config))
 
 

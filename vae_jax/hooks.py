@@ -9,7 +9,14 @@ the loop calls each after every epoch; each decides whether it is due.
   Progress(seconds)  between evaluations, an epoch's short line at most every
                      `seconds`, so that a long stretch says where it is.
 
-A hook is any callable `hook(loop: Loop, end: EpochEnd) -> bool` (True: it acted).
+  EarlyStopping(patience, metric)  after an evaluation, stops the run when `metric` has
+                     not improved for `patience` evaluations.
+
+A hook is any callable `hook(loop: Loop, end: EpochEnd) -> bool` (True: it acted);
+`PeriodicAction` gives one CLU's triggers. `train_and_evaluate(..., hooks=(...))` runs
+yours after these; one ends the run after its epoch with `loop.stop(reason)` (the
+epoch's checkpoint saved), and one with an `on_start(loop)` method may end it before
+any training (early stopping at a rerun).
 """
 
 import dataclasses
@@ -43,6 +50,11 @@ class Loop:
   dataset: Any  # data.Dataset
   record: dict = dataclasses.field(default_factory=dict)  # the last evaluated epoch's
   last_line: float = dataclasses.field(default_factory=time.perf_counter)  # a log line's time
+  stop_reason: str | None = None  # set by `stop`: the run ends after this epoch
+
+  def stop(self, reason: str) -> None:
+    """Ends the run after the current epoch (its checkpoint saved), saying `reason`."""
+    self.stop_reason = self.stop_reason or reason
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +71,72 @@ class EpochEnd:
   @property
   def last(self) -> bool:
     return self.epoch == self.epochs or self.stopping
+
+
+class PeriodicAction:
+  """An action due every `every_epochs` epochs, at the epochs `on_epochs`, when
+  `every_secs` seconds have passed since it last ran, and (with `at_last`) at the last
+  epoch or a stop: CLU's `PeriodicAction` triggers. Subclasses give `run(loop, end)`."""
+
+  def __init__(self, *, every_epochs: int | None = None, on_epochs=(),
+               every_secs: float | None = None, at_last: bool = False):
+    self.every_epochs, self.on_epochs = every_epochs, frozenset(on_epochs)
+    self.every_secs, self.at_last = every_secs, at_last
+    self._last_time = time.perf_counter()
+
+  def due(self, end: EpochEnd) -> bool:
+    return ((self.every_epochs is not None and end.epoch % self.every_epochs == 0)
+            or end.epoch in self.on_epochs or (self.at_last and end.last)
+            or (self.every_secs is not None
+                and time.perf_counter() - self._last_time >= self.every_secs))
+
+  def __call__(self, loop: Loop, end: EpochEnd) -> bool:
+    if not self.due(end):
+      return False
+    self._last_time = time.perf_counter()
+    self.run(loop, end)
+    return True
+
+  def run(self, loop: Loop, end: EpochEnd) -> None:
+    raise NotImplementedError
+
+
+class EarlyStopping:
+  """After each evaluation, stops the run when `metric` (a metrics.jsonl figure, higher
+  is better) has not improved for `patience` evaluations, naming the best epoch, whose
+  checkpoint is kept (`keep_checkpoints` > `patience`). Read from metrics.jsonl, so a
+  rerun of a stopped run stops before training (`on_start`)."""
+
+  def __init__(self, patience: int, metric: str = "test_elbo"):
+    self.patience, self.metric = patience, metric
+
+  def stalled(self, records: list[dict]) -> str | None:
+    """The reason to stop after `records` (metrics.jsonl's), or None."""
+    scored = [r for r in records if isinstance(r.get(self.metric), (int, float))]
+    if records and not scored:
+      raise ValueError(f"early_stopping_metric={self.metric}: not a figure of metrics.jsonl "
+                       f"(it has {', '.join(k for k in records[-1] if k != 'epoch')})")
+    if len(scored) <= self.patience:
+      return None
+    best = max(range(len(scored)), key=lambda i: scored[i][self.metric])  # the first best
+    if len(scored) - 1 - best < self.patience:
+      return None
+    return (f"early stopping: {self.metric} has not improved for {self.patience} evaluations; "
+            f"the best, {scored[best][self.metric]:.4f}, is epoch {scored[best]['epoch']}'s, "
+            f"whose checkpoint is kept (--epoch={scored[best]['epoch']} evaluates it)")
+
+  def on_start(self, loop: Loop) -> None:
+    reason = self.stalled(loop.log.records())
+    if reason:
+      loop.stop(reason)
+
+  def __call__(self, loop: Loop, end: EpochEnd) -> bool:
+    if loop.record.get("epoch") != end.epoch:  # not an evaluated epoch
+      return False
+    reason = self.stalled(loop.log.records())
+    if reason:
+      loop.stop(reason)
+    return bool(reason)
 
 
 class Evaluation:

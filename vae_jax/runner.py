@@ -37,7 +37,7 @@ class NonFiniteError(RuntimeError):
 
 def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir, *,
                        model: config_lib.Model | None = None,
-                       fresh: bool = False) -> dict[str, Any]:
+                       fresh: bool = False, hooks: tuple = ()) -> dict[str, Any]:
   """Trains `config` on `dataset`, writing everything into `workdir`; returns the last metrics.
 
   A workdir that holds a checkpoint of the same configuration resumes from its
@@ -56,6 +56,12 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir, *,
       `config.model` names; set `config.model` to the "MODULE:FUNCTION" that
       builds it so that `load_run` (and `experiments.evaluate`) can rebuild it.
     fresh: start over, deleting the workdir's run.
+    hooks: your own actions, each called as `hook(loop, end)` after every epoch, after
+      the built-in ones (`hooks.Loop`: the run's parts and files, `loop.record` the
+      last evaluated epoch's metrics, `loop.stop(reason)` ends the run after this
+      epoch with its checkpoint saved; `hooks.EpochEnd`: the epoch, its state and
+      training metrics); one with `on_start(loop)` is called before the first epoch
+      and may stop the run there. `hooks.PeriodicAction` gives CLU's triggers.
 
   Raises:
     ValueError: an inconsistent configuration or workdir (the message names the argument).
@@ -79,10 +85,10 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir, *,
   with workdir_lib.Lock(workdir) if multihost.is_primary() else contextlib.nullcontext():
     workdir_lib.prepare(workdir, settings, dataclasses.asdict(RunConfig()),
                         config_lib.RESUMABLE, fresh)
-    return _train(recipe, dataset, workdir, settings)
+    return _train(recipe, dataset, workdir, settings, tuple(hooks))
 
 
-def _train(recipe, dataset, workdir, settings) -> dict[str, Any]:
+def _train(recipe, dataset, workdir, settings, user_hooks: tuple) -> dict[str, Any]:
   """The epochs of `train_and_evaluate`, once the workdir is locked and checked.
 
   While the state is built (minutes for a long flow) Ctrl-C raises KeyboardInterrupt
@@ -127,14 +133,22 @@ def _train(recipe, dataset, workdir, settings) -> dict[str, Any]:
       hooks.pictures(workdir, None, recipe, hooks.replica(params, 0) if root.ndim else params,
                      test_x, dataset, start, True)
       return log.last_record()
+    loop = hooks.Loop(recipe, workdir, ckpt, log, test_x, dataset, log.last_record())
+    actions = recipe.hooks + user_hooks
+    for action in actions:
+      if callable(getattr(action, "on_start", None)):
+        action.on_start(loop)
+    if loop.stop_reason:
+      logging.info("Nothing to train in %s after epoch %d: %s", workdir, start, loop.stop_reason)
+      return loop.record
     batches = train.epoch_batches(train_images, root, start, policy.batch_size, mesh)
     with workdir_lib.StopRequest() as stop:
       epoch_fn = alone(_compile_within_memory, epoch_fn, state, batches, root, recipe, start,
                        stop=stop)
       if multihost.any_process(stop.signal is not None):
         raise KeyboardInterrupt  # before any work worth saving: the run ends here
-      loop = hooks.Loop(recipe, workdir, ckpt, log, test_x, dataset)
-      record = _loop(recipe, loop, epoch_fn, state, batches, train_images, start, stop)
+      record = _loop(recipe, actions, loop, epoch_fn, state, batches, train_images, start,
+                     stop)
       ckpt.wait()  # the last save's failure is raised here, where its line is dropped
       return record
   except checkpoint_lib.CheckpointError:
@@ -149,9 +163,11 @@ def _train(recipe, dataset, workdir, settings) -> dict[str, Any]:
         log.close()
 
 
-def _loop(recipe, loop, epoch_fn, state, batches, train_images, start: int, stop) -> dict:
-  """The epochs from `start`, each followed by the recipe's hooks; a signal (`stop`)
-  ends the run after its epoch, with the checkpoint saved."""
+def _loop(recipe, actions, loop, epoch_fn, state, batches, train_images, start: int,
+          stop) -> dict:
+  """The epochs from `start`, each followed by `actions` (the recipe's hooks, then the
+  caller's); a signal (`stop`) or an action's `loop.stop` ends the run after its epoch,
+  with the checkpoint saved."""
   policy, root, mesh = recipe.policy, recipe.root, multihost.data_mesh()
   times, loop_start = [], time.perf_counter()
   for epoch in range(start, policy.epochs):
@@ -165,8 +181,15 @@ def _loop(recipe, loop, epoch_fn, state, batches, train_images, start: int, stop
     stopping = multihost.any_process(stop.signal is not None)
     end = hooks.EpochEnd(epoch + 1, policy.epochs, state, m, times,
                          loop.log.wall_before + time.perf_counter() - loop_start, stopping)
-    for hook in recipe.hooks:  # evaluation, checkpoint, pictures, progress: each when due
+    for hook in actions:  # evaluation, checkpoint, pictures, progress, yours: each when due
       hook(loop, end)
+    if not stopping and multihost.any_process(loop.stop_reason is not None):
+      if loop.record.get("epoch") != end.epoch:  # an action's stop: evaluate and save it
+        for hook in recipe.hooks:
+          hook(loop, dataclasses.replace(end, stopping=True))
+      logging.info("Stopping after epoch %d: %s", epoch + 1,
+                   loop.stop_reason or "an action of another process stopped the run")
+      break
     if stopping:
       logging.warning("%s: stopping after epoch %d; its checkpoint is saved. Run the same "
                       "command again to resume.", stop.signal or "a signal to another "

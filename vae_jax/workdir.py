@@ -298,6 +298,10 @@ class MetricsLog:
       write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in read_metrics(self.path)
                                       if epoch is not None and r["epoch"] <= epoch))
 
+  def records(self) -> list[dict]:
+    """metrics.jsonl's records so far."""
+    return read_metrics(self.path)
+
   def last_record(self) -> dict:
     records = read_metrics(self.path)
     return records[-1] if records else {}
