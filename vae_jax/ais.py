@@ -637,8 +637,9 @@ def bdmc(parts_fn, params, key, *, num_examples: int, dim: int, num_chains: int 
 
   Returns:
     {"lower": `log_likelihood`'s dict on the simulated data, "upper": the same for
-    the reverse chain (its "log_px" a stochastic upper bound), "gap": upper minus
-    lower (nats), "n"}.
+    the reverse chain (its "log_px" a stochastic upper bound; its "mc_stderr" is the
+    spread over chains that share their one exact start, a lower bound on its error
+    at short schedules), "gap": upper minus lower (nats), "n"}.
   """
   _check_sizes(num_intermediate, num_chains, pilot_chains)
   parts = parts_fn(params)
