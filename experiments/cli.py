@@ -14,6 +14,7 @@ when built from Python too.
 import dataclasses
 import os
 import pathlib
+import re
 import sys
 import textwrap
 import typing
@@ -132,14 +133,39 @@ def flag_values(entry: Entry, argv: list[str]) -> flags.FlagValues:
   fv = flags.FlagValues()
   for cls in schemas(entry).values():
     define(fv, cls)
-  fv(["prog", *argv])
+  fv(["prog", *config_spellings(argv, _fields(entry))])
   return fv
+
+
+def _fields(entry: Entry) -> dict:
+  """Each setting's field name -> its flag name, over the entry's settings classes."""
+  return {f.name: settings.flag_name(f) for cls in schemas(entry).values()
+          for f in settings.fields(cls)}
 
 
 def parse(entry: Entry, argv: list[str]):
   """The settings `argv` gives `entry`: one attribute per settings class (raises
   flags.Error or ValueError naming the setting)."""
   return _namespace(entry, flag_values(entry, argv))
+
+
+# What an entry's `preset` returns for an experiment file (`--config=PATH.py[:ARG]`).
+CONFIG_SOURCE = "config "
+
+
+def config_spellings(argv: list[str], fields: dict) -> list[str]:
+  """`--config.FIELD=VALUE` (the Flax examples' spelling) as `--FLAG=VALUE`, FLAG the
+  setting's own flag (`fields`: field name -> flag name); an unknown FIELD: ValueError."""
+  out = []
+  for a in argv:
+    m = re.fullmatch(r"--config\.(\w+)(=.*)?", a, re.S)
+    if m:
+      if m.group(1) not in fields:
+        raise ValueError(f"--config.{m.group(1)}: no such setting (--config.FIELD takes a "
+                         f"field of RunConfig; --help lists their flags)")
+      a = f"--{fields[m.group(1)]}{m.group(2) or ''}"
+    out.append(a)
+  return out
 
 
 def main(entry: Entry, argv: list[str] | None = None) -> int:
@@ -154,8 +180,8 @@ def main(entry: Entry, argv: list[str] | None = None) -> int:
     print(f"{sys.modules['__main__'].__doc__ or ''}\n{help_text(entry)}")
     return 0
   try:
-    rest = fv(["prog", *argv])
-  except flags.Error as e:
+    rest = fv(["prog", *config_spellings(argv, _fields(entry))])
+  except (flags.Error, ValueError) as e:
     return errors.report(str(e))
   if len(rest) > 1:
     return errors.report(f"unexpected arguments: {rest[1:]}; every setting is a --flag")
@@ -183,8 +209,11 @@ def _namespace(entry: Entry, fv: flags.FlagValues):
   for attr, cls in schemas(entry).items():
     base = None
     if attr == "run" and entry.preset is not None:
-      name = entry.preset(fv)
-      base = presets.get(name) if name else None
+      name = entry.preset(fv)  # a preset's name, or "config PATH.py[:ARG]"
+      if name and name.startswith(CONFIG_SOURCE):
+        base = presets.from_file(name[len(CONFIG_SOURCE):])
+      else:
+        base = presets.get(name) if name else None
       values["preset_name"] = name
     values[attr] = build(fv, cls, base)
   return typing.cast(Any, type("Settings", (), values))
@@ -204,7 +233,8 @@ def effective_settings(entry: Entry, fv: flags.FlagValues, ns) -> list[str]:
       v = getattr(value, f.name)
       if v != getattr(default, f.name):
         name = settings.flag_name(f)
-        source = "flag" if fv[name].present else f"preset {ns.preset_name}"
+        source = ("flag" if fv[name].present else ns.preset_name
+                  if ns.preset_name.startswith(CONFIG_SOURCE) else f"preset {ns.preset_name}")
         out.append(f"--{name}={_shown(v)} ({source})")
   return out
 

@@ -5,6 +5,7 @@ machines by `--shard=I/N`, and summarized at the sweep's root."""
 
 import csv
 import dataclasses
+import functools
 import io
 import itertools
 import pathlib
@@ -32,6 +33,10 @@ class TrainOptions(settings.Settings):
   preset: str | None = setting(None, "Start from a named configuration (--list_presets lists "
                                "each with its result); flags given on the command line still "
                                "win.", choices=sorted(presets.PRESETS))
+  config: str | None = setting(None, "PATH.py[:ARG]: start from an experiment file whose "
+                               "get_config() (or get_config(ARG)) returns a RunConfig or a dict "
+                               "of its settings, as in the Flax examples; --config.FIELD=VALUE "
+                               "is another spelling of a setting's flag, and flags win.")
   sweep: tuple[str, ...] = setting(
       (), "SETTING=V1,V2,...: train one run per value, in WORKDIR/SETTING=V; repeat the flag "
       "for the grid of several settings (--sweep=beta=0.5,1 --sweep=latent_dim=2,5: four "
@@ -77,7 +82,18 @@ def entry(default_preset: str | None = None):
   from vae_jax import config  # pylint: disable=g-import-not-at-top
   return cli.Entry(train_main, {"run": config.RunConfig, "data": datasets.DataOptions,
                                 "train": TrainOptions, "cluster": cluster.ClusterOptions},
-                   preset=lambda fv: fv["preset"].value or default_preset)
+                   preset=functools.partial(_base, default_preset=default_preset))
+
+
+def _base(fv, default_preset: str | None) -> str | None:
+  """Where the run's settings start: --config's file, --preset's name, or the command's."""
+  from experiments import cli  # pylint: disable=g-import-not-at-top
+  if fv["config"].value and fv["preset"].value:
+    raise ValueError(f"config={fv['config'].value} and preset={fv['preset'].value}: both say "
+                     f"where the settings start; give one")
+  if fv["config"].value:
+    return cli.CONFIG_SOURCE + fv["config"].value
+  return fv["preset"].value or default_preset
 
 
 def train_main(ns) -> list[dict] | dict:

@@ -204,3 +204,61 @@ def test_an_unusable_compilation_cache_is_one_warning_and_no_cache(tmp_path, cap
     assert (tmp_path / "new").is_dir()
   finally:
     jax.config.update("jax_compilation_cache_dir", before)
+
+
+_EXPERIMENT = '''
+import vae_jax
+
+def get_config(arg="small"):
+  hidden = {"small": (32,), "big": (400,)}[arg]
+  return {"latent_dim": 3, "hidden_sizes": hidden, "batch_size": 64, "epochs": 1,
+          "learning_rate": 3e-3, "eval_batch_size": 200}
+'''
+
+
+def test_an_experiment_file_gives_the_settings_and_its_errors_are_one_line(tmp_path):
+  path = tmp_path / "exp.py"
+  path.write_text(_EXPERIMENT)
+  assert presets.from_file(f"{path}:big").hidden_sizes == (400,)
+  got = presets.from_file(str(path))
+  assert (got.latent_dim, got.hidden_sizes, got.learning_rate) == (3, (32,), 3e-3)
+  (tmp_path / "bad.py").write_text("def get_config():\n  return {'latent_dim': 'five'}\n")
+  (tmp_path / "none.py").write_text("x = 1\n")
+  (tmp_path / "raises.py").write_text("raise RuntimeError('oops')\n")
+  for spec, message in [
+      (f"{path}:huge", "get_config('huge') failed (KeyError: 'huge')"),
+      (str(tmp_path / "bad.py"), "latent_dim=\"five\": must be an integer"),
+      (str(tmp_path / "none.py"), "defines no get_config()"),
+      (str(tmp_path / "raises.py"), "failed (RuntimeError: oops)"),
+      (str(tmp_path / "missing.py"), "no file"),
+  ]:
+    with pytest.raises(ValueError) as e:
+      presets.from_file(spec)
+    assert str(e.value).startswith(f"config={spec}: ") and message in str(e.value), str(e.value)
+    assert "\n" not in str(e.value)
+  fields = {"latent_dim": "latent_dim", "num_samples": "L"}
+  assert cli.config_spellings(["--config.latent_dim=5", "--config.num_samples=2", "--x=1"],
+                              fields) == ["--latent_dim=5", "--L=2", "--x=1"]
+  with pytest.raises(ValueError, match=r"--config.latnt_dim: no such setting"):
+    cli.config_spellings(["--config.latnt_dim=5"], fields)
+
+
+@pytest.mark.slow
+def test_the_main_command_trains_an_experiment_file_with_a_flag_over_it(tmp_path, data_root,
+                                                                        capfd):
+  from tests import helpers  # pylint: disable=g-import-not-at-top
+  path = tmp_path / "exp.py"
+  path.write_text(_EXPERIMENT)
+  code, err = helpers.cli(capfd, "experiments.mnist", f"--config={path}",
+                          "--config.latent_dim=2", "--train_examples=512", "--test_examples=200",
+                          f"--workdir={tmp_path / 'run'}")
+  assert code == 0, err[-2000:]
+  import json  # pylint: disable=g-import-not-at-top
+  saved = json.loads((tmp_path / "run" / "config.json").read_text())
+  assert (saved["latent_dim"], saved["hidden_sizes"], saved["learning_rate"]) == (2, [32], 3e-3)
+  line = next(l for l in err.splitlines() if "Settings (" in l)
+  assert "--latent_dim=2 (flag)" in line and f"--hidden_sizes=32 (config {path})" in line
+  code, err = helpers.cli(capfd, "experiments.mnist", f"--config={path}", "--preset=kingma_welling")
+  assert code == 1 and err.strip().splitlines()[-1] == (
+      f"error: --config={path} and --preset=kingma_welling: both say where the settings start; "
+      f"give one")

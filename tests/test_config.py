@@ -122,11 +122,11 @@ _DROP = object()
 
 
 @pytest.mark.parametrize("field,value,message", [
-    ("latent_dim", "8", 'latent_dim="8": must be a integer'),
-    ("seed", 0.5, "seed=0.5: must be a integer"),
+    ("latent_dim", "8", 'latent_dim="8": must be an integer'),
+    ("seed", 0.5, "seed=0.5: must be an integer"),
     ("hidden_sizes", 64, "hidden_sizes=64: must be a list of integers"),
     ("learning_rate", "0.001", 'learning_rate="0.001": must be a number'),
-    ("epochs", "ten", 'epochs="ten": must be a integer'),
+    ("epochs", "ten", 'epochs="ten": must be an integer'),
     ("epochs", 0, "epochs=0: must be >= 1"),
     ("skip_nonfinite", 1, "skip_nonfinite=1: must be a boolean"),
     ("model", 123, "model=123: must be a string"),

@@ -52,8 +52,8 @@ def test_every_training_and_evaluation_command_in_the_docs_parses(index):
   from tests import helpers  # pylint: disable=g-import-not-at-top
   page, line = COMMANDS[index]
   module, *argv = shlex.split(line.split("python -m ", 1)[1].split("#")[0])
-  if any(a.startswith("--flagfile") for a in argv):
-    pytest.skip("names a flag file of the reader's")
+  if any(a.startswith(("--flagfile", "--config=")) for a in argv):
+    pytest.skip("names a file of the reader's")
   try:
     entry = helpers.command_entry(module)
   except AttributeError:

@@ -38,7 +38,7 @@ def test_a_dict_reads_back_field_by_field():
   values["widths"] = list(values["widths"])  # as JSON gives it
   assert settings.from_dict(Example, values, "f.json") == example
   assert settings.from_dict(Example, {"rate": 2}, "f.json").rate == 2.0  # an int is a number
-  for values, message in (({"size": "5"}, r"f.json: size=\"5\": must be a integer"),
+  for values, message in (({"size": "5"}, r"f.json: size=\"5\": must be an integer"),
                           ({"on": 1}, "on=1: must be a boolean"),
                           ({"widths": [1, "2"]}, "must be a list of integers"),
                           ({"colour": 1}, "unknown setting 'colour'"),

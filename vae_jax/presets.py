@@ -8,11 +8,14 @@ To add a preset: write a function here returning a RunConfig, and list it in `PR
 """
 
 import dataclasses
+import os
 import re
+import runpy
 
 import flax.linen as nn
 
 from vae_jax import models
+from vae_jax import settings
 from vae_jax.config import RunConfig
 
 
@@ -261,6 +264,38 @@ def get(name: str) -> RunConfig:
   if name not in PRESETS:
     raise ValueError(f"preset={name}: expected one of {sorted(PRESETS)}")
   return PRESETS[name]()
+
+
+def from_file(spec: str) -> RunConfig:
+  """The RunConfig of an experiment file, `spec` = "PATH.py" or "PATH.py:ARG" (the
+  Flax examples' `--config`): the file's `get_config()` (or `get_config(ARG)`) returns
+  a RunConfig, or a dict of its settings (an ml_collections ConfigDict's `to_dict()`
+  too), each checked as config.json's are. The file runs: name only your own."""
+  path, _, arg = spec.partition(".py:")
+  path = path if path.endswith(".py") else path + ".py"
+  source = f"config={spec}"
+  if not os.path.isfile(path):
+    raise ValueError(f"{source}: no file {path}; pass an experiment file PATH.py[:ARG] "
+                     f"defining get_config()")
+  try:
+    made = runpy.run_path(path).get("get_config")
+  except Exception as e:  # pylint: disable=broad-except  (their code: one line)
+    raise ValueError(f"{source}: running {path} failed ({type(e).__name__}: {e})") from None
+  if not callable(made):
+    raise ValueError(f"{source}: {path} defines no get_config(); add one returning a "
+                     f"RunConfig or a dict of its settings")
+  try:
+    got = made(arg) if arg else made()
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"{source}: get_config({arg!r}) failed ({type(e).__name__}: "
+                     f"{e})".replace("get_config('')", "get_config()")) from None
+  if isinstance(got, RunConfig):
+    return got
+  got = got.to_dict() if callable(getattr(got, "to_dict", None)) else got
+  if not isinstance(got, dict):
+    raise ValueError(f"{source}: get_config returned {type(got).__name__}; return a RunConfig "
+                     f"or a dict of its settings")
+  return settings.from_dict(RunConfig, got, source)
 
 
 # The architectures of the presets, as linen modules: each reads its preset in

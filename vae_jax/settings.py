@@ -146,7 +146,7 @@ def from_dict(cls, values: dict, source: str):
     if not ok:
       kind = _KINDS.get(typ, typ.__name__)
       raise ValueError(f"{source}: {name}={json_repr(value)}: must be "
-                       f"{'a list of ' + kind + 's' if is_tuple else 'a ' + kind}")
+                       f"{'a list of ' + kind + 's' if is_tuple else _article(kind) + kind}")
     out[name] = value
   try:
     return cls(**out)
@@ -155,6 +155,10 @@ def from_dict(cls, values: dict, source: str):
 
 
 _KINDS = {int: "integer", float: "number", str: "string", bool: "boolean (true or false)"}
+
+
+def _article(noun: str) -> str:
+  return "an " if noun[0] in "aeiou" else "a "
 
 
 def _is(value, typ) -> bool:
