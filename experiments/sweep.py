@@ -6,6 +6,7 @@ machines by `--shard=I/N`, and summarized at the sweep's root."""
 import csv
 import dataclasses
 import functools
+import importlib
 import io
 import itertools
 import pathlib
@@ -53,6 +54,11 @@ class TrainOptions(settings.Settings):
                             "exit, training nothing.")
   fresh: bool = setting(False, "Delete the workdir's checkpoints and metrics and start over "
                         "instead of resuming.")
+  hooks: tuple[str, ...] = setting(
+      (), "MODULE:FUNCTION of your own actions in the training loop: FUNCTION(config) returns "
+      "an action (a callable (loop, end), e.g. a vae_jax.hooks.PeriodicAction) or a list of "
+      "them; repeat the flag for several. Imported only when named here, never from a run "
+      "folder.", repeat=True)
   list_presets: bool = setting(False, "Print every --preset: its name, what it is and its "
                                "measured result; then exit.")
 
@@ -116,14 +122,47 @@ def train_main(ns) -> list[dict] | dict:
         raise ValueError(f"sweep={name}=...: dataset={ns.run.dataset} ignores {name} (only "
                          f"{' and '.join(users)} read it); sweep another setting or change "
                          f"dataset")
+  for name in ns.train.hooks:  # checked before any work
+    _hook_maker(name)
   if ns.train.summarize:
     return write_summary(path, ns.run, points)
   logging.info("Loading the data set %s", ns.run.dataset)
   dataset = datasets.load_for(ns.run, ns.data)
   if not points:
     errors.check_interrupted()
-    return runner.train_and_evaluate(ns.run, dataset, path, fresh=ns.train.fresh)
-  return train_points(ns.run, dataset, path, points, shard, ns.train.fresh)
+    return runner.train_and_evaluate(ns.run, dataset, path, fresh=ns.train.fresh,
+                                     hooks=user_hooks(ns.train.hooks, ns.run))
+  return train_points(ns.run, dataset, path, points, shard, ns.train.fresh, ns.train.hooks)
+
+
+def user_hooks(names: tuple[str, ...], config) -> tuple:
+  """The actions each MODULE:FUNCTION of `names` makes for `config` (`--hooks`)."""
+  actions = []
+  for name in names:
+    made = _hook_maker(name)(config)
+    made = tuple(made) if isinstance(made, (list, tuple)) else (made,)
+    if not made or not all(callable(a) for a in made):
+      raise ValueError(f"hooks={name}: returned {made!r}, not actions (callables of "
+                       f"(loop, end)); {_HOOK_FIX}")
+    actions += made
+  return tuple(actions)
+
+
+_HOOK_FIX = "give MODULE:FUNCTION of a function (config) -> action(s) on the Python path"
+
+
+def _hook_maker(name: str):
+  """FUNCTION of "MODULE:FUNCTION", imported (one line naming --hooks if it cannot be)."""
+  module, _, attr = name.partition(":")
+  if not module or not attr.isidentifier():
+    raise ValueError(f"hooks={name}: not of the form MODULE:FUNCTION; {_HOOK_FIX}")
+  try:
+    make = getattr(importlib.import_module(module), attr)
+  except (ImportError, AttributeError) as e:
+    raise ValueError(f"hooks={name}: cannot import it ({e}); {_HOOK_FIX}") from None
+  if not callable(make):
+    raise ValueError(f"hooks={name}: is a {type(make).__name__}, not a function; {_HOOK_FIX}")
+  return make
 
 
 # The settings only some data sets read: sweeping them over another is refused.
@@ -210,9 +249,10 @@ def _finished(path: pathlib.Path, epochs: int) -> bool:
 
 
 def train_points(base, dataset, path: pathlib.Path, points: list[Point], shard=(0, 1),
-                 fresh: bool = False) -> list[dict]:
-  """Trains this shard's points (index I modulo N) of a sweep, each in PATH/<its name>,
-  skipping finished ones; then writes the summary of every point."""
+                 fresh: bool = False, hooks: tuple[str, ...] = ()) -> list[dict]:
+  """Trains this shard's points (index I modulo N) of a sweep, each in PATH/<its name>
+  with the actions `hooks` (MODULE:FUNCTION names) make for it, skipping finished ones;
+  then writes the summary of every point."""
   i, n = shard
   mine = [(k, p) for k, p in enumerate(points) if k % n == i]
   for k, p in mine:
@@ -222,7 +262,8 @@ def train_points(base, dataset, path: pathlib.Path, points: list[Point], shard=(
       logging.info("Sweep: point %d of %d (%s) is finished; skipped", k + 1, len(points), p.name)
       continue
     logging.info("Sweep: point %d of %d (%s) in %s", k + 1, len(points), p.name, sub)
-    runner.train_and_evaluate(config, dataset, sub, fresh=fresh)
+    runner.train_and_evaluate(config, dataset, sub, fresh=fresh,
+                              hooks=user_hooks(hooks, config))
   return write_summary(path, base, points)
 
 

@@ -262,3 +262,23 @@ def test_the_main_command_trains_an_experiment_file_with_a_flag_over_it(tmp_path
   assert code == 1 and err.strip().splitlines()[-1] == (
       f"error: --config={path} and --preset=kingma_welling: both say where the settings start; "
       f"give one")
+
+
+def _two_actions(config):
+  return [lambda loop, end: None, lambda loop, end: config.latent_dim]
+
+
+def _not_actions(config):  # pylint: disable=unused-argument
+  return 42
+
+
+def test_hooks_name_factories_of_actions_and_bad_names_are_one_line():
+  actions = sweep.user_hooks(("tests.test_cli:_two_actions",), config.RunConfig(latent_dim=7))
+  assert len(actions) == 2 and actions[1](None, None) == 7
+  for name, message in [("nomodule:f", "cannot import it (No module named 'nomodule')"),
+                        ("tests.test_cli", "not of the form MODULE:FUNCTION"),
+                        ("tests.test_cli:nothing", "cannot import it"),
+                        ("tests.test_cli:_not_actions", "returned (42,), not actions")]:
+    with pytest.raises(ValueError) as e:
+      sweep.user_hooks((name,), config.RunConfig())
+    assert str(e.value).startswith(f"hooks={name}: ") and message in str(e.value), str(e.value)
