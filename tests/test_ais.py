@@ -282,3 +282,26 @@ def test_ais_from_an_iaf_posterior_warns_where_its_inverse_loses_digits(caplog):
     step["out"] = 3.0 * step["out"]
   ais.log_likelihood(model.parts, params, x, jax.random.key(0), **opts)
   assert len(warned()) == 1 and "use --ais_start=prior" in warned()[0].getMessage()
+
+
+def test_the_pilot_of_a_short_schedule_walks_enough_levels_to_adapt():
+  """At T = 10 the pilot once moved 10 times and left the step size near its start
+  (0.010-0.014, acceptance 1.000: the HMC moves did nothing); it walks
+  `ais.PILOT_MIN_MOVES` levels, adapting faster the shorter it is, and hands each of
+  the T moves its level's size."""
+  assert ais.pilot_moves(10) == ais.PILOT_MIN_MOVES and ais.pilot_moves(1000) == 1000
+  levels = ais.pilot_levels(10)
+  np.testing.assert_allclose(ais.sigmoid_betas(ais.PILOT_MIN_MOVES, levels + 1),
+                             ais.sigmoid_betas(10, np.arange(1, 11)), atol=1e-12)
+  np.testing.assert_array_equal(ais.pilot_levels(1000), np.arange(1000))
+  model, params, x, _ = _linear_gaussian(n=4)
+  enc, dec, prior = model.parts(params)
+  pilot = lambda t: np.asarray(ais.pilot(enc, dec, prior, x[:1], jax.random.key(1), t,
+                                         num_chains=4, start="prior", num_leapfrog=5,
+                                         step_size=0.01, target_acceptance=0.65))
+  short, long = pilot(10), pilot(1000)
+  assert short.shape == (10,) and 0.1 < short[-1] < 10 * long[-1], (short, long[-1])
+  assert ais.adapt_rate(10) == 10 * ais.adapt_rate(1000) == 1.0
+  r = _with_parts(model, ais.ais, params, x, jax.random.key(0),
+                  (("num_chains", 8), ("num_intermediate", 10), ("num_leapfrog", 5)))
+  assert float(np.max(np.asarray(r.acceptance))) < 0.95, r.acceptance  # the moves move

@@ -203,7 +203,8 @@ def test_evaluate_and_gradient_variance(data_root, tmp_path, capfd, monkeypatch)
                "--ais_batch_size=4", "--k=20"]
   out = in_process(capfd, "experiments.evaluate", *common, "--method=ais", *ais_flags)
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "AIS: 6 examples x 4 chains x 20 moves (and a pilot of 4 chains): about" in out.stderr
+  assert ("AIS: 6 examples x 4 chains x 20 moves (and a pilot of 4 chains x 100 moves): about"
+          in out.stderr)
   assert "with ais on the first 6 test images" in out.stderr
   # Memory: refused before any chain runs, naming this command's AIS flags.
   from vae_jax import memory  # pylint: disable=g-import-not-at-top

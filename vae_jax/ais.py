@@ -51,7 +51,10 @@ from vae_jax import multihost
 from vae_jax import objectives
 
 STARTS = ("prior", "posterior")
-ADAPT_RATE = 0.1  # the pilot's step-size adaptation: at most about 6.5% a move
+ADAPT_RATE = 0.1  # the pilot's step-size adaptation over 1,000 levels: at most about 6.5% a move
+# The pilot walks at least this many levels: at T = 10 its 10 moves could change a step
+# size by at most 1.9x, and it stayed near its start with acceptance 1.000.
+PILOT_MIN_MOVES = 100
 
 
 def sigmoid_schedule(num_intermediate: int, radius: float = 4.0) -> np.ndarray:
@@ -114,11 +117,11 @@ def _per_chain(v, like):
 
 
 def hmc_move(tgt: Target, chains: Chains, beta, key, *, num_leapfrog: int,
-             target_acceptance: float | None) -> Chains:
+             target_acceptance: float | None, adapt_rate: float = ADAPT_RATE) -> Chains:
   """One HMC transition per chain leaving f_beta invariant (identity mass, `num_leapfrog`
   leapfrog steps of the chain's step size, a Metropolis test); then, unless
   `target_acceptance` is None, each chain's step size is multiplied by
-  exp(ADAPT_RATE (acceptance probability - target)): up to a few percent a move,
+  exp(adapt_rate (acceptance probability - target)): up to a few percent a move,
   toward a mean acceptance equal to the target."""
   mix = lambda p0, joint: p0 + beta * (joint - p0)
   eps = _per_chain(chains.step_size, chains.z)
@@ -145,14 +148,15 @@ def hmc_move(tgt: Target, chains: Chains, beta, key, *, num_leapfrog: int,
   if target_acceptance is not None:
     # A stochastic-approximation step on log(step size): at equilibrium the mean
     # acceptance probability is the target.
-    step_size = jnp.clip(step_size * jnp.exp(ADAPT_RATE * (prob - target_acceptance)), 1e-4, 10.0)
+    step_size = jnp.clip(step_size * jnp.exp(adapt_rate * (prob - target_acceptance)), 1e-4, 10.0)
   return Chains(pick(z, chains.z), pick(lp0, chains.log_p0), pick(lj, chains.log_joint),
                 pick(g0, chains.grad_p0), pick(gj, chains.grad_joint), step_size,
                 chains.log_weight, chains.accepted + prob)
 
 
 def anneal(tgt: Target, chains: Chains, betas, moves_key, first_move, *, num_leapfrog: int,
-           step_sizes=None, target_acceptance: float | None = None):
+           step_sizes=None, target_acceptance: float | None = None,
+           adapt_rate: float = ADAPT_RATE):
   """Moves `first_move + 1, ...` of the path: for each pair (beta_prev, beta) of
   `betas` `[S + 1]`, the weight gains (beta - beta_prev) [log p(x, z) - log p0(z)],
   then an HMC move leaves f_beta invariant. Decreasing betas run the reverse chain.
@@ -175,7 +179,8 @@ def anneal(tgt: Target, chains: Chains, betas, moves_key, first_move, *, num_lea
         log_weight=chains.log_weight + (beta - prev) * (chains.log_joint - chains.log_p0))
     chains = hmc_move(tgt, chains, beta, jax.random.fold_in(moves_key, t),
                       num_leapfrog=num_leapfrog,
-                      target_acceptance=None if eps is not None else target_acceptance)
+                      target_acceptance=None if eps is not None else target_acceptance,
+                      adapt_rate=adapt_rate)
     return chains, jnp.exp(jnp.mean(jnp.log(chains.step_size)))
 
   moves = first_move + 1 + jnp.arange(betas.shape[0] - 1)
@@ -263,17 +268,40 @@ def pilot_key(key):
   return jax.random.split(key, 3)[2]
 
 
-def pilot(encoder, decoder, prior, x, key, betas, *, num_chains: int, start: str,
-          num_leapfrog: int, step_size: float, target_acceptance: float):
-  """The pilot of one example x `[1, ...]` along the forward `betas` `[T + 1]`:
-  `num_chains` chains from p0 (with `pilot_key(key)`), each adapting its step size
-  from `step_size` toward `target_acceptance`. Returns the chains' geometric-mean
-  step size after each move, `[T]` (see `level_step_sizes`)."""
+def pilot_moves(num_intermediate: int) -> int:
+  """The pilot's path length P for an estimate of T moves: T, or `PILOT_MIN_MOVES`."""
+  return max(num_intermediate, PILOT_MIN_MOVES)
+
+
+def adapt_rate(num_intermediate: int) -> float:
+  """The pilot's adaptation rate for an estimate of T moves: `ADAPT_RATE` over 1,000
+  levels or more, faster over a shorter pilot so that its step sizes can travel as far
+  (from 0.01 to 0.5 takes about 110 moves at 0.1)."""
+  return ADAPT_RATE * max(1.0, 1000 / pilot_moves(num_intermediate))
+
+
+def pilot_levels(num_intermediate: int) -> np.ndarray:
+  """For each move t = 1..T of the estimate, the index of the pilot's move (of P) that
+  targets the same beta, `[T]`: the sigmoid schedule depends on t / T alone."""
+  p = pilot_moves(num_intermediate)
+  return np.round(np.arange(1, num_intermediate + 1) * p / num_intermediate).astype(int) - 1
+
+
+def pilot(encoder, decoder, prior, x, key, num_intermediate: int, *, num_chains: int,
+          start: str, num_leapfrog: int, step_size: float, target_acceptance: float):
+  """The pilot of one example x `[1, ...]` along the forward sigmoid path of
+  `pilot_moves(num_intermediate)` moves: `num_chains` chains from p0 (with
+  `pilot_key(key)`), each adapting its step size from `step_size` toward
+  `target_acceptance`. Returns the chains' geometric-mean step size after the move
+  of each of the estimate's T levels, `[T]` (see `level_step_sizes`)."""
   k = pilot_key(key)
   tgt, chains = begin(encoder, decoder, prior, x, k, num_chains=num_chains, start=start,
                       step_size=step_size)
-  return anneal(tgt, chains, betas, moves_key(k), 0, num_leapfrog=num_leapfrog,
-                target_acceptance=target_acceptance)[1]
+  betas = jnp.asarray(sigmoid_schedule(pilot_moves(num_intermediate)), jnp.float32)
+  sizes = anneal(tgt, chains, betas, moves_key(k), 0, num_leapfrog=num_leapfrog,
+                 target_acceptance=target_acceptance,
+                 adapt_rate=adapt_rate(num_intermediate))[1]
+  return sizes[pilot_levels(num_intermediate)]
 
 
 def _finish(chains: Chains, num_moves: int, reverse: bool) -> AISResult:
@@ -296,7 +324,7 @@ def _over_batch(encoder, decoder, prior, x, z, key, num_intermediate, *, num_cha
     sizes = jnp.full((num_intermediate,), step_size, jnp.float32)
     if target_acceptance is not None:
       sizes = level_step_sizes(
-          pilot(encoder, decoder, prior, xj[None], kj, forward, num_chains=pilot_chains,
+          pilot(encoder, decoder, prior, xj[None], kj, num_intermediate, num_chains=pilot_chains,
                 start=start, num_leapfrog=num_leapfrog, step_size=step_size,
                 target_acceptance=target_acceptance), reverse)
     tgt, chains = begin(encoder, decoder, prior, xj[None], kj, num_chains=num_chains,
@@ -413,7 +441,8 @@ class _Runner:
         parts, xj = bind(_row(xj))
         tgt = target(parts.encoder, parts.decoder, parts.prior, xj, start)
         return anneal(tgt, cj, betas, moves_key(kj), first_move, num_leapfrog=num_leapfrog,
-                      step_sizes=sj, target_acceptance=target_acceptance)
+                      step_sizes=sj, target_acceptance=target_acceptance,
+                      adapt_rate=adapt_rate(num_intermediate))
       return jax.vmap(one)(xb, keys, chains, sizes)
 
     def inverse_error(params, xb, keys):
@@ -435,13 +464,14 @@ class _Runner:
   def keys(self, offset, rows):
     return objectives.sample_keys(self.key, offset, rows)
 
-  def segment_betas(self, first_move: int, length: int, forward: bool) -> jax.Array:
+  def segment_betas(self, first_move: int, length: int, forward: bool,
+                    moves: int | None = None) -> jax.Array:
     """The betas of moves first_move + 1 ... first_move + length of a forward or reverse
-    path, `[length + 1]`, the last one repeated past the end (moves past T add nothing
-    to the weights)."""
-    idx = np.minimum(np.arange(first_move, first_move + length + 1), self.moves)
-    return jnp.asarray(sigmoid_betas(self.moves, idx if forward else self.moves - idx),
-                       jnp.float32)
+    path of `moves` moves (default: the estimate's T), `[length + 1]`, the last one
+    repeated past the end (moves past it add nothing to the weights)."""
+    moves = self.moves if moves is None else moves
+    idx = np.minimum(np.arange(first_move, first_move + length + 1), moves)
+    return jnp.asarray(sigmoid_betas(moves, idx if forward else moves - idx), jnp.float32)
 
   def segment_sizes(self, sizes, first_move: int, length: int):
     return sizes[:, np.minimum(np.arange(first_move, first_move + length), self.moves - 1)]
@@ -452,13 +482,15 @@ class _Runner:
       return jnp.full((labels.num_rows(xb), self.moves), self.step_size, jnp.float32)
     keys = jax.vmap(pilot_key)(keys)
     chains = self.begin(self.params, xb, keys, zb, num_chains=self.pilot_chains, exact=False)
-    sizes = []
-    for first in range(0, self.moves, segment):
+    sizes, moves = [], pilot_moves(self.moves)
+    for first in range(0, moves, segment):
       chains, s = self.advance(self.params, xb, keys, chains,
-                               self.segment_betas(first, segment, True), jnp.int32(first), None)
+                               self.segment_betas(first, segment, True, moves),
+                               jnp.int32(first), None)
       sizes.append(jax.block_until_ready(s))
       poll()
-    return level_step_sizes(jnp.concatenate(sizes, axis=1)[:, :self.moves], self.reverse)
+    sizes = jnp.concatenate(sizes, axis=1)[:, pilot_levels(self.moves)]
+    return level_step_sizes(sizes, self.reverse)
 
   def run_rows(self, xb, zb, offset, segment: int, poll) -> AISResult:
     """The whole path for rows xb (exact samples zb for the reverse chain)."""
@@ -522,15 +554,17 @@ class _Job:
                            exact=False)
       pilot_args = args[:3] + (pilot,) + args[4:6] + (None,)
       engine.timed(lambda: run(pilot_args))  # compiles
-      unit += min(engine.timed(lambda: run(pilot_args)),
-                  engine.timed(lambda: run(pilot_args))) / probe
+      # per move of the estimate: the pilot walks pilot_moves(T) levels for its T
+      unit += (min(engine.timed(lambda: run(pilot_args)), engine.timed(lambda: run(pilot_args)))
+               / probe * pilot_moves(runner.moves) / runner.moves)
     return unit
 
   def plan_line(self, n: int, rows: int, unit: float, total: float) -> str:
-    pilot = self.runner.pilot_chains if self.runner.adapt else 0
+    pilot = (f"a pilot of {self.runner.pilot_chains} chains x {pilot_moves(self.steps)} moves"
+             if self.runner.adapt else "no pilot")
     return (f"{self.name}: {n} examples x {self.runner.num_chains} chains x {self.steps} moves "
-            f"(and a pilot of {pilot} chains): about {engine.format_duration(total)} in all "
-            f"(a move of {rows} examples took {unit:.4f}s)")
+            f"(and {pilot}): about {engine.format_duration(total)} in all "
+            f"(a move of {rows} examples, with its share of the pilot, took {unit:.4f}s)")
 
   def sums(self, rows, offset: int, steps_per_call: int, poll) -> dict:
     n = labels.num_rows(rows)
