@@ -139,17 +139,22 @@ def _writer_failure(exc: BaseException | None, tb) -> bool:
 
 def quiet_writer_threads() -> None:
   """A failed write in orbax's or tensorboardX's threads (a full disk) no longer prints
-  its thread's traceback: the main thread reports the failure in one line. Other
-  threads' exceptions print as before."""
+  its thread's traceback, nor the closed event loops its callbacks then find (raised
+  where nothing can catch them: `sys.unraisablehook`): the main thread reports the
+  failure in one line. Other exceptions print as before."""
   if getattr(threading.excepthook, "quiet_writers", False):
     return
-  previous = threading.excepthook
+  thread_hook, unraisable_hook = threading.excepthook, sys.unraisablehook
 
-  def hook(args):
+  def in_thread(args):
     if not _writer_failure(args.exc_value, args.exc_traceback):
-      previous(args)
-  hook.quiet_writers = True
-  threading.excepthook = hook
+      thread_hook(args)
+
+  def unraisable(args):
+    if not _writer_failure(args.exc_value, args.exc_traceback):
+      unraisable_hook(args)
+  in_thread.quiet_writers = True
+  threading.excepthook, sys.unraisablehook = in_thread, unraisable
 
 
 def exit_now(code: int) -> None:

@@ -282,3 +282,31 @@ def test_hooks_name_factories_of_actions_and_bad_names_are_one_line():
     with pytest.raises(ValueError) as e:
       sweep.user_hooks((name,), config.RunConfig())
     assert str(e.value).startswith(f"hooks={name}: ") and message in str(e.value), str(e.value)
+
+
+def test_a_writer_threads_failure_prints_nothing_and_other_exceptions_print(monkeypatch):
+  """A full disk made orbax's threads print their tracebacks, and its callbacks the
+  closed event loop's (as unraisable exceptions), before the one line."""
+  import sys  # pylint: disable=g-import-not-at-top
+  import threading  # pylint: disable=g-import-not-at-top
+  import types  # pylint: disable=g-import-not-at-top
+  from experiments import errors  # pylint: disable=g-import-not-at-top
+  shown = []
+  monkeypatch.setattr(threading, "excepthook", lambda args: shown.append(args.exc_value))
+  monkeypatch.setattr(sys, "unraisablehook", lambda args: shown.append(args.exc_value))
+  errors.quiet_writer_threads()
+
+  def raised(exc, filename):
+    try:
+      exec(compile("raise exc", filename, "exec"), {"exc": exc})
+    except type(exc) as e:
+      return types.SimpleNamespace(exc_type=type(e), exc_value=e, exc_traceback=e.__traceback__,
+                                   thread=None, object=None, err_msg=None)
+  writer = raised(RuntimeError("Event loop is closed"), "/x/asyncio/base_events.py")
+  ours = raised(RuntimeError("a bug"), "/x/vae_jax/runner.py")
+  threading.excepthook(writer)
+  sys.unraisablehook(writer)
+  assert not shown
+  threading.excepthook(ours)
+  sys.unraisablehook(ours)
+  assert [str(e) for e in shown] == ["a bug", "a bug"]
