@@ -264,3 +264,21 @@ def test_early_stopping_names_the_best_epoch_keeps_its_checkpoint_and_a_rerun_tr
   assert [m["epoch"] for m in helpers.run_metrics(tmp_path)] == [1, 2]
   with pytest.raises(ValueError, match="raise keep_checkpoints to 4"):
     dataclasses.replace(config, early_stopping_patience=3)
+
+
+def test_a_config_json_whose_sizes_need_more_memory_than_is_free_is_one_line(reference_run,
+                                                                             tmp_path, capfd):
+  """Huge sizes in config.json reached the allocation, with advice naming evaluate's
+  flags; now the loading says what needs the memory and where to repair it."""
+  workdir = helpers.copy_run(reference_run, tmp_path / "run")
+  record = json.loads((workdir / "config.json").read_text())
+  record["hidden_sizes"] = [10 ** 8]
+  (workdir / "config.json").write_text(json.dumps(record))
+  with pytest.raises(ValueError, match=r"config.json's model needs about \d+\.\d\d GiB for its "
+                                       r"parameters and optimizer state, but .* GiB are free; "
+                                       r"repair its sizes or pass another workdir"):
+    runner.load_run(workdir)
+  code, err = helpers.cli(capfd, "experiments.evaluate", f"--workdir={workdir}", "--method=elbo")
+  line = err.strip().splitlines()[-1]
+  assert code == 1 and line.startswith("error: ") and "repair its sizes or pass another --workdir" in line, err[-2000:]
+  assert "Traceback" not in err and "iwae_batch_size" not in line

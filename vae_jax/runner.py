@@ -221,6 +221,10 @@ def load_run(workdir, epoch: int | None = None, *, model: str | None = None):
   recipe = config_lib.build(config, tuple(sizes["image_shape"]), sizes["train_examples"],
                             num_classes=sizes.get("num_classes", 0))
   model, root = recipe.model, recipe.root
+  abstract = jax.eval_shape(lambda k: config_lib.initial_state(model, recipe.optimizer, k), root)
+  memory.check_fits(checkpoint_lib.state_bytes(abstract), 0.9,
+                    f"{workdir / 'config.json'}'s model needs about {{gib}} for its "
+                    f"parameters and optimizer state", "repair its sizes or pass another workdir")
   ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints")
   try:
     if ckpt.latest_epoch() is None:
