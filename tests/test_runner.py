@@ -282,3 +282,16 @@ def test_a_config_json_whose_sizes_need_more_memory_than_is_free_is_one_line(ref
   line = err.strip().splitlines()[-1]
   assert code == 1 and line.startswith("error: ") and "repair its sizes or pass another --workdir" in line, err[-2000:]
   assert "Traceback" not in err and "iwae_batch_size" not in line
+
+
+def test_a_resumed_run_leaves_one_tensorboard_event_per_epoch(small, reference_run, tmp_path):
+  """Killed after epoch 3's events but before its checkpoint, the run retrains epoch 3:
+  TensorBoard's purge hid the first copy, the raw files held both."""
+  workdir = helpers.copy_run(reference_run, tmp_path / "run")
+  helpers.truncate_run(workdir, 2)
+  steps = lambda: [e.step for e in helpers.tensorboard_events(workdir / "tensorboard")
+                   for v in e.summary.value if v.tag == "test/elbo"]
+  assert steps() == [1, 2, 3]  # the killed sitting's epoch 3
+  runner.train_and_evaluate(CONFIG, small, workdir)
+  assert steps() == [1, 2, 3]
+  assert helpers.run_metrics(workdir) == helpers.run_metrics(reference_run)

@@ -152,3 +152,20 @@ def test_interruptible_returns_raises_and_ends_its_wait_on_a_stop_request():
   with pytest.raises(KeyboardInterrupt):
     W.interruptible(time.sleep, 30.0, stop=stop)
   assert time.perf_counter() - t0 < 1.0
+
+
+def test_trimmed_events_keep_the_steps_up_to_the_resumed_one_and_drop_a_torn_record(tmp_path):
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  from tests import helpers  # pylint: disable=g-import-not-at-top
+  writer = SummaryWriter(str(tmp_path))
+  for step in (1, 2, 3):
+    writer.add_scalar("test/elbo", -float(step), step)
+  writer.close()
+  (path,) = tmp_path.glob("events.out.tfevents.*")
+  whole = path.read_bytes()
+  path.write_bytes(whole + whole[:7])  # a record cut short by a kill
+  W.trim_events(path, 2)
+  steps = [e.step for e in helpers.tensorboard_events(tmp_path) for v in e.summary.value]
+  assert steps == [1, 2] and whole.startswith(path.read_bytes())
+  W.trim_events(path, 2)
+  assert [e.step for e in helpers.tensorboard_events(tmp_path) if e.summary.value] == [1, 2]

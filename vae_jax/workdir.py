@@ -12,6 +12,7 @@ import pathlib
 import shutil
 import signal
 import socket
+import struct
 import tempfile
 import threading
 import time
@@ -244,6 +245,30 @@ def read_metrics(path: pathlib.Path) -> list[dict]:
   return records
 
 
+def trim_events(path: pathlib.Path, last_step: int) -> None:
+  """Drops the events of steps after `last_step` from a TensorBoard event file (epochs
+  that run again; TensorBoard's purge hides them, the raw file held them twice) and a
+  record cut short by a kill. The kept records are copied byte for byte (TFRecord
+  framing: length, its CRC, the event, its CRC)."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  data, i, kept = path.read_bytes(), 0, []
+  while i + 12 <= len(data):
+    (n,) = struct.unpack("<Q", data[i:i + 8])
+    end = i + 12 + n + 4
+    if end > len(data):
+      break  # cut short
+    event = event_pb2.Event()
+    event.ParseFromString(data[i + 12:i + 12 + n])
+    if event.step <= last_step:
+      kept.append(data[i:end])
+    i = end
+  trimmed = b"".join(kept)
+  if trimmed != data:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(trimmed)
+    os.replace(tmp, path)
+
+
 class MetricsLog:
   """metrics.jsonl (one JSON record per evaluated epoch) and TensorBoard scalars and
   images, resumed at epoch `start`: lines past it belong to epochs that run again.
@@ -270,6 +295,9 @@ class MetricsLog:
     self.writer = None
     if self.primary:
       write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+      for events in (workdir / "tensorboard").glob("events.out.tfevents.*"):
+        if not events.name.endswith(".tmp"):
+          trim_events(events, start)
       self.writer = SummaryWriter(str(workdir / "tensorboard"),
                                   purge_step=start + 1 if start else None)
       if settings is not None and not start:
