@@ -59,3 +59,15 @@ def test_every_training_and_evaluation_command_in_the_docs_parses(index):
   except AttributeError:
     pytest.skip(f"{module} builds its entry inside main")
   cli.parse(entry, argv)
+
+
+def test_the_docs_speak_to_users_without_a_log_of_sessions_or_commit_hashes():
+  """Dated tables, not the story of rounds and machines; no commit hashes in prose."""
+  narrative = re.compile(r"this round|this session|previous session|that afternoon|"
+                         r"\blent\b|\bnot yet re-measured", re.I)
+  commit = re.compile(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{7,40}\b")
+  for page in PAGES:
+    prose = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    for i, line in enumerate(prose.splitlines(), 1):
+      assert not narrative.search(line), f"{page.name}: {line}"
+      assert not commit.search(line), f"{page.name}: {line}"
