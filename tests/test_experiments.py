@@ -209,7 +209,8 @@ def test_evaluate_and_gradient_variance(data_root, tmp_path, capfd, monkeypatch)
   # Memory: refused before any chain runs, naming this command's AIS flags.
   from vae_jax import memory  # pylint: disable=g-import-not-at-top
   with monkeypatch.context() as m:
-    m.setattr(memory, "available_bytes", lambda: 1000)
+    free = iter([2 ** 40])  # enough for the run's model (load_run's check), then 1000 bytes
+    m.setattr(memory, "available_bytes", lambda: next(free, 1000))
     out = in_process(capfd, "experiments.evaluate", *common, "--method=ais", *ais_flags)
   assert out.returncode == 1 and "AIS: 6 examples" not in out.stderr
   assert out.stderr.strip().splitlines()[-1].endswith(
