@@ -263,6 +263,7 @@ def test_ais_standard_error_matches_the_spread_over_keys(moves, keys):
   assert 0.6 < ratio < 1.6, ratio
 
 
+@pytest.mark.slow  # the data-set driver twice
 def test_ais_from_an_iaf_posterior_warns_where_its_inverse_loses_digits(caplog):
   """AIS from q needs q's density away from its draws, by the flow's inverse: at gates
   near the floor that is off by many nats, and the run says so in one line."""

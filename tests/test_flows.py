@@ -216,17 +216,20 @@ def test_iaf_density_at_its_own_draws_is_exact_at_any_gate_with_the_inverse_deri
   5 entries, 3 steps); `log_prob_of_draw` is the carried density there, and where the
   inverse is exact (float64, open gates) its derivatives in z and in every parameter
   are the inverse's."""
+  @jax.jit  # one program for every gate: only the parameters' values differ
+  def at_draws(q, keys):
+    z, log_q = jax.vmap(q.sample_and_log_prob)(keys)
+    by_inverse = jax.vmap(lambda k: flows.inverse_error(q, k))(keys)
+    return z, jnp.max(jnp.abs(jax.vmap(q.log_prob_of_draw)(z, keys) - log_q)), jnp.max(by_inverse)
+
   with jax.enable_x64(False):
     for gate in (1e-2, 1e-3, flows.GATE_FLOOR):
-      q = _shut_iaf(gate)
-      keys = jax.random.split(jax.random.key(1), 64)
-      z, log_q = jax.vmap(q.sample_and_log_prob)(keys)
-      at_draw = jax.vmap(q.log_prob_of_draw)(z, keys)
+      z, err_at_draw, err_by_inverse = at_draws(_shut_iaf(gate), jax.random.split(
+          jax.random.key(1), 64))
       assert z.dtype == jnp.float32
-      assert float(jnp.max(jnp.abs(at_draw - log_q))) < 1e-3, gate
-      err = jax.vmap(lambda k: flows.inverse_error(q, k))(keys)
+      assert float(err_at_draw) < 1e-3, gate
       if gate <= 1e-3:  # the inverse's own error, which AIS from q checks for
-        assert float(jnp.max(err)) > 1.0, gate
+        assert float(err_by_inverse) > 1.0, gate
   q, key = _shut_iaf(0.3, dtype=jnp.float64), jax.random.key(2)
 
   def both(params, mean, held: bool):
@@ -236,9 +239,13 @@ def test_iaf_density_at_its_own_draws_is_exact_at_any_gate_with_the_inverse_deri
     fixed = qq if held else jax.tree_util.tree_map(jax.lax.stop_gradient, qq)  # DReG: z only
     return fixed.log_prob(z), fixed.log_prob_of_draw(z, key)
 
+  @functools.partial(jax.jit, static_argnums=2)
+  def gradients(params, mean, held):
+    return [jax.grad(lambda p, m, i=i: both(p, m, held)[i], argnums=(0, 1))(params, mean)
+            for i in (0, 1)]
+
   for held in (True, False):
-    by_inverse = jax.grad(lambda p, m: both(p, m, held)[0], argnums=(0, 1))(q.params, q.base.mean)
-    by_draw = jax.grad(lambda p, m: both(p, m, held)[1], argnums=(0, 1))(q.params, q.base.mean)
+    by_inverse, by_draw = gradients(q.params, q.base.mean, held)
     for a, b in zip(jax.tree_util.tree_leaves(by_inverse), jax.tree_util.tree_leaves(by_draw)):
       np.testing.assert_allclose(b, a, rtol=1e-7, atol=1e-9)
     assert any(float(jnp.max(jnp.abs(a))) > 0.1 for a in jax.tree_util.tree_leaves(by_draw))
