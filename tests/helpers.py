@@ -228,18 +228,8 @@ def cpu_devices_env(devices: int, **extra) -> dict:
 
 
 def tensorboard_events(directory) -> list:
-  """Every event of the TensorBoard files in `directory` (tensorboardX's protobufs),
-  read from their TFRecord framing: length, its CRC, the event, its CRC."""
+  """Every event of the TensorBoard files in `directory` (tensorboardX's protobufs)."""
   import pathlib  # pylint: disable=g-import-not-at-top
-  import struct  # pylint: disable=g-import-not-at-top
-  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
-  events = []
-  for path in sorted(pathlib.Path(directory).glob("events.out.tfevents.*")):
-    data, i = path.read_bytes(), 0
-    while i < len(data):
-      (n,) = struct.unpack("<Q", data[i:i + 8])
-      event = event_pb2.Event()
-      event.ParseFromString(data[i + 12:i + 12 + n])
-      events.append(event)
-      i += 12 + n + 4
-  return events
+  from vae_jax import workdir  # pylint: disable=g-import-not-at-top
+  return [event for path in sorted(pathlib.Path(directory).glob("events.out.tfevents.*"))
+          for _, event in workdir.event_records(path)]

@@ -125,18 +125,15 @@ class EarlyStopping:
             f"the best, {scored[best][self.metric]:.4f}, is epoch {scored[best]['epoch']}'s, "
             f"whose checkpoint is kept (--epoch={scored[best]['epoch']} evaluates it)")
 
-  def on_start(self, loop: Loop) -> None:
-    reason = self.stalled(loop.log.records())
-    if reason:
-      loop.stop(reason)
-
-  def __call__(self, loop: Loop, end: EpochEnd) -> bool:
-    if loop.record.get("epoch") != end.epoch:  # not an evaluated epoch
-      return False
+  def on_start(self, loop: Loop) -> bool:
     reason = self.stalled(loop.log.records())
     if reason:
       loop.stop(reason)
     return bool(reason)
+
+  def __call__(self, loop: Loop, end: EpochEnd) -> bool:
+    # After an evaluated epoch only: the records have not changed otherwise.
+    return loop.record.get("epoch") == end.epoch and self.on_start(loop)
 
 
 class Evaluation:

@@ -287,8 +287,8 @@ def from_file(spec: str) -> RunConfig:
   try:
     got = made(arg) if arg else made()
   except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(f"{source}: get_config({arg!r}) failed ({type(e).__name__}: "
-                     f"{e})".replace("get_config('')", "get_config()")) from None
+    call = f"get_config({arg!r})" if arg else "get_config()"
+    raise ValueError(f"{source}: {call} failed ({type(e).__name__}: {e})") from None
   if isinstance(got, RunConfig):
     return got
   got = got.to_dict() if callable(getattr(got, "to_dict", None)) else got

@@ -99,11 +99,7 @@ def _train(recipe, dataset, workdir, settings, user_hooks: tuple) -> dict[str, A
   current epoch, with its checkpoint saved."""
   train_images, test_x = recipe.inputs(dataset)
   model, mesh, root, policy = recipe.model, multihost.data_mesh(), recipe.root, recipe.policy
-  # One process: the build's compiles run where Ctrl-C can end them at once. Several
-  # processes build together (their stop is agreed on after the compile).
-  alone = (lambda fn, *a, stop=None: workdir_lib.interruptible(fn, *a, stop=stop)
-           ) if jax.process_count() == 1 else (lambda fn, *a, stop=None: fn(*a))
-  state = multihost.replicate(alone(config_lib.initial_state, model, recipe.optimizer, root),
+  state = multihost.replicate(_build(config_lib.initial_state, model, recipe.optimizer, root),
                               mesh)
   ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", max_to_keep=policy.keep_checkpoints)
   log = None
@@ -143,8 +139,8 @@ def _train(recipe, dataset, workdir, settings, user_hooks: tuple) -> dict[str, A
       return loop.record
     batches = train.epoch_batches(train_images, root, start, policy.batch_size, mesh)
     with workdir_lib.StopRequest() as stop:
-      epoch_fn = alone(_compile_within_memory, epoch_fn, state, batches, root, recipe, start,
-                       stop=stop)
+      epoch_fn = _build(_compile_within_memory, epoch_fn, state, batches, root, recipe, start,
+                        stop=stop)
       if multihost.any_process(stop.signal is not None):
         raise KeyboardInterrupt  # before any work worth saving: the run ends here
       record = _loop(recipe, actions, loop, epoch_fn, state, batches, train_images, start,
@@ -161,6 +157,15 @@ def _train(recipe, dataset, workdir, settings, user_hooks: tuple) -> dict[str, A
     finally:
       if log is not None:
         log.close()
+
+
+def _build(fn, *args, stop=None):
+  """`fn(*args)`, a step of the run's build: with one process, where Ctrl-C (or `stop`'s
+  signal) ends it at once (`workdir.interruptible`); several processes build together
+  and agree on a stop after the compile."""
+  if jax.process_count() > 1:
+    return fn(*args)
+  return workdir_lib.interruptible(fn, *args, stop=stop)
 
 
 def _loop(recipe, actions, loop, epoch_fn, state, batches, train_images, start: int,

@@ -21,11 +21,14 @@ import time
 from vae_jax import multihost
 
 
-def write_atomic(path: pathlib.Path, text: str) -> None:
-  """Writes `text` to `path` through a temporary file and a rename: never half a file."""
+def write_atomic(path: pathlib.Path, content: str | bytes) -> None:
+  """Writes `content` to `path` through a temporary file and a rename: never half a file."""
   path = pathlib.Path(path)
   tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(text)
+  if isinstance(content, bytes):
+    tmp.write_bytes(content)
+  else:
+    tmp.write_text(content)
   os.replace(tmp, path)
 
 
@@ -245,28 +248,30 @@ def read_metrics(path: pathlib.Path) -> list[dict]:
   return records
 
 
-def trim_events(path: pathlib.Path, last_step: int) -> None:
-  """Drops the events of steps after `last_step` from a TensorBoard event file (epochs
-  that run again; TensorBoard's purge hides them, the raw file held them twice) and a
-  record cut short by a kill. The kept records are copied byte for byte (TFRecord
-  framing: length, its CRC, the event, its CRC)."""
+def event_records(path: pathlib.Path):
+  """The records of a TensorBoard event file, each (its bytes, its `Event`), read from
+  their TFRecord framing (length, its CRC, the event, its CRC); a record cut short by
+  a kill ends them."""
   from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
-  data, i, kept = path.read_bytes(), 0, []
+  data, i = pathlib.Path(path).read_bytes(), 0
   while i + 12 <= len(data):
     (n,) = struct.unpack("<Q", data[i:i + 8])
     end = i + 12 + n + 4
     if end > len(data):
-      break  # cut short
+      return
     event = event_pb2.Event()
     event.ParseFromString(data[i + 12:i + 12 + n])
-    if event.step <= last_step:
-      kept.append(data[i:end])
+    yield data[i:end], event
     i = end
-  trimmed = b"".join(kept)
-  if trimmed != data:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(trimmed)
-    os.replace(tmp, path)
+
+
+def trim_events(path: pathlib.Path, last_step: int) -> None:
+  """Drops the events of steps after `last_step` from a TensorBoard event file (epochs
+  that run again; TensorBoard's purge hides them, the raw file held them twice) and a
+  record cut short by a kill; the kept records are copied byte for byte."""
+  trimmed = b"".join(raw for raw, event in event_records(path) if event.step <= last_step)
+  if trimmed != path.read_bytes():
+    write_atomic(path, trimmed)
 
 
 class MetricsLog:
