@@ -15,7 +15,6 @@ CPU compiler options). Writes --out (JSON).
 """
 
 import jax
-import jax.numpy as jnp
 from absl import app
 from absl import flags
 
@@ -44,9 +43,8 @@ def main(argv):
   else:
     model = presets.pytorch_module()
     params = models.init_params(model, jax.random.key(0))
-  test = data.load_mnist(data.default_data_root() / "mnist").test[:NUM.value]
-  x = data.to_unit_interval(jnp.asarray(data.fixed_binarization(test, stream=1)))
-  x = x.reshape((len(x),) + tuple(model.event_shape))  # images, or flat for a flat model
+  mnist = data.load_mnist(data.default_data_root() / "mnist")
+  x = data.model_inputs(mnist, "dynamic")[1][:NUM.value]  # the binarized test images
   # The ceiling on each side of the evaluation: the machine's speed drifts over minutes.
   ceilings = [common.matmul_ceiling(sizes=[int(n) for n in CEILING.value])["gflops"]]
   before = evaluate.peak_memory_mb()

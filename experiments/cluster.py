@@ -78,6 +78,8 @@ def join(options: ClusterOptions) -> None:
                          f"{num - 1}")
   # CPU processes need a collectives implementation; accelerators ignore this.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  # No run waits on preemption notices, and the service logs errors when process 0 dies.
+  jax.config.update("jax_enable_preemption_service", False)
   timeout = options.coordinator_timeout
   deadline = time.monotonic() + timeout
   if address and pid:

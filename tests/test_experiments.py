@@ -205,6 +205,7 @@ def test_evaluate_and_gradient_variance(data_root, tmp_path, capfd, monkeypatch)
   assert out.returncode == 0, out.stderr[-3000:]
   assert ("AIS: 6 examples x 4 chains x 20 moves (and a pilot of 4 chains x 100 moves): about"
           in out.stderr)
+  assert "an interruption keeps the batches finished, each of 4 examples and about" in out.stderr
   assert "with ais on the first 6 test images" in out.stderr
   # Memory: refused before any chain runs, naming this command's AIS flags.
   from vae_jax import memory  # pylint: disable=g-import-not-at-top

@@ -178,3 +178,22 @@ def test_the_private_coordination_client_is_where_the_peer_watch_reaches_for_it(
   from vae_jax import multihost  # pylint: disable=g-import-not-at-top
   assert multihost.coordination_client() is None  # no jax.distributed.initialize here
   assert callable(getattr(_jax.DistributedRuntimeClient, method))
+
+
+def test_joining_turns_off_the_preemption_service_whose_logs_a_killed_coordinator_prints(
+    monkeypatch):
+  """Nothing here waits on preemption notices; with the service on, a process whose
+  coordinator was killed prints its gRPC warnings before JAX's client ends it."""
+  from experiments import cluster  # pylint: disable=g-import-not-at-top
+  seen = {}
+  monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: seen.update(
+      preemption=jax.config.jax_enable_preemption_service))
+  names = ("jax_enable_preemption_service", "jax_cpu_collectives_implementation")
+  before = {n: getattr(jax.config, n) for n in names}
+  try:
+    cluster.join(cluster.ClusterOptions(distributed=True, coordinator_address="127.0.0.1:1",
+                                        num_processes=1, process_id=0))
+  finally:
+    for n, v in before.items():
+      jax.config.update(n, v)
+  assert seen == {"preemption": False}

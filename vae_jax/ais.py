@@ -564,7 +564,9 @@ class _Job:
              if self.runner.adapt else "no pilot")
     return (f"{self.name}: {n} examples x {self.runner.num_chains} chains x {self.steps} moves "
             f"(and {pilot}): about {engine.format_duration(total)} in all "
-            f"(a move of {rows} examples, with its share of the pilot, took {unit:.4f}s)")
+            f"(a move of {rows} examples, with its share of the pilot, took {unit:.4f}s); "
+            f"an interruption keeps the batches finished, each of {rows} examples and about "
+            f"{engine.format_duration(unit * self.steps)}")
 
   def sums(self, rows, offset: int, steps_per_call: int, poll) -> dict:
     n = labels.num_rows(rows)
