@@ -25,6 +25,7 @@ from absl import logging
 
 from experiments import cluster
 from experiments import errors
+from vae_jax import console
 from vae_jax import settings
 from vae_jax import workdir
 from vae_jax.settings import setting
@@ -168,6 +169,38 @@ def config_spellings(argv: list[str], fields: dict) -> list[str]:
   return out
 
 
+# The names other codebases give our settings (the PyTorch example, pythae, papers' code).
+ALIASES = {"lr": "learning_rate", "bs": "batch_size", "batch": "batch_size",
+           "z_dim": "latent_dim", "zdim": "latent_dim", "latent_size": "latent_dim",
+           "n_latent": "latent_dim", "num_epochs": "epochs", "n_epochs": "epochs",
+           "n_samples": "L", "num_samples": "L"}
+
+# Data sets TFDS holds that users ask --dataset for by name.
+TFDS_NAMES = ("cifar10", "cifar100", "fashion_mnist", "svhn_cropped", "celeb_a", "omniglot",
+              "binarized_mnist", "emnist", "kmnist")
+
+
+def flag_error(e: Exception, fv: flags.FlagValues) -> str:
+  """The one line of a parse error, with the nearest flag or value where one is near."""
+  if isinstance(e, flags.UnrecognizedFlagError):
+    name = e.flagname
+    return (f"--{name}: no such flag{settings.nearest(name, fv, ALIASES, prefix='--')} "
+            f"(--help lists every flag)")
+  m = re.fullmatch(r"flag --(\w+)=(.*?): value should be one of <(.*)>", str(e), re.S)
+  if m:
+    name, value, choices = m.group(1), m.group(2), m.group(3).split("|")
+    if name == "dataset" and value.lower() in TFDS_NAMES:
+      return (f"--dataset={value}: not built in; TensorFlow Datasets has it: --dataset=tfds "
+              f"--tfds_name={value.lower()} (pip install -e \".[tfds]\"), or --dataset=folder "
+              f"--data_path=DIR for your own images")
+    if len(choices) > 8:  # the presets: the nearest, and where the list is
+      where = "--list_presets lists them" if name == "preset" else "--help lists them"
+      return (f"--{name}={value}: not one of the {len(choices)} choices"
+              f"{settings.nearest(value, choices)} ({where})")
+    return f"--{name}={value}: expected one of {choices}{settings.nearest(value, choices)}"
+  return str(e)
+
+
 def main(entry: Entry, argv: list[str] | None = None) -> int:
   """Runs `entry` on `argv` (default: the process's arguments) in this process;
   returns the exit status (0, 1 for the user's errors, 130 for Ctrl-C), having
@@ -182,7 +215,7 @@ def main(entry: Entry, argv: list[str] | None = None) -> int:
   try:
     rest = fv(["prog", *config_spellings(argv, _fields(entry))])
   except (flags.Error, ValueError) as e:
-    return errors.report(str(e))
+    return errors.report(flag_error(e, fv))
   if len(rest) > 1:
     return errors.report(f"unexpected arguments: {rest[1:]}; every setting is a --flag")
   _quiet_logging()
@@ -271,7 +304,7 @@ def help_text(entry: Entry) -> str:
   groups: dict[str, list[str]] = {}
   for cls in schemas(entry).values():
     for f in settings.fields(cls):
-      group = f.metadata.get("group") or (cls.__doc__ or cls.__name__).splitlines()[0]
+      group = f.metadata.get("group") or _title(cls)
       default = f.default
       shown = "" if default in (None, "", ()) else f"={_shown(default)}"
       head = f"  --{settings.flag_name(f)}{shown}"
@@ -287,6 +320,12 @@ def help_text(entry: Entry) -> str:
   return "\n\n".join(parts)
 
 
+def _title(cls) -> str:
+  """A settings class's `--help` title: its docstring's first clause, whole lines joined."""
+  first = " ".join((cls.__doc__ or cls.__name__).split("\n\n")[0].split())
+  return re.split(r"(?<=\w)[:.;] ", first + " ")[0].rstrip(".")
+
+
 def _quiet_logging() -> None:
   # absl logs INFO lines to stderr as under app.run, which this parser replaces.
   if not flags.FLAGS.is_parsed():
@@ -295,8 +334,12 @@ def _quiet_logging() -> None:
   logging.use_absl_handler()
   handler = logging.get_absl_handler()
   handler.python_handler.stream = sys.stderr  # today's stderr, also when called in-process
-  if not any(isinstance(f, errors.QuietLibraries) for f in handler.filters):
-    handler.addFilter(errors.QuietLibraries())
+  # On a terminal the messages alone (README's lines); elsewhere absl's prefix of time
+  # and place. The workdir's log.txt keeps the prefix either way.
+  handler.setFormatter(console.TerminalFormatter() if console.is_terminal(sys.stderr)
+                       else logging.PythonFormatter())
+  if not any(isinstance(f, console.QuietLibraries) for f in handler.filters):
+    handler.addFilter(console.QuietLibraries())
   errors.quiet_writer_threads()
 
 

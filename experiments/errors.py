@@ -2,7 +2,6 @@
 and Ctrl-C each end with one line naming the flag to change and a non-zero exit;
 anything else is a bug and keeps its traceback."""
 
-import logging as std_logging
 import os
 import re
 import signal
@@ -108,21 +107,6 @@ def as_flags(message: str, fv, renames: dict) -> str:
       return m.group(0)
     return f"--{flag}" if value == "=True" else f"--{flag}{value or ''}"
   return _ARGUMENT.sub(one, message)
-
-
-class QuietLibraries:
-  """Drops orbax's INFO chatter (a dozen lines per checkpoint), its ERROR tracebacks (a
-  failed save is `checkpoint.CheckpointError`'s one line; a full disk gave 300-500
-  lines before it) and JAX's "Unable to initialize backend" lines from the absl log."""
-
-  def filter(self, record: std_logging.LogRecord) -> bool:
-    if "/orbax/" in record.pathname:
-      return record.levelno == std_logging.WARNING
-    if record.levelno > std_logging.INFO:
-      return True
-    # JAX says at every start that it found no TPU: on a machine without one, not news.
-    return not (record.name.startswith("jax._src.xla_bridge")
-                and "Unable to initialize backend" in record.getMessage())
 
 
 # The libraries whose background threads write files: a write they fail surfaces in the

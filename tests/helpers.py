@@ -233,3 +233,29 @@ def tensorboard_events(directory) -> list:
   from vae_jax import workdir  # pylint: disable=g-import-not-at-top
   return [event for path in sorted(pathlib.Path(directory).glob("events.out.tfevents.*"))
           for _, event in workdir.event_records(path)]
+
+
+def on_a_terminal(args, env=None, columns: int = 140, timeout: float = 300) -> tuple[int, str]:
+  """(exit status, what the terminal showed) of `args` run with a pseudo-terminal
+  `columns` wide as its stdin, stdout and stderr."""
+  import fcntl, os, pty, struct, subprocess, termios  # pylint: disable=g-import-not-at-top,multiple-imports
+  main_fd, child_fd = pty.openpty()
+  fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+  proc = subprocess.Popen(args, stdin=child_fd, stdout=child_fd, stderr=child_fd, env=env,
+                          cwd=pathlib.Path(__file__).resolve().parents[1])
+  os.close(child_fd)
+  out = b""
+  try:
+    while True:
+      try:
+        chunk = os.read(main_fd, 65536)
+      except OSError:  # the child closed the terminal
+        break
+      if not chunk:
+        break
+      out += chunk
+    proc.wait(timeout=timeout)
+  finally:
+    proc.kill()
+    os.close(main_fd)
+  return proc.returncode, out.decode(errors="replace")

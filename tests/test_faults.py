@@ -48,8 +48,8 @@ Bad inputs and faults tried here and in the tests they point to (95 in all):
     empty, not an .npz; an image folder missing, empty, with a corrupt PNG, with
     images of another size;
   entry point (test_experiments.py, 6): --dataset=npz without --data_path,
-    --dataset=tfds without --tfds_name, --workdir='', --prng=nope (unknown to this
-    JAX), --model=big, --model=no_such_module:build. (--model=two_layer alone now
+    --dataset=tfds without --tfds_name, --workdir='', --prng=nope (not one of
+    JAX's generators), --model=big, --model=no_such_module:build. (--model=two_layer alone now
     trains: it takes the estimator its KL needs.)
 """
 

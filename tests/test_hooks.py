@@ -145,3 +145,33 @@ def test_a_loop_stop_keeps_its_first_reason():
   loop.stop("first")
   loop.stop("second")
   assert loop.stop_reason == "first"
+
+
+def test_an_epochs_line_fits_120_characters_and_adds_the_extras_that_fit(monkeypatch):
+  loop, _ = _loop(monkeypatch, [])
+  record = {"epoch": 1200, "test_elbo": -102.864, "test_reconstruction": -75.67,
+            "test_kl": 27.19, "active_units": 20, "latent_units": 20, "epoch_s": 2.82,
+            "examples_per_s": 21219.4, "train_elbo": -103.6}
+  end = hooks.EpochEnd(1200, 3000, None, {}, [9.0] + [2.8] * 11, 40.0, False)
+  line = hooks.epoch_line(loop.recipe, record, end)
+  assert line == ("epoch 1200/3000  train ELBO -1.00  test ELBO -102.86 (KL 27.19, 20/20 active)  "
+                  "2.82s  1h24m left")
+  with_iwae = hooks.epoch_line(loop.recipe, {**record, "test_log_px_k5000": -99.5}, end)
+  assert with_iwae == line + "  IWAE k=5000 -99.50" and len(with_iwae) <= 120
+  # A figure that would make the line too long stays in metrics.jsonl alone.
+  crowded = {**record, "test_log_px_k5000": -99.5, "replicas": [{}] * 4, "test_elbo_sd": 0.25}
+  assert hooks.epoch_line(loop.recipe, crowded, end) == with_iwae
+
+
+def test_short_evaluated_epochs_get_a_line_at_most_every_few_seconds(monkeypatch, caplog):
+  loop, _ = _loop(monkeypatch, [])
+  clock = iter(np.arange(0.0, 100.0, 0.5))  # each epoch half a second later
+  monkeypatch.setattr(hooks.time, "perf_counter", lambda: next(clock))
+  loop.last_line = 0.0
+  with caplog.at_level("INFO"):
+    for e in range(1, 11):
+      hooks.Evaluation(every=1)(loop, hooks.EpochEnd(e, 10, _end(e, 10).state,
+                                                    _end(e, 10).metrics, [0.5] * e, 1.0, False))
+  shown = [int(r.getMessage().split()[1].split("/")[0]) for r in caplog.records]
+  assert shown[0] == 1 and shown[-1] == 10 and len(shown) < 6, shown
+  assert all(b - a >= 2 for a, b in zip(shown[:-2], shown[1:-1])), shown

@@ -71,3 +71,40 @@ def test_the_docs_speak_to_users_without_a_log_of_sessions_or_commit_hashes():
     for i, line in enumerate(prose.splitlines(), 1):
       assert not narrative.search(line), f"{page.name}: {line}"
       assert not commit.search(line), f"{page.name}: {line}"
+
+
+# README's commands at the end-to-end tests' sizes: every flag the reader types is
+# kept; these only shrink the data, the network and the evaluation.
+SHRINK = {
+    "experiments.mnist": ["--epochs=1", "--train_examples=512", "--test_examples=200",
+                          "--hidden_sizes=32", "--eval_batch_size=200", "--pseudo_inputs=8"],
+    "experiments.evaluate": ["--test_examples=20", "--k=10", "--ais_examples=2",
+                             "--ais_intermediate=5", "--ais_chains=2", "--leapfrog_steps=2"],
+}
+SHRINK["experiments.train"] = SHRINK["experiments.mnist"][:1] + ["--conv_channels=4",
+                                                                 "--conv_hidden=16"]
+
+
+@pytest.mark.slow  # a dozen runs
+@pytest.mark.system
+def test_readmes_commands_run_one_after_another_in_one_folder(data_root, tmp_path, capfd,
+                                                              monkeypatch):
+  """As a new user types them, in README's order, in one folder: none fails (each that
+  trains has a run folder of its own, or resumes its own)."""
+  import shlex  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from tests import helpers  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setenv("VAE_JAX_DATA", str(data_root))
+  (tmp_path / "faces").mkdir()  # "your images": a folder of them
+  rng = np.random.default_rng(0)
+  for i in range(200):
+    Image.fromarray(rng.integers(0, 256, (16, 16), np.uint8)).save(tmp_path / f"faces/{i}.png")
+  readme = [line for page, line in COMMANDS if page.name == "README.md"]
+  assert len(readme) >= 10
+  for line in readme:
+    module, *argv = shlex.split(line.split("python -m ", 1)[1].split("#")[0])
+    code, err = helpers.cli(capfd, module, *argv, *SHRINK[module])
+    assert code == 0, f"{line}\n{err[-3000:]}"
+  assert (tmp_path / "runs/burda_fast/evaluation.json").is_file()

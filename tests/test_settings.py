@@ -5,6 +5,7 @@ import dataclasses
 
 import pytest
 
+import vae_jax
 from vae_jax import settings
 from vae_jax.settings import setting
 
@@ -57,3 +58,13 @@ def test_the_declaration_gives_the_flag_its_name_bounds_and_kind():
   assert settings.base_type(Example, fields["widths"]) == (int, True, False)
   assert settings.base_type(Example, fields["name"]) == (str, False, True)
   assert [f.name for f in settings.fields(Example) if f.metadata["resumable"]] == ["on"]
+
+
+def test_nearest_names_the_close_choice_or_the_alias_and_nothing_when_none_is_near():
+  assert settings.nearest("aiss", ["elbo", "iwae", "ais"]) == "; did you mean ais?"
+  assert settings.nearest("lr", ["learning_rate", "L"], {"lr": "learning_rate"},
+                          prefix="--") == "; did you mean --learning_rate?"
+  assert settings.nearest("LR", [], {"lr": "learning_rate"}) == "; did you mean learning_rate?"
+  assert settings.nearest("foo", ["elbo", "iwae"]) == ""
+  field = {f.name: f for f in settings.fields(vae_jax.RunConfig)}
+  assert settings.describe_bounds(field["seed"]) == ">= 0, <= 9223372036854775807"

@@ -154,8 +154,10 @@ class RunConfig(settings.Settings):
                        "figures and their mean and standard deviation.", lower=1, upper=1024,
                        group="evaluation and checkpoints")
   prng: str = setting("threefry2x32", "jax.random's generator for the root key: threefry2x32 "
-                      "(JAX's default) or philox4x32 (Random123's Philox: the binarization "
-                      "noise twice as fast on a CPU).", group="evaluation and checkpoints")
+                      "(JAX's default), philox4x32 (Random123's Philox: the binarization "
+                      "noise twice as fast on a CPU), rbg or unsafe_rbg (XLA's RngBitGenerator; "
+                      "fast on TPUs).", choices=("threefry2x32", "philox4x32", "rbg", "unsafe_rbg"),
+                      group="evaluation and checkpoints")
   eval_every: int = setting(1, "Evaluate, checkpoint and log every N epochs (and at the last "
                             "one, or when stopped).", lower=1,
                             resumable=True, group="evaluation and checkpoints")
@@ -408,11 +410,10 @@ def _train_summary(config: RunConfig) -> Callable[[dict], str]:
   is shown beside it under its own name."""
   def summary(record: dict) -> str:
     if "train_iwae_bound" in record:
-      return f"train IWAE bound (k={config.iwae_samples}) {record['train_iwae_bound']:.2f}"
+      return f"train IWAE k={config.iwae_samples} {record['train_iwae_bound']:.2f}"
     text = f"train ELBO {record['train_elbo']:.2f}"
     if record.get("train_beta", 1.0) != 1.0:
-      text += (f" (objective {record['train_objective']:.2f} with mean beta "
-               f"{record['train_beta']:.3g})")
+      text += f" (objective {record['train_objective']:.2f}, beta {record['train_beta']:.3g})"
     return text
   return summary
 

@@ -81,7 +81,8 @@ SOURCES = {"mnist": _mnist, "frey_face": _frey_face, "npz": _npz, "folder": _fol
 def load(name: str, options: Options = Options()) -> Dataset:
   """The data set `name` (a key of `SOURCES`) as `[n, H, W, C]` images."""
   if name not in SOURCES:
-    raise ValueError(f"dataset={name!r}: expected one of {list(SOURCES)}")
+    raise ValueError(f"dataset={name!r}: expected one of {list(SOURCES)}"
+                     f"{settings.nearest(name, SOURCES)}")
   return SOURCES[name](options)
 
 

@@ -160,8 +160,10 @@ class Evaluation:
     loop.log.record(record)
     pictures(loop.workdir, loop.log, recipe, params, loop.test_x, loop.dataset,
              end.epoch, end.epoch == end.epochs)
-    _log_epoch(recipe, record, end)
-    loop.record, loop.last_line = record, time.perf_counter()
+    if end.last or len(end.times) == 1 or time.perf_counter() - loop.last_line >= LINE_SECONDS:
+      logging.info(epoch_line(recipe, record, end))
+      loop.last_line = time.perf_counter()
+    loop.record = record
     return True
 
 
@@ -177,12 +179,16 @@ class Progress:
     if (loop.record.get("epoch") == end.epoch
         or time.perf_counter() - loop.last_line < seconds):
       return False
-    m = {f"train_{k}": float(np.mean(v)) for k, v in end.metrics.items()}
     logging.info("epoch %d/%d  %s  %.2fs (next evaluation after epoch %d)", end.epoch,
-                 end.epochs, loop.recipe.train_summary(m), end.times[-1],
+                 end.epochs, train_summary(loop.recipe, end), end.times[-1],
                  min(end.epochs, -(-end.epoch // self.eval_every) * self.eval_every))
     loop.last_line = time.perf_counter()
     return True
+
+
+def train_summary(recipe, end: EpochEnd) -> str:
+  """The training part of an epoch's line, from its metrics (over replicas, the mean)."""
+  return recipe.train_summary({f"train_{k}": float(np.mean(v)) for k, v in end.metrics.items()})
 
 
 def replica(tree, r: int):
@@ -252,8 +258,14 @@ def pictures(workdir, log, recipe, params, test_x, dataset, step: int, write_png
                               "test set: encoder means")
 
 
-def _log_epoch(recipe, record: dict, end: EpochEnd) -> None:
-  """One line per evaluated epoch."""
+LINE_CHARACTERS = 120  # an epoch's line; every figure is in metrics.jsonl and TensorBoard
+LINE_SECONDS = 2.0  # short epochs: an evaluated epoch's line at most this often
+
+
+def epoch_line(recipe, record: dict, end: EpochEnd) -> str:
+  """An evaluated epoch's log line, at most `LINE_CHARACTERS` long: the bounds, the
+  test KL (the reconstruction term is the ELBO plus it), the active units (of the latent units), the epoch's seconds, the time left;
+  then the extra figures (IWAE bounds, the spread over seeds) while they fit."""
   # The first epoch of a process compiles: leave it out of the estimate.
   epoch, epochs = record["epoch"], end.epochs
   left = (epochs - epoch) * float(np.median(end.times[1:])) if end.times[1:] else None
@@ -261,25 +273,26 @@ def _log_epoch(recipe, record: dict, end: EpochEnd) -> None:
     left = 0.0
   # Active units count the dimensions whose posterior mean moves with x, which the KL
   # alone does not show: a KL can be large with every mean constant.
-  units = (f", {record['active_units']} active units (of {record['latent_units']}: "
-           f"Cov_x E_q[u|x] > {evaluate.ACTIVE_UNIT_THRESHOLD:g})" if "active_units" in record
-           else "")
-  units += "".join(f", IWAE bound (k={name[len('test_log_px_k'):]}) {value:.2f}"
-                   for name, value in record.items() if name.startswith("test_log_px_k"))
+  units = (f", {record['active_units']}/{record['latent_units']} active"
+           if "active_units" in record else "")
+  line = (f"epoch {epoch}/{epochs}  {recipe.train_summary(record)}  test ELBO "
+          f"{record['test_elbo']:.2f} (KL {record['test_kl']:.2f}{units})  "
+          f"{record['epoch_s']:.2f}s  {_duration(left)}")
+  extras = [f"IWAE k={name[len('test_log_px_k'):]} {value:.2f}"
+            for name, value in record.items() if name.startswith("test_log_px_k")]
   if "replicas" in record:  # the spread over seeds beside the mean
-    units += (f"; over {len(record['replicas'])} seeds: test ELBO s.d. "
-              f"{record['test_elbo_sd']:.2f}")
-  logging.info("epoch %d/%d  %s  test ELBO %.2f (recon %.2f, KL %.2f%s) nats  %.2fs (%.0f ex/s)"
-               "  %s", epoch, epochs, recipe.train_summary(record), record["test_elbo"],
-               record["test_reconstruction"], record["test_kl"], units, record["epoch_s"],
-               record["examples_per_s"], _duration(left))
+    extras.append(f"s.d. over {len(record['replicas'])} seeds {record['test_elbo_sd']:.2f}")
+  for extra in extras:
+    if len(line) + len(extra) + 2 <= LINE_CHARACTERS:
+      line += "  " + extra
+  return line
 
 
 def _duration(seconds: float | None) -> str:
   if seconds == 0:
     return "done"
   if seconds is None:
-    return "(time left: after the next epoch, the first not compiled)"
+    return "(time left: after the next epoch)"
   m, s = divmod(int(round(seconds)), 60)
   h, m = divmod(m, 60)
   return (f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s") + " left"

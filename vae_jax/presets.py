@@ -262,7 +262,8 @@ def describe(name: str) -> tuple[str, str]:
 def get(name: str) -> RunConfig:
   """The RunConfig of preset `name`."""
   if name not in PRESETS:
-    raise ValueError(f"preset={name}: expected one of {sorted(PRESETS)}")
+    raise ValueError(f"preset={name}: expected one of {sorted(PRESETS)}"
+                     f"{settings.nearest(name, sorted(PRESETS))}")
   return PRESETS[name]()
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from vae_jax import checkpoint as checkpoint_lib
 from vae_jax import config as config_lib
+from vae_jax import console
 from vae_jax import data as data_lib
 from vae_jax import hooks
 from vae_jax import memory
@@ -85,7 +86,9 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir, *,
   with workdir_lib.Lock(workdir) if multihost.is_primary() else contextlib.nullcontext():
     workdir_lib.prepare(workdir, settings, dataclasses.asdict(RunConfig()),
                         config_lib.RESUMABLE, fresh)
-    return _train(recipe, dataset, workdir, settings, tuple(hooks))
+    with (console.run_log(workdir / console.LOG_FILE) if multihost.is_primary()
+          else contextlib.nullcontext()):
+      return _train(recipe, dataset, workdir, settings, tuple(hooks))
 
 
 def _train(recipe, dataset, workdir, settings, user_hooks: tuple) -> dict[str, Any]:
@@ -173,6 +176,14 @@ def _loop(recipe, actions, loop, epoch_fn, state, batches, train_images, start: 
   """The epochs from `start`, each followed by `actions` (the recipe's hooks, then the
   caller's); a signal (`stop`) or an action's `loop.stop` ends the run after its epoch,
   with the checkpoint saved."""
+  with console.epoch_bar(start, recipe.policy.epochs,
+                         show=None if multihost.is_primary() else False) as bar:
+    return _epochs(recipe, actions, loop, epoch_fn, state, batches, train_images, start, stop,
+                   bar)
+
+
+def _epochs(recipe, actions, loop, epoch_fn, state, batches, train_images, start: int, stop,
+            bar) -> dict:
   policy, root, mesh = recipe.policy, recipe.root, multihost.data_mesh()
   times, loop_start = [], time.perf_counter()
   for epoch in range(start, policy.epochs):
@@ -188,6 +199,7 @@ def _loop(recipe, actions, loop, epoch_fn, state, batches, train_images, start: 
                          loop.log.wall_before + time.perf_counter() - loop_start, stopping)
     for hook in actions:  # evaluation, checkpoint, pictures, progress, yours: each when due
       hook(loop, end)
+    bar.update(hooks.train_summary(recipe, end))
     if not stopping and multihost.any_process(loop.stop_reason is not None):
       if loop.record.get("epoch") != end.epoch:  # an action's stop: evaluate and save it
         for hook in recipe.hooks:

@@ -8,6 +8,7 @@ derived from the same fields, so a setting is written in one place. No flags her
 """
 
 import dataclasses
+import difflib
 import json
 import math
 import typing
@@ -57,14 +58,24 @@ def describe_bounds(field: dataclasses.Field) -> str:
   meta = field.metadata
   if meta.get("choices"):
     return "one of: " + ", ".join(meta["choices"])
-  parts = [f">= {meta['lower']:g}" if meta.get("lower") is not None else "",
-           f"> {meta['above']:g}" if meta.get("above") is not None else "",
-           f"<= {meta['upper']:g}" if meta.get("upper") is not None else ""]
+  shown = lambda v: str(v) if isinstance(v, int) else f"{v:g}"  # 2**63 - 1 in full
+  parts = [f">= {shown(meta['lower'])}" if meta.get("lower") is not None else "",
+           f"> {shown(meta['above'])}" if meta.get("above") is not None else "",
+           f"<= {shown(meta['upper'])}" if meta.get("upper") is not None else ""]
   return ", ".join(p for p in parts if p)
 
 
 def flag_name(field: dataclasses.Field) -> str:
   return field.metadata.get("flag") or field.name
+
+
+def nearest(value: str, names, aliases: dict | None = None, prefix: str = "") -> str:
+  """"; did you mean PREFIX+X?" for the name among `names` nearest to `value` (or the
+  one `aliases` maps it to: the spellings other codebases use), else ""."""
+  hit = (aliases or {}).get(str(value).lower())
+  close = [hit] if hit else difflib.get_close_matches(str(value), list(map(str, names)), n=1,
+                                                      cutoff=0.6)
+  return f"; did you mean {prefix}{close[0]}?" if close else ""
 
 
 def fields(cls_or_instance) -> list[dataclasses.Field]:
@@ -105,7 +116,7 @@ def _problem(meta: dict, items: Sequence, is_tuple: bool) -> str | None:
     if v is None:
       continue
     if meta["choices"] and v not in meta["choices"]:
-      return f"expected one of {list(meta['choices'])}"
+      return f"expected one of {list(meta['choices'])}{nearest(v, meta['choices'])}"
     if isinstance(v, bool) or not isinstance(v, (int, float)):
       continue
     if isinstance(v, float) and not math.isfinite(v):

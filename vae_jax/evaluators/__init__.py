@@ -22,6 +22,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from vae_jax import multihost
+from vae_jax import settings
 from vae_jax import workdir as workdir_lib
 from vae_jax.evaluators import ais_chains
 from vae_jax.evaluators import bdmc
@@ -50,7 +51,8 @@ class Context(NamedTuple):
 def get(name: str):
   """The module of method `name`."""
   if name not in EVALUATORS:
-    raise ValueError(f"method={name}: expected one of {list(EVALUATORS)}")
+    raise ValueError(f"method={name}: expected one of {list(EVALUATORS)}"
+                     f"{settings.nearest(name, EVALUATORS)}")
   return EVALUATORS[name]
 
 
