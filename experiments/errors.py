@@ -17,10 +17,15 @@ class Failure(Exception):
 
 
 def _user_errors() -> tuple:
-  from vae_jax import checkpoint, data, engine, runner, workdir  # pylint: disable=g-import-not-at-top
+  from vae_jax import checkpoint, data, objectives, runner, workdir  # pylint: disable=g-import-not-at-top
   # NotImplementedError: a closed form or an inverse the chosen objects lack, said in one line.
   return (ValueError, NotImplementedError, OSError, Failure, data.DataError, runner.NonFiniteError,
-          checkpoint.CheckpointError, workdir.WorkdirBusy, engine.EvaluationStopped)
+          checkpoint.CheckpointError, workdir.WorkdirBusy, objectives.NotADistribution)
+
+
+def _evaluation_stopped() -> type:
+  from vae_jax import engine  # pylint: disable=g-import-not-at-top
+  return engine.EvaluationStopped
 
 
 def report(message: str, code: int = 1) -> int:
@@ -71,6 +76,9 @@ def run_under_policy(body, shown, memory_flags=lambda: MEMORY_FLAGS) -> int:
     if interrupts.count:
       raise KeyboardInterrupt
     return 0
+  except _evaluation_stopped() as e:  # as training's stop: what is kept, never "error:"
+    logging.warning("%s", shown(str(e)))
+    return 130
   except _user_errors() as e:
     return report(shown(str(e)))
   except MemoryError:

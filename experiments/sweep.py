@@ -124,8 +124,8 @@ def train_main(ns) -> list[dict] | dict:
                          f"dataset")
   for name in ns.train.hooks:  # checked before any work
     _hook_maker(name)
-  if ns.train.summarize:
-    return write_summary(path, ns.run, points)
+  if ns.train.summarize:  # a single run: its own row, shown and not written
+    return write_summary(path, ns.run, points) if points else show_run(path, ns.run)
   logging.info("Loading the data set %s", ns.run.dataset)
   dataset = datasets.load_for(ns.run, ns.data)
   if not points:
@@ -293,6 +293,18 @@ def summary_rows(path: pathlib.Path, base, points: list[Point]) -> list[dict]:
                  "log_px": log_px, "active_units": last.get("active_units"),
                  "minutes": None if "wall_s" not in last else last["wall_s"] / 60,
                  "status": status})
+  return rows
+
+
+def show_run(path: pathlib.Path, config) -> list[dict]:
+  """`--summarize` without a sweep: the run's row (as a sweep's summary gives it), logged."""
+  rows = summary_rows(path, config, [Point()])
+  if rows[0]["status"] == "not started":
+    raise ValueError(f"--summarize: {path} holds no run yet (no metrics.jsonl); pass the "
+                     f"workdir of a run or of a sweep")
+  shown = {k: v for k, v in rows[0].items() if v is not None}  # the figures it has
+  logging.info("Summary of %s (nats per image):\n%s", path,
+               workdir_lib.markdown_table(list(shown), [list(shown.values())]))
   return rows
 
 

@@ -179,3 +179,15 @@ def test_every_bad_model_builder_is_one_line_naming_model(name, message, capsys)
   for bad in (":", "a:", ":b", "a b:c", "1x:f"):
     with pytest.raises(ValueError, match="model=.*expected one of"):
       C.RunConfig(model=bad)
+
+
+def test_a_run_cut_inside_its_warm_up_or_before_its_first_evaluation_is_warned():
+  preset = C.RunConfig(kl_warmup_epochs=20, warmup_epochs=5, eval_every=10, epochs=1200)
+  assert C.schedule_warnings(preset) == []
+  cut = dataclasses.replace(preset, epochs=3)
+  assert C.schedule_warnings(cut) == [
+      "epochs=3 ends inside kl_warmup_epochs=20: the KL weight never reaches 1; raise epochs "
+      "or lower kl_warmup_epochs",
+      "epochs=3 ends inside warmup_epochs=5: the learning rate never reaches its peak; raise "
+      "epochs or lower warmup_epochs",
+      "epochs=3 is shorter than eval_every=10: the run is evaluated at its last epoch only"]

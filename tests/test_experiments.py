@@ -42,11 +42,18 @@ def test_the_main_command_trains_writes_its_files_and_resumes(data_root, tmp_pat
   assert "Settings (all others at their defaults" in err and "--epochs=1 (flag)" in err
   assert "Compiling the training epoch" in err and "Unable to initialize backend" not in err
   assert err.rstrip().endswith("s  done")  # the last epoch: no time left to say
-  for name in ("config.json", "metrics.jsonl", "samples.png", "manifold.png"):
+  for name in ("config.json", "metrics.jsonl", "metrics.csv", "log.txt", "samples.png",
+               "manifold.png"):
     assert (tmp_path / name).is_file(), name
   code, err = helpers.cli(capfd, "experiments.mnist", *args[1:], "--epochs=2")
   assert code == 0 and "Resuming from the checkpoint of epoch 1" in err, err[-3000:]
-  assert [json.loads(l)["epoch"] for l in open(tmp_path / "metrics.jsonl")] == [1, 2]
+  records = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  assert [r["epoch"] for r in records] == [1, 2]
+  table = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+  assert [float(r["test_elbo"]) for r in table] == [r["test_elbo"] for r in records]
+  # --summarize on the run (no sweep): its row.
+  code, err = helpers.cli(capfd, "experiments.mnist", *args[1:], "--summarize")
+  assert code == 0 and "| epochs | test_elbo |" in err and "| 2 | " in err, err[-2000:]
   # A finished run given another learning rate trains nothing and keeps its record.
   code, err = helpers.cli(capfd, "experiments.mnist", *args[1:], "--epochs=2",
                           "--learning_rate=3e-4")

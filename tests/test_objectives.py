@@ -178,3 +178,23 @@ def test_jit_gives_the_eager_numbers_and_the_key_decides_them(bound, kwargs):
   np.testing.assert_allclose(compiled(params, x, key), eager, rtol=1e-5)
   np.testing.assert_array_equal(compiled(params, x, key), compiled(params, x, key))
   assert not np.allclose(compiled(params, x, jax.random.key(6)), eager)
+
+
+def test_an_encoder_or_decoder_returning_arrays_is_one_line_naming_what_to_return():
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from vae_jax import objectives  # pylint: disable=g-import-not-at-top
+  distributions = D
+  x = jnp.zeros((3, 4))
+  pair = lambda x: (jnp.zeros((3, 2)), jnp.zeros((3, 2)))  # (mean, logvar), as in PyTorch
+  gaussian = lambda x: distributions.DiagonalGaussian(*pair(x))
+  logits = lambda z: jnp.zeros(z.shape[:-1] + (4,))
+  for fn in (objectives.elbo, objectives.iwae_bound):
+    with pytest.raises(objectives.NotADistribution,
+                       match=r"^the encoder returned a tuple of 2, not a posterior: return an "
+                             r"object with sample\(key\) and log_prob\(z\), e.g. "
+                             r"vae_jax.distributions.DiagonalGaussian\(mean, logvar\)"):
+      fn(pair, logits, x, jax.random.key(0), num_samples=2)
+    with pytest.raises(objectives.NotADistribution,
+                       match=r"^the decoder returned an array of shape \(3, 4\), not a likelihood: return an "
+                             r"object with log_prob\(x\), e.g. .*Bernoulli\(logits\)"):
+      fn(gaussian, logits, x, jax.random.key(0), num_samples=2)

@@ -169,3 +169,15 @@ def test_trimmed_events_keep_the_steps_up_to_the_resumed_one_and_drop_a_torn_rec
   assert steps == [1, 2] and whole.startswith(path.read_bytes())
   W.trim_events(path, 2)
   assert [e.step for e in helpers.tensorboard_events(tmp_path) if e.summary.value] == [1, 2]
+
+
+def test_metrics_csv_has_a_column_per_figure_in_order_of_appearance():
+  import csv, io  # pylint: disable=g-import-not-at-top,multiple-imports
+  records = [{"epoch": 1, "test_elbo": -100.5}, {"epoch": 2, "test_elbo": -99.0,
+                                                  "test_log_px_k5": -95.25,
+                                                  "replicas": [{"test_elbo": -99.0}]}]
+  rows = list(csv.DictReader(io.StringIO(W.metrics_csv(records))))
+  assert list(rows[0]) == ["epoch", "test_elbo", "test_log_px_k5", "replicas"]
+  assert rows[0] == {"epoch": "1", "test_elbo": "-100.5", "test_log_px_k5": "", "replicas": ""}
+  assert rows[1]["test_log_px_k5"] == "-95.25"
+  assert rows[1]["replicas"] == '[{"test_elbo": -99.0}]'

@@ -366,6 +366,21 @@ def resolve(config: RunConfig) -> RunConfig:
   return config
 
 
+def schedule_warnings(config: RunConfig) -> list[str]:
+  """Settings that work but likely not as meant: a run that ends inside a warm-up
+  (say, a preset's run cut short with epochs=N), or before its first evaluation."""
+  out = []
+  for name, what in (("kl_warmup_epochs", "the KL weight never reaches 1"),
+                     ("warmup_epochs", "the learning rate never reaches its peak")):
+    if getattr(config, name) > config.epochs:
+      out.append(f"epochs={config.epochs} ends inside {name}={getattr(config, name)}: {what}; "
+                 f"raise epochs or lower {name}")
+  if config.eval_every > config.epochs:
+    out.append(f"epochs={config.epochs} is shorter than eval_every={config.eval_every}: the "
+               f"run is evaluated at its last epoch only")
+  return out
+
+
 def check_data(config: RunConfig, dataset: data.Dataset) -> None:
   """Settings that cannot work with this data set or these devices, one line each."""
   image_shape, num_train = dataset.image_shape, dataset.train.shape[0]

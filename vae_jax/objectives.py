@@ -49,6 +49,39 @@ class ElboTerms(NamedTuple):
   kl: jax.Array
 
 
+class NotADistribution(TypeError):
+  """An encoder or decoder returned something other than a distribution object."""
+
+
+def _kind(obj) -> str:
+  if isinstance(obj, (tuple, list)):
+    return f"a {type(obj).__name__} of {len(obj)}"
+  if hasattr(obj, "shape") and hasattr(obj, "dtype"):  # an array, or a tracer of one
+    return f"an array of shape {tuple(obj.shape)}"
+  return f"a {type(obj).__module__}.{type(obj).__name__}"
+
+
+def posterior_of(encoder, x):
+  """encoder(x), checked to be a posterior (`sample`, `log_prob`): one line otherwise."""
+  q = encoder(x)
+  if not (callable(getattr(q, "sample", None)) and callable(getattr(q, "log_prob", None))):
+    raise NotADistribution(
+        f"the encoder returned {_kind(q)}, not a posterior: return an object with sample(key) "
+        f"and log_prob(z), e.g. vae_jax.distributions.DiagonalGaussian(mean, logvar) for a "
+        f"(mean, logvar) pair")
+  return q
+
+
+def likelihood_of(decoder, z):
+  """decoder(z), checked to be a likelihood (`log_prob`): one line otherwise."""
+  p = decoder(z)
+  if not callable(getattr(p, "log_prob", None)):
+    raise NotADistribution(
+        f"the decoder returned {_kind(p)}, not a likelihood: return an object with "
+        f"log_prob(x), e.g. vae_jax.distributions.Bernoulli(logits) for logits")
+  return p
+
+
 def check(num_samples: int, estimator: str = "analytic") -> None:
   """Raises ValueError for a sample count below 1 or an unknown estimator."""
   if int(num_samples) < 1:
@@ -85,7 +118,7 @@ def _sample_terms(decoder, prior, x, posterior, keys):
   """log p(x|z_l) and log q(z_l|x) - log p(z_l) for z_l drawn with keys[l]: `[L, batch]` each."""
   def one(k):
     z, log_q = distributions.sample_and_log_prob(posterior, k)
-    return decoder(z).log_prob(x), log_q - prior.log_prob(z)
+    return likelihood_of(decoder, z).log_prob(x), log_q - prior.log_prob(z)
   return _per_sample(one, keys)
 
 
@@ -94,7 +127,7 @@ def elbo_terms(encoder, decoder, x, key, *, prior=None, num_samples: int = 1,
   """The ELBO estimate with its reconstruction and KL parts; see `elbo`."""
   check(num_samples, estimator)
   prior = _prior(prior)
-  posterior = encoder(x)
+  posterior = posterior_of(encoder, x)
   # Under jit the unused Monte Carlo KL of the analytic estimator is dead code.
   ll, kl_mc = _sample_terms(decoder, prior, x, posterior, sample_keys(key, 0, num_samples))
   recon = jnp.mean(ll, axis=0)
@@ -140,7 +173,7 @@ def elbo(encoder, decoder, x, key, *, prior=None, num_samples: int = 1,
 def log_weights(encoder, decoder, x, key, *, prior=None, num_samples: int) -> jax.Array:
   """log p(x, z_i) - log q(z_i|x) for z_i ~ q(z|x), i = 1..k: `[num_samples, batch]`."""
   check(num_samples)
-  ll, log_q_over_p = _sample_terms(decoder, _prior(prior), x, encoder(x),
+  ll, log_q_over_p = _sample_terms(decoder, _prior(prior), x, posterior_of(encoder, x),
                                    sample_keys(key, 0, num_samples))
   return ll - log_q_over_p
 
@@ -210,7 +243,7 @@ def _chunking(num_samples, chunk_size) -> tuple[int, int]:
 
 def _iwae(encoder, decoder, x, key, prior, num_samples, chunk_size):
   k, chunk = _chunking(num_samples, chunk_size)
-  lse, lse_groups = _log_sums(encoder(x), decoder, x, key, prior, k, chunk, 0, -(-k // chunk))
+  lse, lse_groups = _log_sums(posterior_of(encoder, x), decoder, x, key, prior, k, chunk, 0, -(-k // chunk))
   groups = lse_groups.shape[0]
   bound = lse - math.log(k)
   sizes = jnp.asarray([len(range(g, k, groups)) for g in range(groups)], jnp.float32)
@@ -230,7 +263,7 @@ def iwae_log_sums(encoder, decoder, x, key, *, prior=None, num_samples: int,
   evaluation cut into short calls (`evaluate.marginal_log_likelihood`).
   """
   k, chunk = _chunking(num_samples, chunk_size)
-  return _log_sums(encoder(x), decoder, x, key, _prior(prior), k, chunk, first_chunk,
+  return _log_sums(posterior_of(encoder, x), decoder, x, key, _prior(prior), k, chunk, first_chunk,
                    num_chunks)
 
 
@@ -286,7 +319,7 @@ def iwae_surrogate(encoder, decoder, x, key, *, prior=None, num_samples: int,
   if gradient not in ("standard", "dreg"):
     raise ValueError(f"gradient={gradient!r}: expected 'standard' or 'dreg'")
   prior = _prior(prior)
-  posterior = encoder(x)
+  posterior = posterior_of(encoder, x)
   keys = sample_keys(key, 0, num_samples)
   if gradient == "standard":
     ll, log_q_over_p = _sample_terms(decoder, prior, x, posterior, keys)

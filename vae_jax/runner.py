@@ -75,6 +75,8 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir, *,
     config_lib.read_run_config(workdir / "config.json")  # a damaged one: one line, now
   config = config_lib.resolve(config)
   config_lib.check_data(config, dataset)
+  for line in config_lib.schedule_warnings(config):
+    logging.warning(line)
   recipe = config_lib.build(config, dataset.image_shape, dataset.train.shape[0], model,
                             num_classes=dataset.num_classes)
   abstract = jax.eval_shape(lambda k: config_lib.initial_state(recipe.model, recipe.optimizer, k),

@@ -4,7 +4,9 @@ atomic writes, disk and write checks before long work, and SIGINT/SIGTERM as a
 request to stop. Multi-process runs: process 0 writes, every process checks.
 """
 
+import csv
 import fcntl
+import io
 import json
 import logging
 import os
@@ -274,6 +276,19 @@ def trim_events(path: pathlib.Path, last_step: int) -> None:
     write_atomic(path, trimmed)
 
 
+def metrics_csv(records: list[dict]) -> str:
+  """Records as CSV: a column per key in the order keys first appear, empty where a
+  record lacks one; lists and dicts (replicas, changed settings) as JSON."""
+  columns = list(dict.fromkeys(k for r in records for k in r))
+  text = io.StringIO()
+  w = csv.writer(text, lineterminator="\n")
+  w.writerow(columns)
+  for r in records:
+    w.writerow([json.dumps(r[c]) if isinstance(r.get(c), (list, dict)) else r.get(c, "")
+                for c in columns])
+  return text.getvalue()
+
+
 class MetricsLog:
   """metrics.jsonl (one JSON record per evaluated epoch) and TensorBoard scalars and
   images, resumed at epoch `start`: lines past it belong to epochs that run again.
@@ -300,6 +315,7 @@ class MetricsLog:
     self.writer = None
     if self.primary:
       write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+      self._write_csv()
       for events in (workdir / "tensorboard").glob("events.out.tfevents.*"):
         if not events.name.endswith(".tmp"):
           trim_events(events, start)
@@ -316,6 +332,7 @@ class MetricsLog:
       record, self.changed = {**record, "settings_changed": self.changed}, {}
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
+    self._write_csv()
     for k, v in record.items():
       if k not in ("epoch", "step") and isinstance(v, (int, float)):  # not replicas' lists
         self.writer.add_scalar(tensorboard_tag(k), v, record["epoch"])
@@ -330,6 +347,12 @@ class MetricsLog:
     if self.primary:
       write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in read_metrics(self.path)
                                       if epoch is not None and r["epoch"] <= epoch))
+      self._write_csv()
+
+  def _write_csv(self) -> None:
+    """metrics.csv: metrics.jsonl as a table for spreadsheets and pandas, written again
+    whole (a figure that appears later, e.g. an IWAE bound, gets its column)."""
+    write_atomic(self.path.with_suffix(".csv"), metrics_csv(read_metrics(self.path)))
 
   def records(self) -> list[dict]:
     """metrics.jsonl's records so far."""
