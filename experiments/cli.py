@@ -23,8 +23,8 @@ from typing import Any, Callable, NamedTuple
 from absl import flags
 from absl import logging
 
-from experiments import cluster
-from experiments import errors
+from . import cluster
+from . import errors
 from vae_jax import console
 from vae_jax import settings
 from vae_jax import workdir
@@ -229,11 +229,22 @@ def main(entry: Entry, argv: list[str] | None = None) -> int:
     if entry.memory_flags is not None:
       advice[0] = entry.memory_flags(ns)
     if not hasattr(ns, "cluster"):
+      _log_devices()
       return entry.body(ns)
-    with cluster.joined(ns.cluster):
+    with cluster.joined(ns.cluster):  # devices are known once the processes have joined
+      _log_devices()
       return entry.body(ns)
   return errors.run_under_policy(body, lambda m: errors.as_flags(m, fv, flag_renames(entry)),
                                  lambda: advice[0])
+
+
+def _log_devices() -> None:
+  """The run's backend and devices, among its first lines (docs/guide.md: on a GPU)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  devices = jax.devices()
+  kinds = ", ".join(sorted({d.device_kind for d in devices}))
+  logging.info("JAX %s on %s: %d device%s (%s)", jax.__version__, jax.default_backend(),
+               len(devices), "s" if len(devices) > 1 else "", kinds)
 
 
 def _namespace(entry: Entry, fv: flags.FlagValues):
@@ -348,6 +359,9 @@ def run(main_fn: Callable[[], int]) -> None:
   (os._exit): whatever failed may have left background threads (orbax, XLA) whose
   teardown would print after the one line; checkpoints are atomic, the lock is
   the kernel's."""
+  main = sys.modules["__main__"]
+  if main.__doc__ is None:  # an installed command's script: --help shows the entry's page
+    main.__doc__ = sys.modules[main_fn.__module__].__doc__
   code = main_fn()
   if code:
     errors.exit_now(code)

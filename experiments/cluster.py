@@ -10,7 +10,7 @@ import time
 
 from absl import logging
 
-from experiments import errors
+from . import errors
 from vae_jax import settings
 from vae_jax.settings import setting
 

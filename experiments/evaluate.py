@@ -26,9 +26,9 @@ import json
 import jax
 from absl import logging
 
-from experiments import cli
-from experiments import cluster
-from experiments import sweep
+from . import cli
+from . import cluster
+from . import sweep
 from vae_jax import checkpoint
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
@@ -187,5 +187,10 @@ def main(argv: list[str] | None = None) -> int:
   return cli.main(ENTRY, argv)
 
 
-if __name__ == "__main__":
+def console() -> None:
+  """The installed package's `vae-jax-evaluate` command: `python -m experiments.evaluate`."""
   cli.run(main)
+
+
+if __name__ == "__main__":
+  console()

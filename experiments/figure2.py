@@ -15,9 +15,9 @@ WORKDIR/figure2_<dataset>.png and the table WORKDIR/summary.md.
 import dataclasses
 import json
 
-from experiments import cli
-from experiments import cluster
-from experiments import sweep
+from . import cli
+from . import cluster
+from . import sweep
 from vae_jax import config as config_lib
 from vae_jax import datasets
 from vae_jax import plots

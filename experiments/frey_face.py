@@ -7,8 +7,8 @@ with learned variance, Adam 1e-3, batch 100, 300 epochs (about 30 s); every flag
 `experiments.train` still applies. Writes runs/frey_face/manifold.png.
 """
 
-from experiments import cli
-from experiments import sweep
+from . import cli
+from . import sweep
 
 
 def main(argv: list[str] | None = None) -> int:

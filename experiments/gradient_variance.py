@@ -16,8 +16,8 @@ import json
 
 from absl import logging
 
-from experiments import cli
-from experiments import sweep
+from . import cli
+from . import sweep
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import datasets

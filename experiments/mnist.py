@@ -16,13 +16,18 @@ dynamic binarization, so the bound is a true Bernoulli likelihood. Expected:
 a test ELBO of about -102.9 nats after 10 epochs and -99.5 after 30 (docs/results.md).
 """
 
-from experiments import cli
-from experiments import sweep
+from . import cli
+from . import sweep
 
 
 def main(argv: list[str] | None = None) -> int:
   return cli.main(sweep.entry(), argv)
 
 
-if __name__ == "__main__":
+def console() -> None:
+  """The installed package's `vae-jax-mnist` command: `python -m experiments.mnist`."""
   cli.run(main)
+
+
+if __name__ == "__main__":
+  console()

@@ -14,7 +14,7 @@ import urllib.parse
 
 from absl import logging
 
-from experiments import errors
+from . import errors
 from vae_jax import config as config_lib
 from vae_jax import datasets
 from vae_jax import multihost
@@ -84,7 +84,7 @@ def workdir(path: str | None, default: str) -> pathlib.Path:
 def entry(default_preset: str | None = None):
   """The training commands' `cli.Entry`: the run's settings (from --preset, or
   `default_preset`), the data options, these options and the cluster's."""
-  from experiments import cli, cluster  # pylint: disable=g-import-not-at-top
+  from . import cli, cluster  # pylint: disable=g-import-not-at-top
   from vae_jax import config  # pylint: disable=g-import-not-at-top
   return cli.Entry(train_main, {"run": config.RunConfig, "data": datasets.DataOptions,
                                 "train": TrainOptions, "cluster": cluster.ClusterOptions},
@@ -93,7 +93,7 @@ def entry(default_preset: str | None = None):
 
 def _base(fv, default_preset: str | None) -> str | None:
   """Where the run's settings start: --config's file, --preset's name, or the command's."""
-  from experiments import cli  # pylint: disable=g-import-not-at-top
+  from . import cli  # pylint: disable=g-import-not-at-top
   if fv["config"].value and fv["preset"].value:
     raise ValueError(f"config={fv['config'].value} and preset={fv['preset'].value}: both say "
                      f"where the settings start; give one")

@@ -23,8 +23,8 @@ import json
 import jax
 from absl import logging
 
-from experiments import cli
-from experiments import sweep
+from . import cli
+from . import sweep
 from vae_jax import data as data_lib
 from vae_jax import datasets
 from vae_jax import evaluate

@@ -13,13 +13,18 @@ discretized logistic or continuous Bernoulli likelihood. The workdir defaults to
 runs/<dataset>. Same flags as `experiments.mnist`.
 """
 
-from experiments import cli
-from experiments import sweep
+from . import cli
+from . import sweep
 
 
 def main(argv: list[str] | None = None) -> int:
   return cli.main(sweep.entry(), argv)
 
 
-if __name__ == "__main__":
+def console() -> None:
+  """The installed package's `vae-jax-train` command: `python -m experiments.train`."""
   cli.run(main)
+
+
+if __name__ == "__main__":
+  console()

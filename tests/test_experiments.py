@@ -491,8 +491,9 @@ def test_curves_mark_a_scored_runs_log_px_and_take_points_and_targets(tmp_path, 
              for e in range(1, 11)]
   (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
   (run / "evaluation.json").write_text(json.dumps(
-      {"epoch": 10, "log_px_k50": {"log_px": -95.0}, "log_px_k5000": {"log_px": -94.0}}))
-  assert curves._final_log_px(run, records) == (5.0, -94.0)
+      {"epoch": 10, "log_px_k50": {"log_px": -95.0, "n": 100},
+       "log_px_k5000": {"log_px": -94.0, "n": 10000}}))
+  assert curves._final_log_px(run, records) == (5.0, -94.0, "k=5000, 10000 images")
   (run / "evaluation.json").write_text(json.dumps({"epoch": 9, "log_px_k50": {"log_px": -9}}))
   assert curves._final_log_px(run, records) is None  # another epoch's
   out = tmp_path / "c.png"
@@ -503,13 +504,23 @@ def test_curves_mark_a_scored_runs_log_px_and_take_points_and_targets(tmp_path, 
   code, err = helpers.cli(capfd, "experiments.curves", f"--runs=mine={run}",
                           "--points=earlier=43.9", f"--out={out}")
   assert code == 1 and "points: '43.9': expected 2 number(s)" in err.splitlines()[-1]
+  # Any label, a workdir whose name holds "=" (a sweep point's), or none: the folder's
+  # name; the PNG beside the runs.
+  point = tmp_path / "beta=0.5"
+  run.rename(point)
+  code, err = helpers.cli(capfd, "experiments.curves", f"--runs=beta = 1/2 (a=b)={point},{point}")
+  assert code == 0, err[-2000:]
+  assert (tmp_path / "curves.png").stat().st_size > 0 and f"Wrote {tmp_path / 'curves.png'}" in err
+  assert curves._run(f"a=b={point}") == ("a=b", point) and curves._run(str(point))[0] == "beta=0.5"
+  code, err = helpers.cli(capfd, "experiments.curves", "--runs=mine=nowhere")
+  assert code == 1 and "'mine=nowhere' names no folder" in err.splitlines()[-1]
 
 
 @pytest.mark.slow
 def test_seeds_from_the_command_line_train_and_evaluate_every_replica(data_root, tmp_path, capfd):
   out = in_process(capfd, "experiments.mnist", *TINY, "--seeds=2", f"--workdir={tmp_path}")
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "over 2 seeds: test ELBO s.d." in out.stderr
+  assert "s.d. over 2 seeds " in out.stderr
   last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
   assert len(last["replicas"]) == 2 and "test_elbo_sd" in last
   out = in_process(capfd, "experiments.evaluate", f"--workdir={tmp_path}", "--k=20",

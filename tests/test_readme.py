@@ -108,3 +108,15 @@ def test_readmes_commands_run_one_after_another_in_one_folder(data_root, tmp_pat
     code, err = helpers.cli(capfd, module, *argv, *SHRINK[module])
     assert code == 0, f"{line}\n{err[-3000:]}"
   assert (tmp_path / "runs/burda_fast/evaluation.json").is_file()
+
+
+def test_every_extra_the_docs_install_is_declared():
+  """`pip install -e ".[cuda]"` and the like name extras pyproject.toml has (that the
+  cuda extra resolves was checked with `pip install --dry-run`: it downloads 2 GB)."""
+  tomllib = pytest.importorskip("tomllib", reason="Python 3.11's TOML reader")
+  extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+      "optional-dependencies"]
+  named = {e for page in PAGES for group in re.findall(r'pip install -e "\.\[([\w,]+)\]"',
+                                                        page.read_text())
+           for e in group.split(",")}
+  assert {"cuda", "test", "tensorboard"} <= named and named <= set(extras), named - set(extras)

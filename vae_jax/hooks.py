@@ -251,7 +251,10 @@ def pictures(workdir, log, recipe, params, test_x, dataset, step: int, write_png
     log.add_images(grids, step)
   if not write_png:
     return
-  plots.save_model_grids(workdir, grids, f"{workdir.name}, epoch {step}", k)
+  caption = f"{workdir.name}, epoch {step}"
+  if recipe.root.ndim:  # --seeds: the pictures are the first replica's
+    caption += f", replica 0 of {len(recipe.root)} (its own seed)"
+  plots.save_model_grids(workdir, grids, caption, k)
   if "manifold" in grids:
     means = np.asarray(evaluate.encoder_means(model.parts, params, test_x))
     plots.save_latent_scatter(workdir / "latent_means.png", means, dataset.test_labels,

@@ -67,11 +67,13 @@ def save_model_grids(directory: pathlib.Path, grids: dict, caption: str = "",
   (`num_classes`) say their rows are the classes."""
   titles = dict(_TITLES)
   if num_classes:
-    titles["samples"] = f"decoded z ~ p(z) given y: a row per class, 0 to {num_classes - 1}"
+    titles["samples"] = "decoded z ~ p(z) given y: a row per class"
   for name, g in grids.items():
     title = f"{titles[name]}\n{caption}" if caption else titles[name]
+    rows = [str(c) for c in range(num_classes)] if name == "samples" and num_classes else None
     save_grid(pathlib.Path(directory) / f"{name}.png", g, title,
-              latent_axes=manifold_latents() if name == "manifold" else None)
+              latent_axes=manifold_latents() if name == "manifold" else None,
+              row_labels=rows, row_title="y")
 
 
 def tile(images: np.ndarray, image_shape, cols: int) -> np.ndarray:
@@ -90,15 +92,17 @@ def tile(images: np.ndarray, image_shape, cols: int) -> np.ndarray:
 
 
 def save_grid(path, grid: np.ndarray, title: str | None = None, scale: float = 0.025,
-              latent_axes: np.ndarray | None = None) -> None:
+              latent_axes: np.ndarray | None = None, row_labels: list[str] | None = None,
+              row_title: str = "") -> None:
   """Writes a tiled grid of images in [0, 1] (grey `[H, W]` or colour `[H, W, 3]`) as a PNG,
   2.5 screen pixels per image pixel. `latent_axes`: the `[n * n, 2]` z of a square grid
-  (`manifold_latents`), marked on the axes as z1 and z2."""
+  (`manifold_latents`), marked on the axes as z1 and z2; `row_labels`: a label per row
+  of images (a conditional model's class), under the axis title `row_title`."""
   # Inches: the images at their aspect, a band above for the title, margins for the axes.
   width = max(2.0, grid.shape[1] * scale)
   height = width * grid.shape[0] / grid.shape[1]
   above = 0.2 * (title.count("\n") + 1) + 0.1 if title else 0.0
-  margin = 0.45 if latent_axes is not None else 0.0
+  margin = 0.45 if latent_axes is not None or row_labels else 0.0
   fig = Figure(figsize=(width + margin, height + above + margin))
   ax = fig.add_axes((margin / (width + margin), margin / (height + above + margin),
                      width / (width + margin), height / (height + above + margin)))
@@ -106,18 +110,28 @@ def save_grid(path, grid: np.ndarray, title: str | None = None, scale: float = 0
     ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
   else:
     ax.imshow(np.clip(grid, 0.0, 1.0), interpolation="nearest")
-  if latent_axes is None:
-    ax.axis("off")
-  else:
+  if latent_axes is not None:
+    # Ticks at the first and last frames' centres and at z = 0, the grid's middle; a
+    # frame's width and height each set its own axis (Frey Face's are 20 x 28).
     n = int(round(math.sqrt(len(latent_axes))))
-    cell = (grid.shape[1] - 1) / n
-    picks = [0, n // 2, n - 1]
-    centres = [1 + cell * (i + 0.5) for i in picks]
     z1, z2 = latent_axes[:n, 0], latent_axes[::n, 1]
-    ax.set_xticks(centres, [f"{z1[i]:.1f}" for i in picks], fontsize=7)
-    ax.set_yticks(centres, [f"{z2[i]:.1f}" for i in picks], fontsize=7)
+    for set_ticks, size, z, name in ((ax.set_xticks, grid.shape[1], z1, "z1"),
+                                     (ax.set_yticks, grid.shape[0], z2, "z2")):
+      cell = (size - 1) / n
+      set_ticks([1 + cell * 0.5, (size - 1) / 2 + 0.5, 1 + cell * (n - 0.5)],
+                [f"{z[0]:.1f}", "0", f"{z[-1]:.1f}"], fontsize=7)
     ax.set_xlabel("z1", fontsize=8)
     ax.set_ylabel("z2", fontsize=8)
+  elif row_labels:
+    cell = (grid.shape[0] - 1) / len(row_labels)
+    ax.set_xticks([])
+    ax.set_yticks([1 + cell * (i + 0.5) for i in range(len(row_labels))], row_labels,
+                  fontsize=7)
+    ax.set_ylabel(row_title, fontsize=8)
+    for side in ax.spines.values():
+      side.set_visible(False)
+  else:
+    ax.axis("off")
   if title:
     fig.suptitle(title, fontsize=9, y=1 - 0.05 / (height + above + margin))
   fig.savefig(pathlib.Path(path), dpi=100)
@@ -187,8 +201,8 @@ def save_time_curves(path, curves: dict, title: str, marks: dict | None = None,
     title: the figure's title.
     marks: {label: epochs to mark and number on that run's line} (e.g. the
       stage boundaries of a schedule), where the records reach them.
-    finals: {label: (minutes, log p(x))}: a run's scored log-likelihood at the end of
-      its training, a star in its line's colour.
+    finals: {label: (minutes, log p(x)[, its scope, e.g. "k=5000, 10000 images"])}: a
+      run's scored log-likelihood at the end of its training, a star in its line's colour.
     points: {label: (minutes, log p(x))}: results without a curve (a square each).
     targets: {label: nats}: reference values, dashed horizontal lines.
   """
@@ -208,8 +222,10 @@ def save_time_curves(path, curves: dict, title: str, marks: dict | None = None,
         ax.annotate(str(epoch), (r["wall_s"] / 60, r["test_elbo"]), fontsize=7,
                     xytext=(3, -9), textcoords="offset points")
     if label in (finals or {}):
-      t, v = finals[label]
-      ax.plot(t, v, "*", color=line.get_color(), ms=11, label=f"{label}: log p(x) {v:.2f}")
+      t, v, *scope = finals[label]
+      scope = f" ({scope[0]})" if scope else ""
+      ax.plot(t, v, "*", color=line.get_color(), ms=11,
+              label=f"{label}: log p(x) {v:.2f}{scope}")
       values.append(v)
   for label, (t, v) in (points or {}).items():
     ax.plot(t, v, "s", ms=7, label=f"{label}: log p(x) {v:.2f}")

@@ -23,7 +23,7 @@ def pytorch_example() -> RunConfig:
   """pytorch/examples `vae/main.py`: 784-400-20 relu, batch 128, Adam 1e-3 (the defaults).
 
   python -m experiments.mnist
-  Measured: test ELBO -102.86 nats after 10 epochs (19 s), -99.54 after 30 (docs/results.md).
+  Measured: test ELBO -102.81 nats after 10 epochs (27 s), -99.54 after 30 (docs/results.md).
   """
   return RunConfig()
 
