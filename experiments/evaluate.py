@@ -63,8 +63,7 @@ class EvaluateOptions(settings.Settings):
 
 
 # Each method's settings under its name (BDMC shares AIS's).
-METHOD_SCHEMAS = {next(n for n, m in evaluators.EVALUATORS.items()
-                       if getattr(m, "Options", None) is cls): cls
+METHOD_SCHEMAS = {next(n for n, m in evaluators.EVALUATORS.items() if m.Options is cls): cls
                   for cls in evaluators.options_classes()}
 
 
@@ -88,8 +87,9 @@ def evaluate_run(ns) -> dict:
                                     sizes.get("num_classes", 0) if config.conditional else 0)
   n = labels.num_rows(test_x)
   options = {cls: getattr(ns, name) for name, cls in METHOD_SCHEMAS.items()}
+  methods = {name: evaluators.build(name, options, config) for name in _methods(opts)}
   logging.info("Evaluating %s (epoch %d) with %s", workdir, epoch,
-               ", ".join(evaluators.scope(name, options, n) for name in _methods(opts)))
+               ", ".join(m.scope(n) for m in methods.values()))
   result = _previous(workdir, epoch)
   result.update({"workdir": str(workdir), "epoch": epoch})
   flat = {k: v for o in options.values() for k, v in dataclasses.asdict(o).items()}
@@ -108,18 +108,18 @@ def evaluate_run(ns) -> dict:
     poll = lambda: multihost.any_process(stop.signal is not None)
     replicas = [state.params] if config.seeds == 1 else [
         hooks.replica(state.params, r) for r in range(config.seeds)]
-    for name in _methods(opts):
+    for name, method in methods.items():
       parts = []
       for r, params in enumerate(replicas):
         if len(replicas) > 1:
           logging.info("%s: replica %d of %d (seed %d)", name, r + 1, len(replicas),
                        config.seed + r)
-        parts.append(_run_method(name, evaluators.Context(
+        parts.append(_run_method(method, evaluators.Context(
             config, model, params, test_x, jax.random.key(opts.eval_seed), poll,
-            kept.scoped(f"replica{r}/") if len(replicas) > 1 else kept, options)))
+            kept.scoped(f"replica{r}/") if len(replicas) > 1 else kept)))
       part = parts[0] if len(parts) == 1 else _over_seeds(name, parts)
       result.update(part)
-      figures.update(evaluators.get(name).headline(part))
+      figures.update(method.headline(part))
   result["peak_memory_mb"] = evaluate.peak_memory_mb()
   if multihost.is_primary():
     workdir_lib.write_atomic(workdir / "evaluation.json", json.dumps(result, indent=2) + "\n")
@@ -142,14 +142,13 @@ def _over_seeds(name: str, parts: list[dict]) -> dict:
   return out
 
 
-def _run_method(name: str, ctx: evaluators.Context) -> dict:
-  """Method `name` on `ctx`; a memory refusal names this command's flags."""
-  module = evaluators.get(name)
-  opts = ctx.options.get(getattr(module, "Options", None))
+def _run_method(method, ctx: evaluators.Context) -> dict:
+  """`method` on `ctx`; a memory refusal names this command's flags."""
   try:
-    return module.run(opts, ctx)
+    return method.run(ctx)
   except memory.TooLarge as e:
-    raise ValueError(f"{e.what}; lower {getattr(opts, 'memory_flags', e.fix)}") from None
+    flags = method.options.memory_flags if method.options is not None else ""
+    raise ValueError(f"{e.what}; lower {flags or e.fix}") from None
 
 
 def _previous(workdir, epoch: int) -> dict:
@@ -171,8 +170,8 @@ def _previous(workdir, epoch: int) -> dict:
 
 def _memory_flags(ns) -> str:
   """The flags that lower the chosen methods' memory."""
-  found = [getattr(getattr(evaluators.get(n), "Options", None), "memory_flags", "")
-           for n in ns.evaluate.method]
+  found = [cls.Options.memory_flags for cls in map(evaluators.get, ns.evaluate.method)
+           if cls.Options is not None]
   return " or ".join(f for f in dict.fromkeys(found) if f) or "--iwae_batch_size or --chunk_size"
 
 

@@ -7,19 +7,34 @@ import types
 import pytest
 
 from vae_jax import evaluators
+from vae_jax.evaluators import base
 from vae_jax import settings
 
 
 @pytest.mark.parametrize("name", sorted(evaluators.EVALUATORS))
-def test_every_method_keeps_the_registry_contract(name):
-  module = evaluators.get(name)
-  assert callable(module.run) and callable(module.headline)
-  if hasattr(module, "Options"):
-    assert issubclass(module.Options, settings.Settings)
-    module.Options()  # its defaults are valid
-    assert module.Options in evaluators.options_classes()
-  assert (name in evaluators.DURING_TRAINING) == hasattr(module, "during_training")
-  assert evaluators.scope(name, {c: c() for c in evaluators.options_classes()}, 10000)
+def test_every_method_is_an_evaluator_built_from_its_options_and_the_run(name):
+  """Each class declares the whole protocol (nothing probed): its Options (valid
+  defaults), whether it trains along, and builds with every method's options."""
+  import vae_jax  # pylint: disable=g-import-not-at-top
+  cls = evaluators.get(name)
+  protocol = {m for m in dir(base.Evaluator) if not m.startswith("_")} | set(
+      base.Evaluator.__annotations__)
+  assert set(protocol) == {"Options", "trains_along", "scope", "run", "headline",
+                           "during_training"}
+  for member in protocol:
+    assert member in dir(cls), member
+  if cls.Options is not None:
+    assert issubclass(cls.Options, settings.Settings) and cls.Options in evaluators.options_classes()
+  options = {c: c() for c in evaluators.options_classes()}
+  method = evaluators.build(name, options, vae_jax.RunConfig())
+  assert method.options is (options[cls.Options] if cls.Options else None)
+  assert method.scope(10000).startswith(name)
+  assert (name in evaluators.DURING_TRAINING) == cls.trains_along
+  if cls.trains_along:
+    assert callable(method.during_training())
+  else:
+    with pytest.raises(NotImplementedError, match=f"method={name}: too slow"):
+      method.during_training()
 
 
 def test_an_unknown_method_is_one_line_naming_the_choices():
@@ -30,8 +45,13 @@ def test_an_unknown_method_is_one_line_naming_the_choices():
 
 
 def test_during_training_merges_the_methods_figures(monkeypatch):
-  fake = lambda figures: types.SimpleNamespace(during_training=lambda config: (
-      lambda model, params, x, key: figures))
+  def fake(figures):
+    class Fake(base.Method):
+      trains_along = True
+
+      def during_training(self):
+        return lambda model, params, x, key: figures
+    return Fake
   monkeypatch.setitem(evaluators.EVALUATORS, "a", fake({"test_elbo": -1.0}))
   monkeypatch.setitem(evaluators.EVALUATORS, "b", fake({"active_units": 3}))
   fn = evaluators.during_training(["a", "b"], config=None)

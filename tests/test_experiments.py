@@ -268,7 +268,7 @@ def test_an_interrupted_evaluation_resumes_only_its_own_checkpoints_blocks(
   with monkeypatch.context() as m:
     m.setattr(engine, "run", stopped_after_a_block)
     out = in_process(capfd, "experiments.evaluate", f"--workdir={a}", *flags)
-  assert out.returncode == 1 and "the finished blocks are kept" in out.stderr, out.stderr[-2000:]
+  assert out.returncode == 130 and "the finished blocks are kept" in out.stderr, out.stderr[-2000:]
   kept = json.loads((a / "evaluation.partial.json").read_text())
   assert kept["blocks"]["log_px_k20"]["done"] == 50 and "checkpoint_sha256" in kept["settings"]
   b = tmp_path / "b"  # another model at the same epoch: another seed

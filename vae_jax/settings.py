@@ -12,13 +12,16 @@ import difflib
 import json
 import math
 import typing
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """A settings class's base: an instance checks every field against its declaration
   when it is made (a subclass with checks of its own calls `super().__post_init__()`)."""
+
+  # The flags that lower the memory of what these settings drive ("" where none).
+  memory_flags: ClassVar[str] = ""
 
   def __post_init__(self):
     check(self)

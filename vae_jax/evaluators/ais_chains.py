@@ -7,6 +7,7 @@ import logging
 from vae_jax import ais
 from vae_jax import labels
 from vae_jax import settings
+from vae_jax.evaluators import base
 from vae_jax.evaluators import iwae
 from vae_jax.settings import setting
 
@@ -35,31 +36,36 @@ class Options(settings.Settings):
                 pilot_chains=self.ais_pilot_chains, batch_size=self.ais_batch_size)
 
 
-def run(options: Options, ctx) -> dict:
-  x, n = labels.take(ctx.x, 0, options.ais_examples), labels.num_rows(ctx.x)
-  if options.ais_examples > n:
-    logging.warning("--ais_examples=%d: the test set has %d images; scoring all %d",
-                    options.ais_examples, n, n)
-  name = f"ais_from_{options.ais_start}"
-  result = ctx.kept.result(name)
-  if result is None:  # an interrupted run's batches are kept, and continued here
-    result = ais.log_likelihood(ctx.model.parts, ctx.params, x, ctx.key, stop=ctx.stop,
-                                resume=ctx.kept.resume(name), on_block=ctx.kept.on_block(name),
-                                **options.library_args())
-    ctx.kept.finish(name, result)
-  logging.info("AIS log p(x) ~ %.3f nats (%d images; Monte Carlo s.e. %.4f, over images %.3f; "
-               "acceptance %.2f), %.0fs", result["log_px"], result["n"], result["mc_stderr"],
-               result["data_stderr"], result["acceptance"], result["seconds"])
-  k_opts = ctx.options[iwae.Options]
-  same = iwae.log_px(k_opts, ctx, x, f"{name}/iwae_k{k_opts.k}")
-  logging.info("the same images: IWAE k=%d %.3f nats (AIS - IWAE: %.3f)", k_opts.k,
-               same["log_px"], result["log_px"] - same["log_px"])
-  return {name: {**result, f"iwae_k{k_opts.k}_same_images": same}}
+class Evaluator(base.Method):
+  """AIS on the first --ais_examples test images, and the k-sample bound beside it."""
 
+  Options = Options
 
-def scope(options: Options, n: int) -> str:
-  return f"ais on the first {min(n, options.ais_examples)} test images"
+  def run(self, ctx) -> dict:
+    options = self.options
+    x, n = labels.take(ctx.x, 0, options.ais_examples), labels.num_rows(ctx.x)
+    if options.ais_examples > n:
+      logging.warning("--ais_examples=%d: the test set has %d images; scoring all %d",
+                      options.ais_examples, n, n)
+    name = f"ais_from_{options.ais_start}"
+    result = ctx.kept.result(name)
+    if result is None:  # an interrupted run's batches are kept, and continued here
+      result = ais.log_likelihood(ctx.model.parts, ctx.params, x, ctx.key, stop=ctx.stop,
+                                  resume=ctx.kept.resume(name),
+                                  on_block=ctx.kept.on_block(name), **options.library_args())
+      ctx.kept.finish(name, result)
+    logging.info("AIS log p(x) ~ %.3f nats (%d images; Monte Carlo s.e. %.4f, over images "
+                 "%.3f; acceptance %.2f), %.0fs", result["log_px"], result["n"],
+                 result["mc_stderr"], result["data_stderr"], result["acceptance"],
+                 result["seconds"])
+    k_opts = self.all_options.get(iwae.Options, iwae.Options())
+    same = iwae.log_px(k_opts, ctx, x, f"{name}/iwae_k{k_opts.k}")
+    logging.info("the same images: IWAE k=%d %.3f nats (AIS - IWAE: %.3f)", k_opts.k,
+                 same["log_px"], result["log_px"] - same["log_px"])
+    return {name: {**result, f"iwae_k{k_opts.k}_same_images": same}}
 
+  def scope(self, n: int) -> str:
+    return f"ais on the first {min(n, self.options.ais_examples)} test images"
 
-def headline(result: dict) -> dict:
-  return {name: value["log_px"] for name, value in result.items()}
+  def headline(self, result: dict) -> dict:
+    return {name: value["log_px"] for name, value in result.items()}

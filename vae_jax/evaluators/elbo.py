@@ -8,6 +8,7 @@ import jax
 from vae_jax import evaluate
 from vae_jax import labels
 from vae_jax import settings
+from vae_jax.evaluators import base
 from vae_jax.settings import setting
 
 
@@ -17,35 +18,41 @@ class Options(settings.Settings):
   large_L: int = setting(100, "Samples of z for the second ELBO estimate.", lower=1)
 
 
-def _means(ctx, num_samples: int, batch_size: int) -> dict:
-  means = evaluate.elbo_means(ctx.model.parts, ctx.params, ctx.x, ctx.key,
-                              num_samples=num_samples, estimator=ctx.config.estimator,
-                              batch_size=batch_size)
-  return {k: float(v) for k, v in jax.device_get(means).items()}
+class Evaluator(base.Method):
+  """The test ELBO at L = 1 and at L = --large_L; during training, at the run's L."""
 
+  Options = Options
+  trains_along = True
 
-def run(options: Options, ctx) -> dict:
-  out = {}
-  for L in (1, options.large_L):
-    name = f"elbo_L{L}"
-    if ctx.kept.result(name) is None:
-      logging.info("test ELBO, L=%d, on %d images: one compiled pass", L,
-                   labels.num_rows(ctx.x))
-      # About 60 MB of decoder outputs at once.
-      ctx.kept.finish(name, _means(ctx, L, max(1, min(1000, 20_000 // L))))
-      logging.info("test ELBO, L=%d: %.3f nats", L, ctx.kept.result(name)["elbo"])
-    out[name] = ctx.kept.result(name)
-  return out
+  def run(self, ctx) -> dict:
+    out = {}
+    for L in (1, self.options.large_L):
+      name = f"elbo_L{L}"
+      if ctx.kept.result(name) is None:
+        logging.info("test ELBO, L=%d, on %d images: one compiled pass", L,
+                     labels.num_rows(ctx.x))
+        # About 60 MB of decoder outputs at once.
+        ctx.kept.finish(name, self._means(ctx, L, max(1, min(1000, 20_000 // L))))
+        logging.info("test ELBO, L=%d: %.3f nats", L, ctx.kept.result(name)["elbo"])
+      out[name] = ctx.kept.result(name)
+    return out
 
+  def _means(self, ctx, num_samples: int, batch_size: int) -> dict:
+    means = evaluate.elbo_means(ctx.model.parts, ctx.params, ctx.x, ctx.key,
+                                num_samples=num_samples, estimator=ctx.config.estimator,
+                                batch_size=batch_size)
+    return {k: float(v) for k, v in jax.device_get(means).items()}
 
-def headline(result: dict) -> dict:
-  return {name: value["elbo"] for name, value in result.items()}
+  def headline(self, result: dict) -> dict:
+    return {name: value["elbo"] for name, value in result.items()}
 
+  def during_training(self):
+    """The test ELBO with the run's own L and estimator: test_elbo, _reconstruction, _kl."""
+    config = self.config
 
-def during_training(config):
-  """The test ELBO with the run's own L and estimator: test_elbo, _reconstruction, _kl."""
-  def fn(model, params, x, key):
-    means = evaluate.elbo_means(model.parts, params, x, key, num_samples=config.num_samples,
-                                estimator=config.estimator, batch_size=config.eval_batch_size)
-    return {f"test_{k}": v for k, v in means.items()}
-  return fn
+    def fn(model, params, x, key):
+      means = evaluate.elbo_means(model.parts, params, x, key, num_samples=config.num_samples,
+                                  estimator=config.estimator,
+                                  batch_size=config.eval_batch_size)
+      return {f"test_{k}": v for k, v in means.items()}
+    return fn

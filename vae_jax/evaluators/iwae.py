@@ -7,6 +7,7 @@ import logging
 from vae_jax import evaluate
 from vae_jax import labels
 from vae_jax import settings
+from vae_jax.evaluators import base
 from vae_jax.settings import setting
 
 
@@ -33,30 +34,35 @@ def log_px(options: Options, ctx, x, name: str | None = None) -> dict:
       block_size=options.block_size, stop=ctx.stop, **keep)
 
 
-def run(options: Options, ctx) -> dict:
-  name = f"log_px_k{options.k}"
-  if ctx.kept.result(name) is None:
-    ll = log_px(options, ctx, ctx.x, name)
-    logging.info("test %s ~ %.3f nats (k=%d; Monte Carlo s.e. %.4f, over images %.3f), "
-                 "%.0fs, peak memory %.0f MB", labels.bound_of(ctx.x), ll["log_px"], options.k,
-                 ll["mc_stderr"],
-                 ll["data_stderr"], ll["seconds"], evaluate.peak_memory_mb())
-    ctx.kept.finish(name, ll)
-  return {name: ctx.kept.result(name), "test_examples": labels.num_rows(ctx.x),
-          "bound_of": labels.bound_of(ctx.x)}
+class Evaluator(base.Method):
+  """log p(x) by the k-sample bound of every test image; during training, with the
+  run's own k (its iwae_samples), quietly."""
 
+  Options = Options
+  trains_along = True
 
-def headline(result: dict) -> dict:
-  return {name: value["log_px"] for name, value in result.items()
-          if name.startswith("log_px_k")}
+  def run(self, ctx) -> dict:
+    name = f"log_px_k{self.options.k}"
+    if ctx.kept.result(name) is None:
+      ll = log_px(self.options, ctx, ctx.x, name)
+      logging.info("test %s ~ %.3f nats (k=%d; Monte Carlo s.e. %.4f, over images %.3f), "
+                   "%.0fs, peak memory %.0f MB", labels.bound_of(ctx.x), ll["log_px"],
+                   self.options.k, ll["mc_stderr"], ll["data_stderr"], ll["seconds"],
+                   evaluate.peak_memory_mb())
+      ctx.kept.finish(name, ll)
+    return {name: ctx.kept.result(name), "test_examples": labels.num_rows(ctx.x),
+            "bound_of": labels.bound_of(ctx.x)}
 
+  def headline(self, result: dict) -> dict:
+    return {name: value["log_px"] for name, value in result.items()
+            if name.startswith("log_px_k")}
 
-def during_training(config):
-  """The k-sample bound of the test set with k = the run's --k (iwae_samples), quietly:
-  test_log_px_k{k}."""
-  def fn(model, params, x, key):
-    ll = evaluate.marginal_log_likelihood(model.parts, params, x, key,
-                                          num_samples=config.iwae_samples,
-                                          batch_size=config.eval_batch_size, progress=False)
-    return {f"test_log_px_k{config.iwae_samples}": ll["log_px"]}
-  return fn
+  def during_training(self):
+    """test_log_px_k{k} of the test set, k = the run's iwae_samples."""
+    k, batch = self.config.iwae_samples, self.config.eval_batch_size
+
+    def fn(model, params, x, key):
+      ll = evaluate.marginal_log_likelihood(model.parts, params, x, key, num_samples=k,
+                                            batch_size=batch, progress=False)
+      return {f"test_log_px_k{k}": ll["log_px"]}
+    return fn
