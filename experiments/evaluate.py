@@ -41,6 +41,7 @@ from vae_jax import memory
 from vae_jax import multihost
 from vae_jax import runner
 from vae_jax import settings
+from vae_jax import trackers
 from vae_jax import workdir as workdir_lib
 from vae_jax.settings import setting
 
@@ -124,6 +125,7 @@ def evaluate_run(ns) -> dict:
   if multihost.is_primary():
     workdir_lib.write_atomic(workdir / "evaluation.json", json.dumps(result, indent=2) + "\n")
     workdir_lib.add_evaluation(workdir, epoch, figures)
+    trackers.log_evaluation(config.tracker, workdir, epoch, figures)
   kept.remove()
   return result
 

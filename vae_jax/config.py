@@ -29,6 +29,7 @@ from vae_jax import models
 from vae_jax import objectives
 from vae_jax import optimizers
 from vae_jax import settings
+from vae_jax import trackers
 from vae_jax import train
 from vae_jax import workdir
 from vae_jax.settings import setting
@@ -178,6 +179,11 @@ class RunConfig(settings.Settings):
   early_stopping_metric: str = setting(
       "test_elbo", "The metrics.jsonl figure early stopping watches (higher is better).",
       resumable=True, group="evaluation and checkpoints")
+  tracker: str = setting(
+      "none", "Also log the run to an experiment tracker: mlflow (MLFLOW_TRACKING_URI, else a "
+      "SQLite store beside the run folders) or wandb (offline unless WANDB_MODE or "
+      "WANDB_API_KEY says otherwise); each needs its extra, e.g. pip install -e \".[mlflow]\".",
+      choices=trackers.TRACKERS, resumable=True, group="evaluation and checkpoints")
 
   def __post_init__(self):
     super().__post_init__()
@@ -466,6 +472,7 @@ def build(config: RunConfig, image_shape, num_train: int, model: Model | None = 
                 num_classes, hyperparameters(config, num_train),
                 functools.partial(methods, model),
                 (hooks.Evaluation(config.eval_every), hooks.Progress(config.eval_every))
+                + trackers.make(config.tracker, dataclasses.asdict(config))
                 + ((hooks.EarlyStopping(config.early_stopping_patience,
                                         config.early_stopping_metric),)
                    if config.early_stopping_patience else ()),
