@@ -11,6 +11,7 @@ import numpy as np
 import optax
 
 from vae_jax import config as config_lib
+from vae_jax import recipe as recipe_lib
 from vae_jax import train
 
 
@@ -27,11 +28,11 @@ def config_epoch(config: config_lib.RunConfig, images) -> callable:
   a conv model takes on a CPU; `config.seeds` replicas vmapped), the next epoch's
   batches gathered while it runs, as
   the runner gathers them; returns the epoch's metrics."""
-  recipe = config_lib.build(config, images.shape[1:], images.shape[0])
+  recipe = recipe_lib.build(config, images.shape[1:], images.shape[0])
   root = recipe.root  # `[seeds]` replicas' roots where config.seeds > 1
   epoch_fn = train.make_train_epoch(recipe.loss, recipe.optimizer, transform=recipe.transform,
                                     host_loop=recipe.host_loop, replicas=root.ndim > 0)
-  box = {"state": config_lib.initial_state(recipe.model, recipe.optimizer, root), "epoch": 0,
+  box = {"state": recipe_lib.initial_state(recipe.model, recipe.optimizer, root), "epoch": 0,
          "batches": train.epoch_batches(images, root, 0, config.batch_size)}
 
   def run():

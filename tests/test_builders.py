@@ -32,10 +32,35 @@ def _shapes(model, image_shape, batch=(3,)):
 
 
 def test_every_builder_takes_the_signature_of_your_own():
-  for name, build in builders.BUILDERS.items():
-    inspect.signature(build).bind(config.RunConfig(), (28, 28, 1))
-    model = build(config.RunConfig(model=name, latent_dim=3, estimator="monte_carlo"), (8, 8, 1))
+  for name, builder in builders.BUILDERS.items():
+    inspect.signature(builder.build).bind(config.RunConfig(), (28, 28, 1))
+    model = builder.build(config.RunConfig(model=name, latent_dim=3, estimator="monte_carlo"),
+                          (8, 8, 1))
     assert callable(model.init) and callable(model.parts) and hash(model) is not None
+    if builder.labels:  # a conditional model: called with the classes
+      inspect.signature(builder.build).bind(config.RunConfig(), (28, 28, 1), num_classes=10)
+
+
+def test_the_checks_read_what_each_builder_declares_not_its_name(monkeypatch):
+  """A built-in declared without flows, labels or a closed-form KL is refused flows and
+  --conditional, and its ELBO takes estimator A, whatever its name; the messages name
+  the models that do support each."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import pytest  # pylint: disable=g-import-not-at-top
+  plain = builders.Builder(builders.mlp, flows=False, labels=False, closed_form_kl=False,
+                           convolutions=False)
+  monkeypatch.setitem(builders.BUILDERS, "mlp", plain)
+  with pytest.raises(ValueError, match=r"flows and the VampPrior are built for --model=conv, "
+                                       r"not 'mlp'"):
+    config.RunConfig(posterior="iaf")
+  with pytest.raises(ValueError, match=r"the conditional VAE is built for --model=conv with"):
+    config.RunConfig(conditional=True)
+  assert not config.RunConfig().has_closed_form_kl()
+  assert config.resolve(config.RunConfig()).estimator == "monte_carlo"
+  assert config.RunConfig(model="conv").has_closed_form_kl()
+  mine = config.RunConfig(model="examples.nnx_vae:build", conditional=True)  # your own: allowed
+  assert mine.builds("labels", mine=True) and not mine.builds("flows")
+  assert dataclasses.replace(mine, conditional=False).estimator == "analytic"
 
 
 @pytest.mark.parametrize("image_shape,channels", [((28, 28, 1), (32, 64)), ((32, 32, 3), (8, 16)),

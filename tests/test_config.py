@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import pytest
 
 from vae_jax import config as C
+from vae_jax import recipe as R
 
 
 def _shapes(model, image_shape=(28, 28, 1)):
@@ -65,8 +66,8 @@ def test_prng_names_the_generator_of_the_root_key():
 def test_warmup_cosine_schedule_peaks_and_ends_at_zero():
   config = C.RunConfig(lr_schedule="warmup_cosine", learning_rate=2e-3, warmup_epochs=2,
                        epochs=10, batch_size=10, optimizer="sgd")
-  opt = C.make_optimizer(config, num_train=100)  # 10 steps per epoch
-  peak = C.hyperparameters(config, num_train=100)["learning_rate"]  # the epoch's input
+  opt = R.make_optimizer(config, num_train=100)  # 10 steps per epoch
+  peak = R.hyperparameters(config, num_train=100)["learning_rate"]  # the epoch's input
   params = {"w": jnp.zeros(())}
   state = opt.init(params)
   rates = []
@@ -82,8 +83,8 @@ def test_the_loss_weights_the_kl_by_beta_and_its_warmup():
   config = C.RunConfig(beta=0.5, kl_warmup_epochs=2, batch_size=10, latent_dim=2,
                        hidden_sizes=(8,))
   model = config.build_model((2, 2, 1))
-  loss = C.make_loss(config, model)
-  hparams = C.hyperparameters(config, num_train=50)  # warm-up over 10 steps
+  loss = R.make_loss(config, model)
+  hparams = R.hyperparameters(config, num_train=50)  # warm-up over 10 steps
   del hparams["learning_rate"]  # the train step's, not the loss's
   params = model.init(jax.random.key(0))
   x = jnp.ones((3, 2, 2, 1))

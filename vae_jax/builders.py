@@ -3,10 +3,13 @@
 so `--model=mlp` and `--model=pkg.mod:build` take one path (`config.build_model`). A
 conditional run (`--conditional`) calls them with `num_classes=K` too.
 
-To add a built-in model: a builder here and its line in `BUILDERS`.
+Each built-in declares what it supports (`Builder`): the settings' checks, the choice
+of the ELBO's estimator and of the training loop read these declarations, never the
+model's name. To add a built-in model: a builder here and its `Builder` in `BUILDERS`.
 """
 
 import math
+from typing import Callable, NamedTuple
 
 import jax.numpy as jnp
 
@@ -52,4 +55,18 @@ def two_layer(config, image_shape) -> models.LinenModel:
       likelihood=common["likelihood"], image_shape=tuple(image_shape), dtype=common["dtype"]))
 
 
-BUILDERS = {"mlp": mlp, "conv": conv, "two_layer": two_layer}
+class Builder(NamedTuple):
+  """A built-in model's builder and what it supports."""
+  build: Callable  # (config, image_shape[, num_classes]) -> model
+  flows: bool  # a flow posterior (--posterior) and the VampPrior (--prior=vamp)
+  labels: bool  # a conditional model (--conditional: called with num_classes)
+  closed_form_kl: bool  # its Gaussian q against N(0, I) has a closed-form KL
+  convolutions: bool  # convolutional: on a CPU it trains through a host loop (jax#12868)
+
+
+BUILDERS = {
+    "mlp": Builder(mlp, flows=True, labels=True, closed_form_kl=True, convolutions=False),
+    "conv": Builder(conv, flows=True, labels=True, closed_form_kl=True, convolutions=True),
+    "two_layer": Builder(two_layer, flows=False, labels=False, closed_form_kl=False,
+                         convolutions=False),
+}

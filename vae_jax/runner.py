@@ -22,6 +22,7 @@ import numpy as np
 
 from vae_jax import checkpoint as checkpoint_lib
 from vae_jax import config as config_lib
+from vae_jax import recipe as recipe_lib
 from vae_jax import console
 from vae_jax import data as data_lib
 from vae_jax import hooks
@@ -77,9 +78,9 @@ def train_and_evaluate(config: RunConfig, dataset: data_lib.Dataset, workdir, *,
   config_lib.check_data(config, dataset)
   for line in config_lib.schedule_warnings(config):
     logging.warning(line)
-  recipe = config_lib.build(config, dataset.image_shape, dataset.train.shape[0], model,
+  recipe = recipe_lib.build(config, dataset.image_shape, dataset.train.shape[0], model,
                             num_classes=dataset.num_classes)
-  abstract = jax.eval_shape(lambda k: config_lib.initial_state(recipe.model, recipe.optimizer, k),
+  abstract = jax.eval_shape(lambda k: recipe_lib.initial_state(recipe.model, recipe.optimizer, k),
                             recipe.root)
   workdir_lib.check_disk_space(workdir, 2 * checkpoint_lib.state_bytes(abstract) + (1 << 20))
   settings = {**dataclasses.asdict(config), "data": _data_sizes(dataset)}
@@ -104,7 +105,7 @@ def _train(recipe, dataset, workdir, settings, user_hooks: tuple) -> dict[str, A
   current epoch, with its checkpoint saved."""
   train_images, test_x = recipe.inputs(dataset)
   model, mesh, root, policy = recipe.model, multihost.data_mesh(), recipe.root, recipe.policy
-  state = multihost.replicate(_build(config_lib.initial_state, model, recipe.optimizer, root),
+  state = multihost.replicate(_build(recipe_lib.initial_state, model, recipe.optimizer, root),
                               mesh)
   ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", max_to_keep=policy.keep_checkpoints)
   log = None
@@ -237,10 +238,10 @@ def load_run(workdir, epoch: int | None = None, *, model: str | None = None):
   for segment in workdir_lib.read_json(workdir / "config.json").get("segments", [])[1:]:
     logging.info("%s: from epoch %d the run trained with %s", workdir, segment["from_epoch"],
                  ", ".join(f"{k}={v}" for k, v in segment.items() if k != "from_epoch"))
-  recipe = config_lib.build(config, tuple(sizes["image_shape"]), sizes["train_examples"],
+  recipe = recipe_lib.build(config, tuple(sizes["image_shape"]), sizes["train_examples"],
                             num_classes=sizes.get("num_classes", 0))
   model, root = recipe.model, recipe.root
-  abstract = jax.eval_shape(lambda k: config_lib.initial_state(model, recipe.optimizer, k), root)
+  abstract = jax.eval_shape(lambda k: recipe_lib.initial_state(model, recipe.optimizer, k), root)
   memory.check_fits(checkpoint_lib.state_bytes(abstract), 0.9,
                     f"{workdir / 'config.json'}'s model needs about {{gib}} for its "
                     f"parameters and optimizer state", "repair its sizes or pass another workdir")
@@ -248,7 +249,7 @@ def load_run(workdir, epoch: int | None = None, *, model: str | None = None):
   try:
     if ckpt.latest_epoch() is None:
       raise ValueError(f"workdir={workdir}: holds no checkpoint yet")
-    template = config_lib.initial_state(model, recipe.optimizer, root)
+    template = recipe_lib.initial_state(model, recipe.optimizer, root)
     if jax.process_count() > 1:  # several processes restore global arrays together
       template = multihost.replicate(template, multihost.data_mesh())
     epoch, state = ckpt.restore(template, root, epoch)
@@ -290,7 +291,7 @@ def _resume(ckpt: checkpoint_lib.Checkpointer, state, root, steps_per_epoch: int
   return start, state
 
 
-def _epoch_fn(recipe: config_lib.Recipe, mesh):
+def _epoch_fn(recipe: recipe_lib.Recipe, mesh):
   return train.make_train_epoch(
       recipe.loss, recipe.optimizer, transform=recipe.transform,
       skip_nonfinite=recipe.policy.skip_nonfinite, mesh=mesh, grad_norm=recipe.policy.grad_norm,
