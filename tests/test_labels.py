@@ -24,16 +24,17 @@ def test_every_evaluation_of_labelled_rows_is_the_exact_log_p_x_given_y(problem)
   key = jax.random.key(0)
   want = float(np.mean(exact))
   # Estimator A: log p(x, z) - log q(z|x) is log p(x|y) at every z (B has noise).
-  assert evaluate.elbo_means(model.parts, params, (x, y), key, batch_size=5,
+  assert evaluate.elbo_means(model.parts, params, labels.Batch(x, y), key, batch_size=5,
                              estimator="monte_carlo")["elbo"] == pytest.approx(want, abs=2e-3)
-  ll = evaluate.marginal_log_likelihood(model.parts, params, (x, y), key, num_samples=20,
+  ll = evaluate.marginal_log_likelihood(model.parts, params, labels.Batch(x, y), key, num_samples=20,
                                         chunk_size=7, batch_size=5, block_size=11,
                                         progress=False)
   assert ll["log_px"] == pytest.approx(want, abs=2e-3) and ll["n"] == 37
-  loss, _ = losses.elbo_loss(model.parts, estimator="monte_carlo")(params, (x, y), key, 0)
+  loss, _ = losses.elbo_loss(model.parts, estimator="monte_carlo")(params, labels.Batch(x, y),
+                                                                   key, 0)
   assert float(loss) == pytest.approx(-want, abs=2e-3)
   # Another class for each row: the same images are far less likely.
-  wrong = evaluate.elbo_means(model.parts, params, (x, (y + 1) % 3), key,
+  wrong = evaluate.elbo_means(model.parts, params, labels.Batch(x, (y + 1) % 3), key,
                               estimator="monte_carlo")["elbo"]
   assert wrong < want - 5
 
@@ -43,7 +44,8 @@ def test_ais_of_labelled_rows_is_the_exact_log_p_x_given_y(problem):
   """AIS from q = the exact posterior: every chain's weight is p(x|y), in batches of 8
   (the last one padded)."""
   model, params, x, y, exact = problem
-  result = ais.log_likelihood(model.parts, params, (x, y), jax.random.key(0), num_chains=2,
+  result = ais.log_likelihood(model.parts, params, labels.Batch(x, y), jax.random.key(0),
+                              num_chains=2,
                               num_intermediate=3, start="posterior", batch_size=8,
                               target_acceptance=None, progress=False)
   assert result["log_px"] == pytest.approx(float(np.mean(exact)), abs=2e-3)
@@ -53,7 +55,7 @@ def test_the_label_enters_as_a_one_hot_input_of_both_networks(problem):
   """The ELBO of rows of class 1 has no gradient in the label rows of the other classes,
   and a non-zero one in its own, in the encoder's first layer and the decoder's."""
   model, params, x, y, _ = problem
-  ones = (x[y == 1], y[y == 1])
+  ones = labels.Batch(x[y == 1], y[y == 1])
   grads = jax.grad(lambda p: losses.elbo_loss(model.parts)(p, ones, jax.random.key(0), 0)[0])(
       params)["params"]
   for net, inputs in (("encoder", x.shape[1]), ("decoder", 3)):
@@ -76,7 +78,8 @@ def test_epoch_batches_keep_each_image_with_its_label():
   images = np.broadcast_to(y[:, None, None, None], (50, 2, 2, 1)).astype(np.uint8)
   roots = jnp.stack([jax.random.key(3), jax.random.key(4)])
   for root in (roots[0], roots):
-    xb, yb = train.epoch_batches((images, y), root, 2, 8)
+    batches = train.epoch_batches(labels.Batch(images, y), root, 2, 8)
+    xb, yb = batches.x, batches.labels
     assert xb.shape[-4:] == (8, 2, 2, 1) and yb.shape == xb.shape[:-3]
     np.testing.assert_array_equal(np.asarray(xb)[..., 0, 0, 0], np.asarray(yb))
   order = np.asarray(train.epoch_permutation(roots[1], 2, 50))[:48].reshape(6, 8)
@@ -87,7 +90,8 @@ def test_model_inputs_check_the_labels_with_one_line(mnist):
   small = data.subset(mnist, 100, 50)
   assert small.num_classes == 10 and data.Dataset(small.train, small.test, None, None,
                                                   (28, 28, 1)).num_classes == 0
-  (train_images, train_y), (test_x, test_y) = data.model_inputs(small, "dynamic", 10)
+  train_rows, test_rows = data.model_inputs(small, "dynamic", 10)
+  train_y, test_x, test_y = train_rows.labels, test_rows.x, test_rows.labels
   np.testing.assert_array_equal(train_y, small.train_labels)
   assert test_x.shape == (50, 28, 28, 1) and test_y.dtype == jnp.int32
   with pytest.raises(ValueError, match="the test set has no labels"):
@@ -159,3 +163,16 @@ def test_the_classes_are_bounded_by_the_data(caplog):
   assert any("test labels 2, 4 never occur in the training set" in l for l in lines), lines
   with pytest.raises(ValueError, match="the test set has no labels"):
     data.check_labels(make([0, 5, 0, 0, 0, 0], [0, 0, 0])._replace(test_labels=None), 1)
+
+
+def test_a_batch_is_one_record_sliced_together_and_a_tuple_is_refused():
+  x, y = jnp.arange(12.0).reshape(6, 2), jnp.arange(6) % 3
+  rows = labels.take(labels.Batch(x, y), 2, 5)
+  np.testing.assert_array_equal(rows.x, x[2:5])
+  np.testing.assert_array_equal(rows.labels, y[2:5])
+  assert labels.num_rows(rows) == 3 and labels.bound_of(rows) == "log p(x|y)"
+  assert labels.bound_of(x) == "log p(x)" and labels.inputs(x) is x
+  assert labels.take(labels.Batch(x), 0, 2).labels is None  # an unlabelled batch
+  with pytest.raises(ValueError, match=r"rows: a tuple; give the array x, or "
+                                       r"labels.Batch\(x, labels\)"):
+    labels.num_rows((x, y))

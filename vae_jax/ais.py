@@ -629,7 +629,7 @@ def log_likelihood(parts_fn, params, x, key, *, num_chains: int = 16,
                    step_size: float = 0.01, target_acceptance: float | None = 0.65,
                    pilot_chains: int = 4, batch_size: int = 25, progress: bool = True,
                    stop=None, resume: dict | None = None, on_block=None) -> dict:
-  """AIS over a data set x `[n, ...]` (or (x, labels) for a conditional model: log p(x|y)):
+  """AIS over a data set x `[n, ...]` (or a `labels.Batch(x, labels)` for a conditional model: log p(x|y)):
   the same numbers as `ais` with the same key
   (example j uses `fold_in(key, j)`), computed `batch_size` examples at a time in
   compiled calls of about `engine.POLL_SECONDS` (`engine.run`), with the expected time

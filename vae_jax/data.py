@@ -273,15 +273,18 @@ def binarize(key: jax.Array, images: jax.Array, method: str) -> jax.Array:
   return x
 
 
-def binarizer(method: str, labelled: bool = False):
-  """`binarize` with `method` fixed: (key, images) -> model inputs, a run's input transform;
-  `labelled`: (key, (images, labels)) -> (model inputs, labels)."""
+def binarizer(method: str):
+  """`binarize` with `method` fixed: (key, images) -> model inputs, a run's input
+  transform; a `labels.Batch`'s images transformed, its labels kept."""
   if method not in BINARIZATIONS:
     raise ValueError(f"binarize={method}: expected one of {list(BINARIZATIONS)}")
   fn = functools.partial(binarize, method=method)
-  if labelled:
-    return lambda key, batch: (fn(key, batch[0]), batch[1])
-  return fn
+
+  def transform(key, batch):
+    if isinstance(batch, labels_lib.Batch):
+      return batch.replace(x=fn(key, batch.x))
+    return fn(key, batch)
+  return transform
 
 
 def to_unit_interval(images: jax.Array) -> jax.Array:
@@ -339,13 +342,13 @@ def check_classes(dataset: Dataset) -> None:
 
 def model_inputs(dataset: Dataset, binarize: str, num_classes: int = 0):
   """(train images as stored on the device, test set as float32 model inputs); for a
-  conditional model of `num_classes` classes, each with its labels: ((images, labels),
-  (inputs, labels)), the labels checked (one line naming what is wrong)."""
+  conditional model of `num_classes` classes, each a `labels.Batch` with its labels,
+  the labels checked (one line naming what is wrong)."""
   if num_classes:
     check_labels(dataset, num_classes)
     train, test = model_inputs(dataset, binarize)
-    return ((train, np.asarray(dataset.train_labels, np.int32)),
-            (test, jnp.asarray(dataset.test_labels, jnp.int32)))
+    return (labels_lib.Batch(train, np.asarray(dataset.train_labels, np.int32)),
+            labels_lib.Batch(test, jnp.asarray(dataset.test_labels, jnp.int32)))
   if binarize not in BINARIZATIONS:
     raise ValueError(f"binarize={binarize}: expected one of {list(BINARIZATIONS)}")
   train_images, test_images = dataset.train, dataset.test

@@ -109,7 +109,7 @@ def run(job: Job, x, *, batch_size: int, block_size: int, progress: bool = True,
 
   Args:
     job: the method (see `Job`).
-    x: the data set's rows: x, or (x, labels) for a conditional model.
+    x: the data set's rows: x, or a `labels.Batch(x, labels)` for a conditional model.
     batch_size: rows the job's calls start from (memory); block_size: rows per block.
     progress: log the expected time first, then progress lines.
     stop: polled after each call (one process) or block (several); True raises

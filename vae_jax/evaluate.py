@@ -65,7 +65,7 @@ def elbo_means(parts_fn, params, x, key, *, num_samples: int = 1, estimator: str
     parts_fn: params -> `objectives.Parts` (e.g. `model.parts`), hashable (static).
     params: its parameters.
     x: `[n, ...]` float32 model inputs (`[n, H, W, C]` images or `[n, D]` vectors), or
-      the pair (x, labels `[n]`) for a conditional model (`labels`): the bound on log p(x|y).
+      a `labels.Batch(x, labels)` for a conditional model: the bound on log p(x|y).
     key: a `jax.random` key; example j uses `fold_in(key, j)`.
     num_samples: L.
     estimator: "analytic" or "monte_carlo".
@@ -300,7 +300,7 @@ def marginal_log_likelihood(parts_fn, params, x, key, *, num_samples: int = 5000
   Args:
     parts_fn, params: the VAE (see `elbo_means`).
     x: `[n, ...]` float32 model inputs (`[n, H, W, C]` images or `[n, D]` vectors), or
-      (x, labels) for a conditional model: log p(x|y).
+      `labels.Batch(x, labels)` for a conditional model: log p(x|y).
     key: a `jax.random` key; example j uses `fold_in(key, j)`, its sample i
       `fold_in(fold_in(key, j), i)`.
     num_samples: k (5000 in the papers).

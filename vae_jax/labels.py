@@ -1,54 +1,76 @@
-"""Data with labels, for conditional models: the rows a model is scored on are x, or
-the pair (x, y) with y the labels `[n]` int32, and a conditional model's
-`parts(params, y)` binds y into its encoder and decoder.
+"""Data with labels, for conditional models: the rows a model is scored on are a
+`Batch(x, labels)` (labels `[n]` int32; None for an unconditional model's rows, which
+may also be given as the array x alone), and a conditional model's `parts(params, y)`
+binds y into its encoder and decoder.
 
 The objectives never see y: `elbo(lambda x: enc(x, y), lambda z: dec(z, y), x, key)`
 bounds log p(x|y). Everything that walks a data set in batches (training,
-`evaluate`, `ais`, `engine`) slices rows with `take` and binds with `bind`, so a
-pair travels wherever an array does.
+`evaluate`, `ais`, `engine`) slices rows with `take` and binds with `bind`, so the
+labels travel wherever the images do.
 """
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
+
+
+@struct.dataclass
+class Batch:
+  """Rows of a data set: x `[n, ...]` and, for a conditional model, their labels `[n]`
+  (None: none). A pytree: `jax.tree_util.tree_map` slices both together."""
+  x: Any
+  labels: Any = None
+
+
+def as_batch(rows) -> Batch:
+  """`rows` as a Batch: a Batch, or an array of x alone."""
+  if isinstance(rows, Batch):
+    return rows
+  if isinstance(rows, (tuple, list)):
+    raise ValueError("rows: a tuple; give the array x, or labels.Batch(x, labels) for a "
+                     "conditional model")
+  return Batch(rows)
 
 
 def bind(parts_fn, params, rows):
-  """(Parts, x) for `rows`: `parts_fn(params)` and x itself, or for a pair (x, y) the
-  conditional model's `parts_fn(params, y)` and x."""
-  if isinstance(rows, tuple):
-    x, y = rows
-    return parts_fn(params, y), x
-  return parts_fn(params), rows
+  """(Parts, x) for `rows`: `parts_fn(params)` and x, or for labelled rows the
+  conditional model's `parts_fn(params, labels)` and x."""
+  rows = as_batch(rows)
+  if rows.labels is None:
+    return parts_fn(params), rows.x
+  return parts_fn(params, rows.labels), rows.x
 
 
 def binder(parts_fn, params, rows):
   """`bind` for the slices of `rows` (one row, one batch) inside a loop over them:
-  plain rows are bound once, here, so the parts' own work (a VampPrior's pseudo-inputs
-  through the encoder) stays out of the loop; labelled rows slice by slice."""
-  if isinstance(rows, tuple):
+  unlabelled rows are bound once, here, so the parts' own work (a VampPrior's
+  pseudo-inputs through the encoder) stays out of the loop; labelled rows slice by slice."""
+  if as_batch(rows).labels is not None:
     return lambda part: bind(parts_fn, params, part)
   parts = parts_fn(params)
-  return lambda part: (parts, part)
+  return lambda part: (parts, as_batch(part).x)
 
 
 def inputs(rows):
-  """The model inputs x of `rows` (x, or (x, y))."""
-  return rows[0] if isinstance(rows, tuple) else rows
+  """The model inputs x of `rows`."""
+  return as_batch(rows).x
 
 
 def bound_of(rows) -> str:
   """What a likelihood of `rows` is of: "log p(x)", or "log p(x|y)" for labelled rows."""
-  return "log p(x|y)" if isinstance(rows, tuple) else "log p(x)"
+  return "log p(x)" if as_batch(rows).labels is None else "log p(x|y)"
 
 
 def num_rows(rows) -> int:
-  """n, the leading size of x `[n, ...]` (and of y `[n]`)."""
+  """n, the leading size of x `[n, ...]` (and of the labels `[n]`)."""
   return inputs(rows).shape[0]
 
 
 def take(rows, start: int, stop: int | None = None):
-  """Rows start..stop-1 of x, or of x and y together."""
+  """Rows start..stop-1 of x, and of the labels with them."""
   return jax.tree_util.tree_map(lambda a: a[start:stop], rows)
 
 

@@ -4,7 +4,7 @@ A loss is any function of that shape; one that takes hyperparameters as keyword
 arguments (`elbo_loss`'s `beta` and `kl_warmup_steps`) gets them from the train step's
 `hparams` as traced values, so a sweep over them compiles one program. These build the usual ones from a
 `parts_fn(params) -> Parts(encoder, decoder, prior)` (for the project's models,
-`model.parts`); for a conditional model x is the pair (x, labels) and
+`model.parts`); for a conditional model x is a `labels.Batch(x, labels)` and
 `parts_fn(params, labels)` binds them (`labels.bind`). The loss is the batch mean of the negative objective, in nats
 per example; metrics are scalars (batch means), always with "objective", the
 bound being maximised.

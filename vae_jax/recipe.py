@@ -100,7 +100,7 @@ def build(config: RunConfig, image_shape, num_train: int, model: Model | None = 
                       config.skip_nonfinite, config.log_grad_norm or config.skip_nonfinite)
   methods = evaluators.during_training(config.eval_methods, config)
   return Recipe(model, make_loss(config, model), make_optimizer(config, num_train),
-                data.binarizer(config.binarize, labelled=config.conditional), conv_on_cpu,
+                data.binarizer(config.binarize), conv_on_cpu,
                 extra, knob, policy, config.root_keys(),
                 functools.partial(data.model_inputs, binarize=config.binarize,
                                   num_classes=num_classes),
