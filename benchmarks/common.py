@@ -59,8 +59,10 @@ def train_flops_per_example(model, num_samples: int = 1) -> float:
 
 
 def decoder_flops_per_sample(model) -> float | None:
-  """Matmul FLOPs of one decoder pass of an MLP `models.VAE` (2 per multiply-add);
-  None for other models."""
+  """Matmul FLOPs of one decoder pass of an MLP `models.VAE` (or the runner's
+  `LinenModel` of one; 2 per multiply-add); None for other models."""
+  if isinstance(model, models.LinenModel):
+    model = model.module
   if not isinstance(model, models.VAE):
     return None
   dec = [model.latent_dim, *model.hidden_sizes[::-1], math.prod(model.event_shape)]

@@ -21,7 +21,6 @@ from absl import flags
 from benchmarks import common
 from vae_jax import data
 from vae_jax import evaluate
-from vae_jax import models
 from vae_jax import presets
 from vae_jax import runner
 
@@ -40,9 +39,9 @@ def main(argv):
   if WORKDIR.value:
     _, model, state, _ = runner.load_run(WORKDIR.value)
     params = state.params
-  else:
-    model = presets.pytorch_module()
-    params = models.init_params(model, jax.random.key(0))
+  else:  # the PyTorch example's model as the main command builds it
+    model = presets.pytorch_example().build_model((28, 28, 1))
+    params = model.init(jax.random.key(0))
   mnist = data.load_mnist(data.default_data_root() / "mnist")
   x = data.model_inputs(mnist, "dynamic")[1][:NUM.value]  # the binarized test images
   # The ceiling on each side of the evaluation: the machine's speed drifts over minutes.

@@ -35,7 +35,8 @@ def test_the_evaluation_and_coverage_benchmarks_take_a_trained_run(
             "--chunk_size=5", "--ceiling_sizes=256", f"--out={tmp_path / 'e.json'}",
             data_root=data_root)
   assert out.returncode == 0, out.stderr[-3000:]
-  assert json.loads((tmp_path / "e.json").read_text())["n"] == 5
+  scored = json.loads((tmp_path / "e.json").read_text())
+  assert scored["n"] == 5 and scored["decoder_gflops"] > 0  # the run's MLP is counted
 
 @end_to_end
 def test_throughput_and_evaluation_benchmarks_run(data_root, tmp_path):
