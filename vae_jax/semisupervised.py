@@ -1,0 +1,176 @@
+"""Semi-supervised learning with deep generative models (Kingma, Rezende, Mohamed &
+Welling, 2014): model M2, the label a latent variable where it is missing.
+
+M2 is a conditional VAE, q(z|x, y) and p(x|y, z) with p(z) = N(0, I), beside a
+classifier q(y|x), with p(y) uniform over K classes. A labelled row (x, y) has the
+bound L(x, y) = E_q(z|x,y)[log p(x|y, z)] - KL(q(z|x, y) || p(z)) + log p(y); an
+unlabelled row has U(x) = sum_y q(y|x) L(x, y) + H(q(y|x)), all K terms in one
+vmapped pass. The loss of a batch whose unlabelled rows carry the label -1 is the
+mean of -L(x, y) - alpha log q(y|x) over its labelled rows and of -U(x) over the
+others, weighted by their counts (the paper's J^alpha, eq. 9).
+"""
+
+import dataclasses
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vae_jax import labels as labels_lib
+from vae_jax import models
+from vae_jax import objectives
+
+UNLABELLED = -1  # the label of a row whose label is hidden
+
+
+class M2(nn.Module):
+  """M2's networks: `vae`, a conditional VAE of `num_classes` classes (q(z|x, y),
+  p(x|y, z)), and an MLP classifier q(y|x) over the flattened x."""
+  vae: models.VAE
+  classifier_sizes: Sequence[int] = (500,)
+  activation: str = "softplus"
+
+  @property
+  def event_shape(self) -> tuple[int, ...]:
+    return self.vae.event_shape
+
+  def setup(self):
+    if not self.vae.num_classes:
+      raise ValueError("M2: its vae must be conditional (num_classes > 0)")
+    self.classifier = models.MLP(tuple(self.classifier_sizes) + (self.vae.num_classes,),
+                                 self.activation)
+
+  def __call__(self, x: jax.Array):
+    """Both networks on x (what `init` runs to create every parameter)."""
+    return self.vae(x), self.classify(x)
+
+  def classify(self, x: jax.Array) -> jax.Array:
+    """`[..., *event_shape]` -> the logits of q(y|x), `[..., K]`."""
+    return self.classifier(models.flatten_event(x, self.event_shape))
+
+
+@dataclasses.dataclass(frozen=True)
+class M2Model:
+  """M2 as the runner's model: `init`, `parts(params, labels)` (the conditional VAE's,
+  as any conditional model's) and `classify(params, x)` (q(y|x)'s logits `[n, K]`)."""
+  module: M2
+
+  @property
+  def num_classes(self) -> int:
+    return self.module.vae.num_classes
+
+  def init(self, key: jax.Array):
+    return models.init_params(self.module, key)
+
+  def parts(self, params, labels=None) -> objectives.Parts:
+    return self.module.vae.parts({"params": params["params"]["vae"]}, labels)
+
+  def classify(self, params, x: jax.Array) -> jax.Array:
+    return self.module.apply(params, x, method=M2.classify)
+
+
+def labelled_bound(model, params, x, y, key, *, num_samples: int = 1,
+                   estimator: str = "analytic") -> jax.Array:
+  """L(x, y) `[n]` for rows x `[n, ...]` of labels y `[n]`: the conditional ELBO plus
+  log p(y) = -log K (nats)."""
+  enc, dec, prior = model.parts(params, y)
+  bound = objectives.elbo(enc, dec, x, key, prior=prior, num_samples=num_samples,
+                          estimator=estimator)
+  return bound - math.log(model.num_classes)
+
+
+def bounds_over_classes(model, params, x, key, **kwargs) -> jax.Array:
+  """L(x, k) for every class k, `[K, n]`: one vmapped pass over the classes (each
+  class's z drawn with the same key, so the classes differ by y alone)."""
+  n = labels_lib.num_rows(x)
+  return jax.vmap(lambda k: labelled_bound(model, params, x, jnp.full((n,), k), key,
+                                           **kwargs))(jnp.arange(model.num_classes))
+
+
+def marginal_bound(log_q: jax.Array, per_class: jax.Array) -> jax.Array:
+  """sum_y q(y) L(y) + H(q) over the last axis of log q(y) and L(y), `[..., K]` -> `[...]`:
+  at most logsumexp_y L(y) (Jensen), equal to it where q(y) is softmax(L)."""
+  q = jnp.exp(log_q)
+  return jnp.sum(q * per_class, axis=-1) - jnp.sum(q * log_q, axis=-1)
+
+
+def unlabelled_bound(model, params, x, key, **kwargs) -> jax.Array:
+  """U(x) = sum_y q(y|x) L(x, y) + H(q(y|x)), `[n]` (nats): the bound on log p(x) with
+  the label marginalised under the classifier."""
+  log_q = jax.nn.log_softmax(model.classify(params, x), axis=-1)  # [n, K]
+  return marginal_bound(log_q, bounds_over_classes(model, params, x, key, **kwargs).T)
+
+
+def m2_loss(model, *, alpha: float, num_samples: int = 1, estimator: str = "analytic"):
+  """The paper's J^alpha (eq. 9) as a batch mean over a `labels.Batch` whose unlabelled
+  rows carry `UNLABELLED`: -L(x, y) - alpha log q(y|x) for labelled rows, -U(x) for the
+  others, every class's L(x, k) computed once for all rows.
+
+  Returns:
+    loss_fn(params, batch, key, step) -> (loss, {"objective", "labelled_bound",
+    "unlabelled_bound", "classification_loss", "labelled_rows"}).
+  """
+  objectives.check(num_samples, estimator)
+
+  def loss_fn(params, batch, key, step):
+    del step
+    x, y = batch.x, batch.labels
+    log_q = jax.nn.log_softmax(model.classify(params, x), axis=-1)  # [n, K]
+    per_class = bounds_over_classes(model, params, x, key, num_samples=num_samples,
+                                    estimator=estimator).T  # [n, K]
+    is_labelled = y >= 0
+    y_safe = jnp.where(is_labelled, y, 0)
+    lab = jnp.take_along_axis(per_class, y_safe[:, None], axis=-1)[:, 0]
+    log_q_y = jnp.take_along_axis(log_q, y_safe[:, None], axis=-1)[:, 0]
+    unlab = marginal_bound(log_q, per_class)
+    n_lab = jnp.sum(is_labelled)
+    n = y.shape[0]
+    per_row = jnp.where(is_labelled, -lab - alpha * log_q_y, -unlab)
+    mean_of = lambda v, mask, count: jnp.sum(jnp.where(mask, v, 0.0)) / jnp.maximum(count, 1)
+    return jnp.mean(per_row), {
+        "objective": -jnp.mean(per_row),
+        "labelled_bound": mean_of(lab, is_labelled, n_lab),
+        "unlabelled_bound": mean_of(unlab, ~is_labelled, n - n_lab),
+        "classification_loss": mean_of(-log_q_y, is_labelled, n_lab),
+        "labelled_rows": n_lab.astype(jnp.float32)}
+  return loss_fn
+
+
+def balanced_draw(labels: np.ndarray, num_labelled: int, key: jax.Array) -> np.ndarray:
+  """The rows that keep their labels: `num_labelled` of them, as many of each class
+  (num_labelled / K; the first classes one more where it does not divide), drawn by
+  `key`; sorted indices `[num_labelled]`."""
+  labels = np.asarray(labels)
+  classes = int(labels.max()) + 1
+  if not 0 < num_labelled <= len(labels):
+    raise ValueError(f"labelled_examples={num_labelled}: must be between 1 and the "
+                     f"{len(labels)} training images")
+  picked = []
+  for c in range(classes):
+    rows = np.flatnonzero(labels == c)
+    want = num_labelled // classes + (c < num_labelled % classes)
+    if want > len(rows):
+      raise ValueError(f"labelled_examples={num_labelled}: class {c} has {len(rows)} "
+                       f"training images, fewer than the {want} a balanced draw needs")
+    order = np.asarray(jax.random.permutation(jax.random.fold_in(key, c), len(rows)))
+    picked.append(rows[order[:want]])
+  return np.sort(np.concatenate(picked))
+
+
+def hide_labels(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
+  """The labels with every row outside `keep` set to `UNLABELLED`, int32."""
+  out = np.full(len(labels), UNLABELLED, np.int32)
+  out[keep] = np.asarray(labels, np.int32)[keep]
+  return out
+
+
+def classification_error(model, params, x, y, batch_size: int = 1000) -> float:
+  """The share of rows x `[n, ...]` whose most likely class under q(y|x) is not y `[n]`."""
+  wrong = 0
+  for start in range(0, len(y), batch_size):
+    logits = model.classify(params, x[start:start + batch_size])
+    wrong += int(jnp.sum(jnp.argmax(logits, -1) != y[start:start + batch_size]))
+  return wrong / len(y)
