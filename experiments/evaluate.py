@@ -85,7 +85,7 @@ def evaluate_run(ns) -> dict:
   _, sizes = config_lib.read_run_config(workdir / "config.json")
   # A conditional run scores log p(x|y): the test labels travel with the images.
   _, test_x = data_lib.model_inputs(dataset, config.binarize,
-                                    sizes.get("num_classes", 0) if config.conditional else 0)
+                                    sizes.get("num_classes", 0) if config.labelled else 0)
   n = labels.num_rows(test_x)
   options = {cls: getattr(ns, name) for name, cls in METHOD_SCHEMAS.items()}
   methods = {name: evaluators.build(name, options, config) for name in _methods(opts)}

@@ -34,8 +34,9 @@ def _shapes(model, image_shape, batch=(3,)):
 def test_every_builder_takes_the_signature_of_your_own():
   for name, builder in builders.BUILDERS.items():
     inspect.signature(builder.build).bind(config.RunConfig(), (28, 28, 1))
+    classes = {"num_classes": 3} if builder.semi_supervised else {}  # it learns from labels
     model = builder.build(config.RunConfig(model=name, latent_dim=3, estimator="monte_carlo"),
-                          (8, 8, 1))
+                          (8, 8, 1), **classes)
     assert callable(model.init) and callable(model.parts) and hash(model) is not None
     if builder.labels:  # a conditional model: called with the classes
       inspect.signature(builder.build).bind(config.RunConfig(), (28, 28, 1), num_classes=10)

@@ -45,9 +45,10 @@ def test_the_unlabelled_bound_is_the_classifiers_mix_of_the_labelled_ones_in_flo
     y = jnp.asarray([0, 2, ss.UNLABELLED, 1, ss.UNLABELLED, ss.UNLABELLED, 0])
     loss, m = ss.m2_loss(model, alpha=0.5, num_samples=3)(params, labels.Batch(x, y), key, 0)
     lab = np.asarray(y) >= 0
-    per_row = np.where(lab, -np.choose(np.maximum(np.asarray(y), 0), loop)
-                       - 0.5 * log_q[np.arange(7), np.maximum(np.asarray(y), 0)], -want)
-    np.testing.assert_allclose(float(loss), per_row.mean(), rtol=1e-12)
+    y0 = np.maximum(np.asarray(y), 0)
+    bound = np.where(lab, np.choose(y0, loop), want)
+    classification = -log_q[np.arange(7), y0][lab].mean()
+    np.testing.assert_allclose(float(loss), -bound.mean() + 0.5 * classification, rtol=1e-12)
     assert float(m["labelled_rows"]) == 4
     np.testing.assert_allclose(float(m["unlabelled_bound"]), want[~lab].mean(), rtol=1e-12)
 
@@ -98,3 +99,58 @@ def test_a_balanced_draw_takes_as_many_of_each_class_and_follows_its_key():
     ss.balanced_draw(short, 490, jax.random.key(0))
   with pytest.raises(ValueError, match="labelled_examples=600: must be between 1 and the 500"):
     ss.balanced_draw(y, 600, jax.random.key(0))
+
+
+def test_an_epochs_batches_mix_every_row_unlabelled_with_the_labelled_ones():
+  """Every row once per epoch with its label hidden, then M labelled rows a batch,
+  drawn from the N kept (class-balanced, by the key) and cycled; each image with its
+  own label; replicas draw their own labelled rows."""
+  from vae_jax import train  # pylint: disable=g-import-not-at-top
+  y = np.arange(60, dtype=np.int32) % 3
+  images = np.broadcast_to(y[:, None, None, None], (60, 2, 2, 1)).astype(np.uint8) + 1
+  rows = labels.Batch(images, y)
+  root = jax.random.key(7)
+  b = train.epoch_batches(rows, root, 0, 10, labelled=(6, 4))
+  assert b.x.shape == (6, 14, 2, 2, 1) and b.labels.shape == (6, 14)
+  lab, hidden = np.asarray(b.labels[:, 10:]), np.asarray(b.labels[:, :10])
+  assert (hidden == ss.UNLABELLED).all() and (lab >= 0).all()
+  np.testing.assert_array_equal(np.asarray(b.x)[:, 10:, 0, 0, 0], lab + 1)  # image and label
+  kept = ss.labelled_rows(y, 6, root)
+  assert np.bincount(y[kept], minlength=3).tolist() == [2, 2, 2]
+  seen = np.asarray(b.x)[:, :10, 0, 0, 0].ravel() - 1
+  assert sorted(np.bincount(seen, minlength=3).tolist()) == [20, 20, 20]  # each row once
+  assert sorted(lab.ravel().tolist()) == sorted(np.repeat(y[kept], 4).tolist())  # 24 = 4 cycles
+  two = train.epoch_batches(rows, jnp.stack([jax.random.key(7), jax.random.key(8)]), 0, 10,
+                            labelled=(6, 4))
+  np.testing.assert_array_equal(np.asarray(two.labels[0]), np.asarray(b.labels))
+
+
+def test_hiding_labels_needs_a_model_that_learns_without_them():
+  import vae_jax  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match=r"labelled_examples=100: hides labels, which model=mlp "
+                                       r"cannot learn without; use --model=m2"):
+    vae_jax.RunConfig(labelled_examples=100)
+  m2 = vae_jax.RunConfig(model="m2", labelled_examples=100)
+  assert m2.labelled and not m2.conditional and m2.has_closed_form_kl()
+
+
+@pytest.mark.slow  # two commands of the tiny shape
+def test_m2_from_the_command_line_trains_on_hidden_labels_and_reports_its_test_error(
+    data_root, tmp_path, capfd):
+  import json  # pylint: disable=g-import-not-at-top
+  from tests import helpers  # pylint: disable=g-import-not-at-top
+  args = ["--model=m2", "--labelled_examples=20", "--labelled_batch_size=16", "--epochs=2",
+          *helpers.TINY_FLAGS, f"--workdir={tmp_path}"]
+  code, err = helpers.cli(capfd, "experiments.mnist", *args)
+  assert code == 0, err[-3000:]
+  assert "test error " in err
+  records = helpers.run_metrics(tmp_path)
+  assert [r["epoch"] for r in records] == [1, 2]
+  assert 0 <= records[-1]["test_error"] <= 1 and records[-1]["train_classification_loss"] > 0
+  assert records[-1]["train_labelled_rows"] == 16 and records[-1]["step"] == 2 * (512 // 64)
+  code, err = helpers.cli(capfd, "experiments.evaluate", f"--workdir={tmp_path}",
+                          "--method=elbo,classification", "--large_L=2",
+                          f"--test_examples={helpers.TINY_TEST}")
+  assert code == 0, err[-3000:]
+  result = json.loads((tmp_path / "evaluation.json").read_text())
+  assert result["classification"]["test_error"] == pytest.approx(records[-1]["test_error"])

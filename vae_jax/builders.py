@@ -55,6 +55,17 @@ def two_layer(config, image_shape) -> models.LinenModel:
       likelihood=common["likelihood"], image_shape=tuple(image_shape), dtype=common["dtype"]))
 
 
+def m2(config, image_shape, num_classes: int = 0):
+  """Kingma et al. (2014)'s M2 (`semisupervised.M2`): the conditional MLP VAE of `mlp`
+  beside a classifier q(y|x) of the same hidden widths."""
+  from vae_jax import semisupervised  # pylint: disable=g-import-not-at-top
+  if not num_classes:
+    raise ValueError("model=m2: learns from labels; the training set has none")
+  return semisupervised.M2Model(semisupervised.M2(
+      mlp(config, image_shape, num_classes).module,
+      classifier_sizes=tuple(config.hidden_sizes), activation=config.activation))
+
+
 class Builder(NamedTuple):
   """A built-in model's builder and what it supports."""
   build: Callable  # (config, image_shape[, num_classes]) -> model
@@ -62,6 +73,7 @@ class Builder(NamedTuple):
   labels: bool  # a conditional model (--conditional: called with num_classes)
   closed_form_kl: bool  # its Gaussian q against N(0, I) has a closed-form KL
   convolutions: bool  # convolutional: on a CPU it trains through a host loop (jax#12868)
+  semi_supervised: bool = False  # labels as a latent variable (M2): a classifier, J^alpha
 
 
 BUILDERS = {
@@ -69,4 +81,6 @@ BUILDERS = {
     "conv": Builder(conv, flows=True, labels=True, closed_form_kl=True, convolutions=True),
     "two_layer": Builder(two_layer, flows=False, labels=False, closed_form_kl=False,
                          convolutions=False),
+    "m2": Builder(m2, flows=False, labels=True, closed_form_kl=True, convolutions=False,
+                  semi_supervised=True),
 }

@@ -95,6 +95,17 @@ class RunConfig(settings.Settings):
       "an npz's train_labels/test_labels, a folder's class subfolders, TFDS's label), the "
       "bounds are on log p(x|y) and samples.png draws a row per class (--model=mlp or conv, "
       "--prior=normal).", group="model")
+  labelled_examples: int = setting(
+      0, "Semi-supervised learning (--model=m2): keep the labels of this many training "
+      "images, drawn class-balanced by the seed, and hide the others' (0: keep every label).",
+      lower=0, group="model")
+  alpha: float = setting(
+      0.1, "M2's classification weight: the labelled rows' mean -log q(y|x) joins the loss "
+      "times alpha (Kingma et al.'s alpha divided by their N; 0.1 as in their experiments).",
+      lower=0, group="objective")
+  labelled_batch_size: int = setting(
+      100, "Labelled rows added to each batch of --batch_size rows whose labels are hidden "
+      "(--labelled_examples), cycling through the labelled ones.", lower=1, group="training")
   compute_dtype: str = setting(
       "float32", "Matmul precision: bfloat16 for mixed precision on a GPU or TPU (parameters, "
       "optimizer state, likelihoods and KLs stay float32); float32 everywhere else.",
@@ -183,7 +194,8 @@ class RunConfig(settings.Settings):
     if self.model not in MODELS and not _BUILDER.fullmatch(self.model):
       raise ValueError(f"model={self.model!r}: expected one of {list(MODELS)} or "
                        f"MODULE:FUNCTION (your own model, e.g. examples.nnx_vae:build)")
-    supports = lambda what: [n for n, b in builders.BUILDERS.items() if getattr(b, what)]
+    supports = lambda what: [n for n, b in builders.BUILDERS.items()
+                             if getattr(b, what) and not b.semi_supervised]
     if not self.builds("flows") and (self.posterior != "gaussian" or self.prior != "normal"):
       raise ValueError(f"posterior={self.posterior!r}, prior={self.prior!r}: flows and the "
                        f"VampPrior are built for --model={' or '.join(supports('flows'))}, "
@@ -195,6 +207,11 @@ class RunConfig(settings.Settings):
                        f"with --prior=normal (or your own MODULE:FUNCTION); drop --conditional "
                        f"or change those")
 
+    if self.labelled_examples and not self.builds("semi_supervised"):
+      semi = [n for n, b in builders.BUILDERS.items() if b.semi_supervised]
+      raise ValueError(f"labelled_examples={self.labelled_examples}: hides labels, which "
+                       f"model={self.model} cannot learn without; use --model="
+                       f"{' or '.join(semi)}")
     if self.early_stopping_patience >= self.keep_checkpoints:
       raise ValueError(f"early_stopping_patience={self.early_stopping_patience} with "
                        f"keep_checkpoints={self.keep_checkpoints}: the best epoch's checkpoint "
@@ -209,6 +226,11 @@ class RunConfig(settings.Settings):
     fields); a model of your own: `mine`."""
     built_in = builders.BUILDERS.get(self.model)
     return mine if built_in is None else getattr(built_in, what)
+
+  @property
+  def labelled(self) -> bool:
+    """Whether the run learns from labels: a conditional VAE, or a semi-supervised model."""
+    return self.conditional or self.builds("semi_supervised")
 
   def has_closed_form_kl(self) -> bool:
     """Whether the model's KL(q || p) has a closed form (the analytic estimator)."""
@@ -243,7 +265,7 @@ class RunConfig(settings.Settings):
     image_shape = tuple(image_shape)
     built_in = builders.BUILDERS.get(self.model)
     build = built_in.build if built_in else import_builder(self.model)
-    if not self.conditional:
+    if not self.labelled:
       return _checked_model(self.model, _call_builder(self.model, build, self, image_shape))
     try:
       inspect.signature(build).bind(None, (), num_classes=1)
@@ -355,7 +377,7 @@ def schedule_warnings(config: RunConfig) -> list[str]:
 def check_data(config: RunConfig, dataset: data.Dataset) -> None:
   """Settings that cannot work with this data set or these devices, one line each."""
   image_shape, num_train = dataset.image_shape, dataset.train.shape[0]
-  if config.conditional:  # before the workdir is touched
+  if config.labelled:  # before the workdir is touched
     data.check_labels(dataset, dataset.num_classes or 1)
     data.check_classes(dataset)
   devices = jax.device_count()

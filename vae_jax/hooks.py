@@ -279,15 +279,17 @@ def epoch_line(recipe, record: dict, end: EpochEnd) -> str:
   units = (f", {record['active_units']}/{record['latent_units']} active"
            if "active_units" in record else "")
   line = (f"epoch {epoch}/{epochs}  {recipe.train_summary(record)}  test ELBO "
-          f"{record['test_elbo']:.2f} (KL {record['test_kl']:.2f}{units})  "
-          f"{record['epoch_s']:.2f}s  {_duration(left)}")
-  extras = [f"IWAE k={name[len('test_log_px_k'):]} {value:.2f}"
-            for name, value in record.items() if name.startswith("test_log_px_k")]
+          f"{record['test_elbo']:.2f} (KL {record['test_kl']:.2f}{units})")
+  tail = f"  {record['epoch_s']:.2f}s  {_duration(left)}"
+  extras = [f"test error {100 * record['test_error']:.2f}%"] if "test_error" in record else []
+  extras += [f"IWAE k={name[len('test_log_px_k'):]} {value:.2f}"
+             for name, value in record.items() if name.startswith("test_log_px_k")]
   if "replicas" in record:  # the spread over seeds beside the mean
     extras.append(f"s.d. over {len(record['replicas'])} seeds {record['test_elbo_sd']:.2f}")
   for extra in extras:
-    if len(line) + len(extra) + 2 <= LINE_CHARACTERS:
+    if len(line) + len(extra) + 2 + len(tail) <= LINE_CHARACTERS:
       line += "  " + extra
+  line += tail
   return line
 
 

@@ -18,6 +18,7 @@ from vae_jax import evaluators
 from vae_jax import hooks
 from vae_jax import losses
 from vae_jax import optimizers
+from vae_jax import semisupervised
 from vae_jax import trackers
 from vae_jax import train
 from vae_jax.config import OBJECTIVES, Model, RunConfig
@@ -39,6 +40,7 @@ class LoopPolicy(NamedTuple):
   keep_checkpoints: int
   skip_nonfinite: bool  # skip (and count) non-finite steps instead of stopping
   grad_norm: bool  # compute the gradient's global norm each step
+  labelled: tuple = (0, 0)  # (kept labels, labelled rows a batch): `train.epoch_batches`
 
 
 class Recipe(NamedTuple):
@@ -79,7 +81,7 @@ def build(config: RunConfig, image_shape, num_train: int, model: Model | None = 
   """The `Recipe` of `config` for images of `image_shape` and `num_train` training
   examples of `num_classes` classes (what a conditional model is built for; 0: none);
   `model` (any `Model`) replaces the one `config.model` names."""
-  num_classes = num_classes if config.conditional else 0
+  num_classes = num_classes if config.labelled else 0
   model = config.build_model(image_shape, num_classes) if model is None else model
   conv_on_cpu = (config.builds("convolutions") and jax.default_backend() == "cpu"
                  and jax.process_count() == 1)
@@ -97,8 +99,13 @@ def build(config: RunConfig, image_shape, num_train: int, model: Model | None = 
   knob = (MemoryKnob("iwae_samples", config.iwae_samples) if config.objective == "iwae"
           else MemoryKnob("num_samples", config.num_samples))
   policy = LoopPolicy(config.epochs, config.batch_size, config.keep_checkpoints,
-                      config.skip_nonfinite, config.log_grad_norm or config.skip_nonfinite)
-  methods = evaluators.during_training(config.eval_methods, config)
+                      config.skip_nonfinite, config.log_grad_norm or config.skip_nonfinite,
+                      (config.labelled_examples, config.labelled_batch_size)
+                      if config.labelled_examples else (0, 0))
+  # A semi-supervised model is scored by its test error too.
+  methods = evaluators.during_training(
+      config.eval_methods + (("classification",) if config.builds("semi_supervised") else ()),
+      config)
   return Recipe(model, make_loss(config, model), make_optimizer(config, num_train),
                 data.binarizer(config.binarize), conv_on_cpu,
                 extra, knob, policy, config.root_keys(),
@@ -126,7 +133,10 @@ def make_optimizer(config: RunConfig, num_train: int) -> optax.GradientTransform
 
 def make_loss(config: RunConfig, model: Model) -> losses.LossFn:
   """The training loss of `config`: the ELBO (its beta and KL warm-up come from
-  `hyperparameters`) or the IWAE bound."""
+  `hyperparameters`), the IWAE bound, or a semi-supervised model's J^alpha."""
+  if config.builds("semi_supervised"):
+    return semisupervised.m2_loss(model, alpha=config.alpha, num_samples=config.num_samples,
+                                  estimator=config.estimator)
   if config.objective == "iwae":
     return losses.iwae_loss(model.parts, num_samples=config.iwae_samples,
                             gradient=config.iwae_gradient)
@@ -141,7 +151,7 @@ def hyperparameters(config: RunConfig, num_train: int) -> dict:
   differing only in them (a sweep over beta or the learning rate) share one program:
   the peak learning rate, and for the ELBO beta and the KL warm-up's length in steps."""
   out = {"learning_rate": jnp.float32(config.learning_rate)}
-  if config.objective == "elbo":
+  if config.objective == "elbo" and not config.builds("semi_supervised"):
     out["beta"] = jnp.float32(config.beta)
     steps_per_epoch = num_train // config.batch_size
     out["kl_warmup_steps"] = jnp.int32(config.kl_warmup_epochs * steps_per_epoch)

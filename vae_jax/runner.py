@@ -143,7 +143,8 @@ def _train(recipe, dataset, workdir, settings, user_hooks: tuple) -> dict[str, A
     if loop.stop_reason:
       logging.info("Nothing to train in %s after epoch %d: %s", workdir, start, loop.stop_reason)
       return loop.record
-    batches = train.epoch_batches(train_images, root, start, policy.batch_size, mesh)
+    batches = train.epoch_batches(train_images, root, start, policy.batch_size, mesh,
+                                policy.labelled)
     with workdir_lib.StopRequest() as stop:
       epoch_fn = _build(_compile_within_memory, epoch_fn, state, batches, root, recipe, start,
                         stop=stop)
@@ -193,7 +194,8 @@ def _epochs(recipe, actions, loop, epoch_fn, state, batches, train_images, start
     t0 = time.perf_counter()
     state, m = epoch_fn(state, batches, root, recipe.hparams)
     if epoch + 1 < policy.epochs:  # the host gathers the next epoch while this one runs
-      batches = train.epoch_batches(train_images, root, epoch + 1, policy.batch_size, mesh)
+      batches = train.epoch_batches(train_images, root, epoch + 1, policy.batch_size, mesh,
+                                    policy.labelled)
     m = jax.device_get(m)  # the one host sync of the epoch
     times.append(time.perf_counter() - t0)
     _check_finite(m, epoch, loop.ckpt.latest_epoch(), policy.skip_nonfinite)

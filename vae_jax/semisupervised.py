@@ -6,11 +6,12 @@ classifier q(y|x), with p(y) uniform over K classes. A labelled row (x, y) has t
 bound L(x, y) = E_q(z|x,y)[log p(x|y, z)] - KL(q(z|x, y) || p(z)) + log p(y); an
 unlabelled row has U(x) = sum_y q(y|x) L(x, y) + H(q(y|x)), all K terms in one
 vmapped pass. The loss of a batch whose unlabelled rows carry the label -1 is the
-mean of -L(x, y) - alpha log q(y|x) over its labelled rows and of -U(x) over the
-others, weighted by their counts (the paper's J^alpha, eq. 9).
+batch mean of -L(x, y) (labelled rows) and -U(x) (the others) plus alpha times the
+labelled rows' mean of -log q(y|x) (the paper's J^alpha, eq. 9, divided by its N).
 """
 
 import dataclasses
+import functools
 import math
 from typing import Sequence
 
@@ -105,13 +106,14 @@ def unlabelled_bound(model, params, x, key, **kwargs) -> jax.Array:
 
 
 def m2_loss(model, *, alpha: float, num_samples: int = 1, estimator: str = "analytic"):
-  """The paper's J^alpha (eq. 9) as a batch mean over a `labels.Batch` whose unlabelled
-  rows carry `UNLABELLED`: -L(x, y) - alpha log q(y|x) for labelled rows, -U(x) for the
-  others, every class's L(x, k) computed once for all rows.
+  """The paper's J^alpha (eq. 9) per row, over a `labels.Batch` whose unlabelled rows
+  carry `UNLABELLED`: the batch mean of -L(x, y) (labelled rows) and -U(x) (the others),
+  plus alpha times the labelled rows' mean of -log q(y|x) (the paper's alpha divided by
+  its N: 0.1 in its experiments). Every class's L(x, k) is computed once for all rows.
 
   Returns:
-    loss_fn(params, batch, key, step) -> (loss, {"objective", "labelled_bound",
-    "unlabelled_bound", "classification_loss", "labelled_rows"}).
+    loss_fn(params, batch, key, step) -> (loss, {"objective", "elbo" (the batch's mean
+    bound), "labelled_bound", "unlabelled_bound", "classification_loss"}).
   """
   objectives.check(num_samples, estimator)
 
@@ -126,16 +128,16 @@ def m2_loss(model, *, alpha: float, num_samples: int = 1, estimator: str = "anal
     lab = jnp.take_along_axis(per_class, y_safe[:, None], axis=-1)[:, 0]
     log_q_y = jnp.take_along_axis(log_q, y_safe[:, None], axis=-1)[:, 0]
     unlab = marginal_bound(log_q, per_class)
+    bound = jnp.where(is_labelled, lab, unlab)
     n_lab = jnp.sum(is_labelled)
-    n = y.shape[0]
-    per_row = jnp.where(is_labelled, -lab - alpha * log_q_y, -unlab)
-    mean_of = lambda v, mask, count: jnp.sum(jnp.where(mask, v, 0.0)) / jnp.maximum(count, 1)
-    return jnp.mean(per_row), {
-        "objective": -jnp.mean(per_row),
-        "labelled_bound": mean_of(lab, is_labelled, n_lab),
-        "unlabelled_bound": mean_of(unlab, ~is_labelled, n - n_lab),
-        "classification_loss": mean_of(-log_q_y, is_labelled, n_lab),
-        "labelled_rows": n_lab.astype(jnp.float32)}
+    mean_of = lambda v, mask: jnp.sum(jnp.where(mask, v, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
+    classification = mean_of(-log_q_y, is_labelled)
+    loss = -jnp.mean(bound) + alpha * classification
+    return loss, {"objective": -loss, "elbo": jnp.mean(bound),
+                  "labelled_bound": mean_of(lab, is_labelled),
+                  "unlabelled_bound": mean_of(unlab, ~is_labelled),
+                  "classification_loss": classification,
+                  "labelled_rows": n_lab.astype(jnp.float32)}
   return loss_fn
 
 
@@ -160,6 +162,38 @@ def balanced_draw(labels: np.ndarray, num_labelled: int, key: jax.Array) -> np.n
   return np.sort(np.concatenate(picked))
 
 
+LABEL_DRAW = 0x1AB  # the root key's fold for the draw of the labelled rows
+
+
+def labelled_rows(labels: np.ndarray, num_labelled: int, root_key: jax.Array) -> np.ndarray:
+  """The rows a run (or a replica) of this root key keeps the labels of."""
+  return balanced_draw(labels, num_labelled, jax.random.fold_in(root_key, LABEL_DRAW))
+
+
+def mixed_order(rows, order: np.ndarray, root_key: jax.Array, epoch: int, num_labelled: int,
+                per_batch: int):
+  """An epoch's batches for M2 (as the paper mixes them): every row of `order`
+  `[steps, B]` with its label hidden, then `per_batch` rows of the `num_labelled`
+  labelled ones (`labelled_rows`), reshuffled each time they are used up. Returns the
+  rows to gather from (the images, and labels with the rows' own hidden) and the order
+  `[steps, B + per_batch]` into them: rows n.. stand for the labelled copies."""
+  n, (steps, _) = labels_lib.num_rows(rows), order.shape
+  keep = labelled_rows(rows.labels, num_labelled, root_key)
+  need = steps * per_batch
+  key = jax.random.fold_in(jax.random.fold_in(root_key, LABEL_DRAW), epoch)
+  cycles = [keep[np.asarray(jax.random.permutation(jax.random.fold_in(key, c), len(keep)))]
+            for c in range(-(-need // len(keep)))]
+  extra = np.concatenate(cycles)[:need].reshape(steps, per_batch)
+  hidden = np.full(n, UNLABELLED, np.int32)
+  gathered = labels_lib.Batch(
+      np.concatenate([np.asarray(rows.x), np.asarray(rows.x)[keep]]),
+      np.concatenate([hidden, np.asarray(rows.labels, np.int32)[keep]]))
+  # A labelled row's copy sits at n + its place in `keep`.
+  place = np.empty(n, np.int64)
+  place[keep] = np.arange(len(keep))
+  return gathered, np.concatenate([order, n + place[extra]], axis=1)
+
+
 def hide_labels(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
   """The labels with every row outside `keep` set to `UNLABELLED`, int32."""
   out = np.full(len(labels), UNLABELLED, np.int32)
@@ -167,10 +201,14 @@ def hide_labels(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
   return out
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _wrong(model, params, x, y) -> jax.Array:
+  return jnp.sum(jnp.argmax(model.classify(params, x), -1) != y)
+
+
 def classification_error(model, params, x, y, batch_size: int = 1000) -> float:
-  """The share of rows x `[n, ...]` whose most likely class under q(y|x) is not y `[n]`."""
-  wrong = 0
-  for start in range(0, len(y), batch_size):
-    logits = model.classify(params, x[start:start + batch_size])
-    wrong += int(jnp.sum(jnp.argmax(logits, -1) != y[start:start + batch_size]))
+  """The share of rows x `[n, ...]` whose most likely class under q(y|x) is not y `[n]`
+  (compiled once per model and batch shape)."""
+  wrong = sum(int(_wrong(model, params, x[i:i + batch_size], y[i:i + batch_size]))
+              for i in range(0, len(y), batch_size))
   return wrong / len(y)

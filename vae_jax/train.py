@@ -229,7 +229,7 @@ class _LoweredHostLoop:
 
 
 def epoch_batches(images: np.ndarray, root_key, epoch: int, batch_size: int,
-                  mesh: Mesh | None = None) -> jax.Array:
+                  mesh: Mesh | None = None, labelled: tuple[int, int] = (0, 0)) -> jax.Array:
   """The batches of epoch `epoch` in order, `[n // batch_size, batch_size, ...]`.
 
   The order is `epoch_permutation(root_key, epoch, n)` and the last partial
@@ -239,24 +239,33 @@ def epoch_batches(images: np.ndarray, root_key, epoch: int, batch_size: int,
   its devices and the numbers do not depend on the number of processes.
 
   Args:
-    images: `[n, ...]` host array, the whole training set; or (images, labels `[n]`)
-      for a conditional model, batched together.
+    images: `[n, ...]` host array, the whole training set; or a `labels.Batch` of the
+      images and their labels `[n]` for a conditional model, batched together.
     root_key, epoch: the run's root key and the epoch; `[N]` root keys of replicas give
       each replica's batches, `[N, steps, batch_size, ...]` (one device).
     batch_size: the global batch size (a multiple of the mesh's devices).
     mesh: a mesh with a "data" axis; None places everything on the default device.
+    labelled: (N, M) for semi-supervised learning (`semisupervised`): every row joins
+      the batches with its label hidden, and each batch gains M rows of the N that keep
+      theirs (drawn class-balanced by the root key), `[steps, batch_size + M, ...]`.
+      (0, 0): every label as stored.
   """
   if root_key.ndim:
-    replicas = [epoch_batches(images, k, epoch, batch_size) for k in root_key]
+    replicas = [epoch_batches(images, k, epoch, batch_size, labelled=labelled)
+                for k in root_key]
     return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *replicas)
   n = labels.num_rows(images)
   steps = n // batch_size
   order = np.asarray(epoch_permutation(root_key, epoch, n))[:steps * batch_size]
   order = order.reshape(steps, batch_size)
+  if labelled[0]:
+    from vae_jax import semisupervised  # pylint: disable=g-import-not-at-top
+    images, order = semisupervised.mixed_order(images, order, root_key, epoch, *labelled)
+  width = order.shape[1]
   if mesh is None:
     return jax.tree_util.tree_map(lambda a: jnp.asarray(a[order]), images)
   sharding = NamedSharding(mesh, P(None, "data"))
-  per_process = batch_size // jax.process_count()
+  per_process = width // jax.process_count()
   mine = order[:, jax.process_index() * per_process:(jax.process_index() + 1) * per_process]
   return jax.tree_util.tree_map(lambda a: jax.make_array_from_process_local_data(
-      sharding, a[mine], (steps, batch_size) + a.shape[1:]), images)
+      sharding, a[mine], (steps, width) + a.shape[1:]), images)

@@ -18,6 +18,7 @@ from vae_jax import settings
 from vae_jax.evaluators import ais_chains
 from vae_jax.evaluators import base
 from vae_jax.evaluators import bdmc
+from vae_jax.evaluators import classification
 from vae_jax.evaluators import elbo
 from vae_jax.evaluators import iwae
 from vae_jax.evaluators import kept as kept_lib
@@ -28,7 +29,8 @@ Kept = kept_lib.Kept
 
 EVALUATORS: dict[str, type] = {
     "elbo": elbo.Evaluator, "iwae": iwae.Evaluator, "ais": ais_chains.Evaluator,
-    "bdmc": bdmc.Evaluator, "latent_usage": latent_usage.Evaluator}
+    "bdmc": bdmc.Evaluator, "latent_usage": latent_usage.Evaluator,
+    "classification": classification.Evaluator}
 # The methods a training run can take every eval_every epochs (cheap enough to repeat).
 DURING_TRAINING = tuple(n for n, cls in EVALUATORS.items() if cls.trains_along)
 
@@ -60,7 +62,7 @@ def during_training(names, config) -> Callable[..., dict]:
 
 
 # The figures whose spread over replicas (--seeds) a result reports as NAME_sd.
-SPREAD = ("log_px", "elbo", "active_units", "gap")
+SPREAD = ("log_px", "elbo", "active_units", "gap", "test_error")
 
 
 def over_seeds(results: list, spread: Callable[[str], bool] = SPREAD.__contains__) -> Any:

@@ -18,7 +18,7 @@ class Evaluator(base.Method):
   Options = Options
 
   def run(self, ctx) -> dict:
-    if ctx.config.conditional:
+    if ctx.config.labelled:
       raise ValueError("method=bdmc: simulates data from p(z) p(x|z), and this conditional "
                        "run has p(x|z, y); use --method=ais (or iwae) for log p(x|y)")
     dim = int(evaluate.encoder_means(ctx.model.parts, ctx.params, ctx.x[:1]).shape[-1])
