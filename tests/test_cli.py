@@ -128,6 +128,12 @@ def test_help_lists_the_flags_with_their_help(capsys):
   assert heads[1] < out.index("--latent_dim=20  [>= 1]") < heads[2]
   assert "--activation=relu  [one of: elu, gelu, relu, softplus, tanh]" in out
   assert "--flow_steps=2  [>= 0, <= 256]" in out
+  # Every heading whole (a docstring's first clause, not its first line's end), every
+  # choice listed, every bound in full.
+  assert "\nWhere this machine finds a run's data, and how much of it to use:\n" in out
+  assert not any(l.endswith(" a:") or l.endswith(" of:") for l in out.splitlines())
+  assert "--prng=threefry2x32  [one of: threefry2x32, philox4x32, rbg, unsafe_rbg]" in out
+  assert "--seed=0  [>= 0, <= 9223372036854775807]" in out
 
 
 def test_list_presets_says_what_each_is_and_its_result(capfd):
