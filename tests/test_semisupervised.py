@@ -53,6 +53,19 @@ def test_the_unlabelled_bound_is_the_classifiers_mix_of_the_labelled_ones_in_flo
     np.testing.assert_allclose(float(m["unlabelled_bound"]), want[~lab].mean(), rtol=1e-12)
 
 
+def test_the_test_sets_unlabelled_bound_is_the_mean_of_its_batches_bounds():
+  model, params = _m2()
+  x = jax.random.bernoulli(jax.random.key(1), 0.4, (7, 6)).astype(jnp.float32)
+  key = jax.random.key(3)
+  whole = ss.mean_unlabelled_bound(model, params, x, key, batch_size=7)
+  np.testing.assert_allclose(whole, float(jnp.mean(ss.unlabelled_bound(
+      model, params, x, jax.random.fold_in(key, 0)))), rtol=1e-6)
+  parts = [ss.unlabelled_bound(model, params, x[i:i + 3], jax.random.fold_in(key, i // 3))
+           for i in (0, 3, 6)]
+  np.testing.assert_allclose(ss.mean_unlabelled_bound(model, params, x, key, batch_size=3),
+                             float(jnp.mean(jnp.concatenate(parts))), rtol=1e-6)
+
+
 def test_the_marginal_bound_is_at_most_logsumexp_and_equal_at_the_softmax():
   per_class = jax.random.normal(jax.random.key(3), (5, K), jnp.float32) * 4
   any_q = jax.nn.log_softmax(jax.random.normal(jax.random.key(4), (5, K)))
@@ -147,6 +160,7 @@ def test_m2_from_the_command_line_trains_on_hidden_labels_and_reports_its_test_e
   records = helpers.run_metrics(tmp_path)
   assert [r["epoch"] for r in records] == [1, 2]
   assert 0 <= records[-1]["test_error"] <= 1 and records[-1]["train_classification_loss"] > 0
+  assert records[-1]["test_bound_unlabelled"] < 0  # a bound on log p(x), y marginalised
   assert records[-1]["train_labelled_rows"] == 16 and records[-1]["step"] == 2 * (512 // 64)
   code, err = helpers.cli(capfd, "experiments.evaluate", f"--workdir={tmp_path}",
                           "--method=elbo,classification", "--large_L=2",

@@ -206,6 +206,20 @@ def _wrong(model, params, x, y) -> jax.Array:
   return jnp.sum(jnp.argmax(model.classify(params, x), -1) != y)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _unlabelled_sum(model, params, x, key) -> jax.Array:
+  return jnp.sum(unlabelled_bound(model, params, x, key))
+
+
+def mean_unlabelled_bound(model, params, x, key, batch_size: int = 500) -> float:
+  """The mean over rows x `[n, ...]` of U(x), the bound on log p(x) with the label
+  marginalised under q(y|x) (nats; batch i's z drawn with `fold_in(key, i)`)."""
+  total = sum(float(_unlabelled_sum(model, params, x[i:i + batch_size],
+                                    jax.random.fold_in(key, i // batch_size)))
+              for i in range(0, len(x), batch_size))
+  return total / len(x)
+
+
 def classification_error(model, params, x, y, batch_size: int = 1000) -> float:
   """The share of rows x `[n, ...]` whose most likely class under q(y|x) is not y `[n]`
   (compiled once per model and batch shape)."""
