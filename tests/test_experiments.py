@@ -148,7 +148,7 @@ def test_latent_dims_is_the_sweep_over_latent_dim_with_its_plot(data_root, tmp_p
     ("--seed=-1", "--seed=-1: must be >= 0"),
     ("--seed=9223372036854775808", "--seed=9223372036854775808: must be <= "),
     ("--batch_size=100000", "--batch_size=100000: larger than the 512"),
-    ("--preset=nope", "--preset=nope: not one of the 17 choices (--list_presets lists them)"),
+    ("--preset=nope", "--preset=nope: not one of the 19 choices (--list_presets lists them)"),
     ("--preset=burda_2016_fst", "did you mean burda_2016_fast? (--list_presets lists them)"),
     ("--lr=3e-4", "--lr: no such flag; did you mean --learning_rate? (--help lists every flag)"),
     ("--bs=32", "--bs: no such flag; did you mean --batch_size?"),

@@ -168,3 +168,24 @@ def test_m2_from_the_command_line_trains_on_hidden_labels_and_reports_its_test_e
   assert code == 0, err[-3000:]
   result = json.loads((tmp_path / "evaluation.json").read_text())
   assert result["classification"]["test_error"] == pytest.approx(records[-1]["test_error"])
+
+
+@pytest.mark.slow  # two commands of the tiny shape
+def test_m1_m2_trains_m2_on_the_latent_means_of_an_m1_run(reference_run, data_root, tmp_path,
+                                                          capfd):
+  """The reference run is M1 (its encoder means, 2-d, are M2's data): M2 trains on them
+  with a Gaussian likelihood and reports its test error; its config records the M1 run."""
+  import json  # pylint: disable=g-import-not-at-top
+  from tests import helpers  # pylint: disable=g-import-not-at-top
+  args = ["--model=m2", "--labelled_examples=20", "--labelled_batch_size=16", "--epochs=1",
+          f"--m1_workdir={reference_run}", "--binarize=none", "--likelihood=gaussian",
+          *helpers.TINY_FLAGS, f"--workdir={tmp_path}"]
+  code, err = helpers.cli(capfd, "experiments.mnist", *args)
+  assert code == 0, err[-3000:]
+  saved = json.loads((tmp_path / "config.json").read_text())
+  assert saved["m1_workdir"] == str(reference_run) and saved["data"]["image_shape"] == [2]
+  assert 0 <= helpers.run_metrics(tmp_path)[-1]["test_error"] <= 1
+  with pytest.raises(ValueError, match="m1_workdir=runs/m1: M1\\+M2 trains M2 on M1's latent "
+                                       "means; use --model=m2"):
+    import vae_jax  # pylint: disable=g-import-not-at-top
+    vae_jax.RunConfig(m1_workdir="runs/m1")

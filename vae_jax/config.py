@@ -99,6 +99,10 @@ class RunConfig(settings.Settings):
       0, "Semi-supervised learning (--model=m2): keep the labels of this many training "
       "images, drawn class-balanced by the seed, and hide the others' (0: keep every label).",
       lower=0, group="model")
+  m1_workdir: str | None = setting(
+      None, "M1+M2 (--model=m2): train on the images' latent means under the M1 run in this "
+      "folder (a built-in model trained on the same images; its checkpoint is read, its "
+      "config.json never runs code) instead of the images.", group="model")
   alpha: float = setting(
       0.1, "M2's classification weight: the labelled rows' mean -log q(y|x) joins the loss "
       "times alpha (Kingma et al.'s alpha divided by their N; 0.1 as in their experiments).",
@@ -212,6 +216,9 @@ class RunConfig(settings.Settings):
       raise ValueError(f"labelled_examples={self.labelled_examples}: hides labels, which "
                        f"model={self.model} cannot learn without; use --model="
                        f"{' or '.join(semi)}")
+    if self.m1_workdir and not self.builds("semi_supervised"):
+      raise ValueError(f"m1_workdir={self.m1_workdir}: M1+M2 trains M2 on M1's latent means; "
+                       f"use --model=m2")
     if self.early_stopping_patience >= self.keep_checkpoints:
       raise ValueError(f"early_stopping_patience={self.early_stopping_patience} with "
                        f"keep_checkpoints={self.keep_checkpoints}: the best epoch's checkpoint "

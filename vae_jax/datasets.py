@@ -117,7 +117,11 @@ def load_for(config, options: DataOptions = DataOptions()) -> Dataset:
       tfds_name=config.tfds_name or None, tfds_data_dir=options.tfds_data_dir,
       image_size=config.image_size, download=options.download,
       mnist_source=options.data_source))
-  return data.subset(dataset, options.train_examples or None, options.test_examples or None)
+  dataset = data.subset(dataset, options.train_examples or None, options.test_examples or None)
+  if getattr(config, "m1_workdir", None):  # M1+M2: the images as a trained M1's latent means
+    from vae_jax import semisupervised  # pylint: disable=g-import-not-at-top
+    dataset = semisupervised.m1_features(dataset, config.m1_workdir)
+  return dataset
 
 
 def _checked_images(images, source: str) -> np.ndarray:

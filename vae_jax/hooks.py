@@ -242,8 +242,8 @@ def _drawn_classes(num_classes: int) -> int:
 def pictures(workdir, log, recipe, params, test_x, dataset, step: int, write_png: bool) -> None:
   """TensorBoard grids at every evaluation (with a `log`); PNGs (and the latent
   scatter) when `write_png`. Process 0 only."""
-  if not multihost.is_primary():
-    return
+  if not multihost.is_primary() or len(dataset.image_shape) < 2:
+    return  # process 0 draws; feature vectors (M1+M2's latent means) are no pictures
   model, k = recipe.model, _drawn_classes(recipe.num_classes)
   images = _model_images(model.parts, params, labels.take(test_x, 0, 64), jax.random.key(0), k)
   grids = plots.model_grids(images, labels.inputs(test_x), dataset.image_shape)

@@ -226,3 +226,33 @@ def classification_error(model, params, x, y, batch_size: int = 1000) -> float:
   wrong = sum(int(_wrong(model, params, x[i:i + batch_size], y[i:i + batch_size]))
               for i in range(0, len(y), batch_size))
   return wrong / len(y)
+
+
+def m1_features(dataset, m1_workdir):
+  """M1+M2's data: every image of `dataset` as the posterior mean of the M1 run in
+  `m1_workdir` (a built-in model trained on the same images), `[n, Z]` float32 features
+  with the labels kept (`image_shape` (Z,)). The M1 run's checkpoint is read, never its
+  code: a run of your own model is refused as `load_run` refuses it."""
+  import pathlib  # pylint: disable=g-import-not-at-top
+  from vae_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from vae_jax import data  # pylint: disable=g-import-not-at-top
+  from vae_jax import runner  # pylint: disable=g-import-not-at-top
+  _, model, state, _ = runner.load_run(m1_workdir)
+  shape = tuple(config_lib.read_run_config(pathlib.Path(m1_workdir) / "config.json")[1][
+      "image_shape"])
+  if shape != tuple(dataset.image_shape):
+    raise ValueError(f"m1_workdir={m1_workdir}: its run was trained on images of shape "
+                     f"{shape}, not this data set's {tuple(dataset.image_shape)}")
+
+  def features(images) -> np.ndarray:
+    x = data.to_unit_interval(jnp.asarray(images))  # grey levels as probabilities
+    return np.concatenate([np.asarray(_means(model, state.params, x[i:i + 1000]))
+                           for i in range(0, len(x), 1000)]).astype(np.float32)
+  train, test = features(dataset.train), features(dataset.test)
+  return data.Dataset(train, test, dataset.train_labels, dataset.test_labels,
+                      (train.shape[1],))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _means(model, params, x) -> jax.Array:
+  return model.parts(params).encoder(x).mean
