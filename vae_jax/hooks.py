@@ -266,9 +266,10 @@ LINE_SECONDS = 2.0  # short epochs: an evaluated epoch's line at most this often
 
 
 def epoch_line(recipe, record: dict, end: EpochEnd) -> str:
-  """An evaluated epoch's log line, at most `LINE_CHARACTERS` long: the bounds, the
-  test KL (the reconstruction term is the ELBO plus it), the active units (of the latent units), the epoch's seconds, the time left;
-  then the extra figures (IWAE bounds, the spread over seeds) while they fit."""
+  """An evaluated epoch's log line, at most `LINE_CHARACTERS` long: the bounds, the test
+  KL (the reconstruction term is the ELBO plus it), the active units (of the latent
+  units), then the extra figures while they fit (a classifier's test error, IWAE
+  bounds, the spread over seeds), the epoch's seconds and the time left."""
   # The first epoch of a process compiles: leave it out of the estimate.
   epoch, epochs = record["epoch"], end.epochs
   left = (epochs - epoch) * float(np.median(end.times[1:])) if end.times[1:] else None

@@ -22,12 +22,12 @@ import numpy as np
 
 from vae_jax import checkpoint as checkpoint_lib
 from vae_jax import config as config_lib
-from vae_jax import recipe as recipe_lib
 from vae_jax import console
 from vae_jax import data as data_lib
 from vae_jax import hooks
 from vae_jax import memory
 from vae_jax import multihost
+from vae_jax import recipe as recipe_lib
 from vae_jax import train
 from vae_jax import workdir as workdir_lib
 from vae_jax.config import RunConfig  # pylint: disable=unused-import  (runner.RunConfig)
