@@ -48,6 +48,16 @@ class Interrupts:
     raise KeyboardInterrupt
 
 
+def _quiet_interrupts(hook):
+  """`sys.unraisablehook` less the KeyboardInterrupts Python could not raise (one inside
+  XLA's garbage-collector callback printed "Exception ignored" and a traceback): those
+  are counted by `Interrupts` and raised at the next safe point."""
+  def quiet(unraisable):
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+      hook(unraisable)
+  return quiet
+
+
 def check_interrupted() -> None:
   """Raises KeyboardInterrupt if a Ctrl-C arrived and was swallowed so far."""
   if getattr(signal.getsignal(signal.SIGINT), "count", 0):
@@ -71,6 +81,8 @@ def run_under_policy(body, shown, memory_flags=lambda: MEMORY_FLAGS) -> int:
   # ignored (a background job, a test runner's worker), and is remembered.
   interrupts = Interrupts()
   previous = signal.signal(signal.SIGINT, interrupts)
+  previous_hook = sys.unraisablehook
+  sys.unraisablehook = _quiet_interrupts(previous_hook)
   try:
     body()
     if interrupts.count:
@@ -94,6 +106,7 @@ def run_under_policy(body, shown, memory_flags=lambda: MEMORY_FLAGS) -> int:
     return report(f"out of memory ({first}); lower {memory_flags()}")
   finally:
     signal.signal(signal.SIGINT, previous)
+    sys.unraisablehook = previous_hook
 
 
 _ARGUMENT = re.compile(r"(?<![\w\-/.$=])([A-Za-z_]\w*)(=True\b|=)?")
