@@ -21,6 +21,17 @@ def _m2():
   return model, model.init(jax.random.key(0))
 
 
+# Compiled, as the library calls them: one program each, not hundreds of eager ops.
+unlabelled_bound = jax.jit(ss.unlabelled_bound, static_argnums=0,
+                           static_argnames="num_samples")
+labelled_bound = jax.jit(ss.labelled_bound, static_argnums=0, static_argnames="num_samples")
+classify = jax.jit(lambda model, params, x: model.classify(params, x), static_argnums=0)
+
+
+def _loss(model, **kwargs):
+  return jax.jit(ss.m2_loss(model, **kwargs), static_argnums=3)
+
+
 def _f64(tree):
   return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), tree)
 
@@ -34,16 +45,16 @@ def test_the_unlabelled_bound_is_the_classifiers_mix_of_the_labelled_ones_in_flo
     params = _f64(params)
     x = jax.random.bernoulli(jax.random.key(1), 0.4, (7, 6)).astype(jnp.float64)
     key = jax.random.key(2)
-    got = ss.unlabelled_bound(model, params, x, key, num_samples=3)
-    log_q = np.asarray(jax.nn.log_softmax(model.classify(params, x)), np.float64)
-    loop = [np.asarray(ss.labelled_bound(model, params, x, jnp.full((7,), k), key,
-                                         num_samples=3)) for k in range(K)]
+    got = unlabelled_bound(model, params, x, key, num_samples=3)
+    log_q = np.asarray(jax.nn.log_softmax(classify(model, params, x)), np.float64)
+    loop = [np.asarray(labelled_bound(model, params, x, jnp.full((7,), k), key,
+                                      num_samples=3)) for k in range(K)]
     want = sum(np.exp(log_q[:, k]) * loop[k] for k in range(K)) - np.sum(
         np.exp(log_q) * log_q, axis=1)
     assert got.dtype == jnp.float64
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12)
     y = jnp.asarray([0, 2, ss.UNLABELLED, 1, ss.UNLABELLED, ss.UNLABELLED, 0])
-    loss, m = ss.m2_loss(model, alpha=0.5, num_samples=3)(params, labels.Batch(x, y), key, 0)
+    loss, m = _loss(model, alpha=0.5, num_samples=3)(params, labels.Batch(x, y), key, 0)
     lab = np.asarray(y) >= 0
     y0 = np.maximum(np.asarray(y), 0)
     bound = np.where(lab, np.choose(y0, loop), want)
@@ -58,9 +69,9 @@ def test_the_test_sets_unlabelled_bound_is_the_mean_of_its_batches_bounds():
   x = jax.random.bernoulli(jax.random.key(1), 0.4, (7, 6)).astype(jnp.float32)
   key = jax.random.key(3)
   whole = ss.mean_unlabelled_bound(model, params, x, key, batch_size=7)
-  np.testing.assert_allclose(whole, float(jnp.mean(ss.unlabelled_bound(
+  np.testing.assert_allclose(whole, float(jnp.mean(unlabelled_bound(
       model, params, x, jax.random.fold_in(key, 0)))), rtol=1e-6)
-  parts = [ss.unlabelled_bound(model, params, x[i:i + 3], jax.random.fold_in(key, i // 3))
+  parts = [unlabelled_bound(model, params, x[i:i + 3], jax.random.fold_in(key, i // 3))
            for i in (0, 3, 6)]
   np.testing.assert_allclose(ss.mean_unlabelled_bound(model, params, x, key, batch_size=3),
                              float(jnp.mean(jnp.concatenate(parts))), rtol=1e-6)
@@ -84,7 +95,7 @@ def test_the_classifier_learns_through_both_terms_and_only_through_them():
 
   def classifier_grad(y, alpha):
     loss = lambda p: ss.m2_loss(model, alpha=alpha)(p, labels.Batch(x, y), key, 0)[0]
-    g = jax.grad(loss)(params)["params"]
+    g = jax.jit(jax.grad(loss))(params)["params"]
     return sum(float(jnp.sum(jnp.abs(v))) for v in jax.tree_util.tree_leaves(g["classifier"]))
 
   unlabelled = jnp.full((6,), ss.UNLABELLED)
