@@ -41,15 +41,20 @@ def _x64():
 @pytest.mark.parametrize("name", sorted(FLOWS))
 def test_log_density_is_the_base_minus_the_log_jacobian_determinant(name):
   q = _posterior(FLOWS[name], 5, scale=4.0 if name == "iaf" else 0.5)  # tanh unsaturated
-  for i in range(3):
-    key = jax.random.key(10 + i)
+
+  @jax.jit
+  def check(key):
     z, log_q = q.sample_and_log_prob(key)
     z0 = q.base.sample(key)
     jac = jax.jacfwd(lambda v: q.flow.forward(q.params, q.context, v)[0])(z0)
-    expected = q.base.log_prob(z0) - jnp.linalg.slogdet(jac)[1]
+    log_det = jnp.linalg.slogdet(jac)[1]
+    return z, log_q, q.base.log_prob(z0) - log_det, q.sample(key), log_det
+
+  for i in range(3):
+    z, log_q, expected, again, log_det = check(jax.random.key(10 + i))
     np.testing.assert_allclose(log_q, expected, rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(z, q.sample(key), rtol=0, atol=0)
-    assert abs(float(jnp.linalg.slogdet(jac)[1])) > 0.01  # not volume-preserving
+    np.testing.assert_allclose(z, again, rtol=0, atol=0)
+    assert abs(float(log_det)) > 0.01  # not volume-preserving
 
 
 @pytest.mark.parametrize("name", sorted(FLOWS))
@@ -70,9 +75,10 @@ def test_iaf_is_autoregressive_and_its_inverse_gives_the_carried_density():
   jac = jax.jacfwd(lambda v: one.forward(q.params[:1], q.context, v)[0])(z0)
   assert float(jnp.max(jnp.abs(jnp.triu(jac, 1)))) == 0.0  # z'_i depends on z_1..z_i only
   assert float(jnp.min(jnp.abs(jnp.tril(jac, -1))[jnp.tril_indices(6, -1)])) > 0.0
+  sample_and_log_prob, log_prob = jax.jit(q.sample_and_log_prob), jax.jit(q.log_prob)
   for i in range(3):
-    z, log_q = q.sample_and_log_prob(jax.random.key(20 + i))
-    np.testing.assert_allclose(q.log_prob(z), log_q, rtol=1e-8)
+    z, log_q = sample_and_log_prob(jax.random.key(20 + i))
+    np.testing.assert_allclose(log_prob(z), log_q, rtol=1e-8)
   with pytest.raises(NotImplementedError, match="planar flow has no closed-form inverse"):
     _posterior(FLOWS["planar"], 3).log_prob(jnp.zeros(3))
 
@@ -86,7 +92,7 @@ def _grid(lim=7.0, n=281):
 def test_iaf_density_integrates_to_one_in_two_dimensions():
   q = _posterior(FLOWS["iaf"], 2, scale=2.0)
   zz, cell = _grid()
-  mass = float(jnp.sum(jnp.exp(q.log_prob(zz))) * cell)
+  mass = float(jnp.sum(jnp.exp(jax.jit(q.log_prob)(zz))) * cell)
   assert mass == pytest.approx(1.0, abs=2e-3)
 
 
@@ -97,16 +103,17 @@ def test_vamp_prior_is_the_mixture_of_the_encoder_posteriors_and_integrates_to_o
   params["params"]["encoder"]["mlp"]["dense_1"]["kernel"] *= 6.0  # components that differ
   enc, _, prior = model.parts(params)
   u = jax.nn.sigmoid(params["params"]["pseudo_inputs"])
-  q = enc(u)
+  q = jax.jit(enc)(u)
   assert isinstance(prior, D.MixtureOfGaussians) and q.mean.shape == (20, 2)
   zz, cell = _grid(9.0)
+  log_prior = jax.jit(prior.log_prob)(zz)
   # The formula 1/K sum_k N(z; m_k, v_k), in numpy float64.
   m, v = np.asarray(q.mean), np.exp(np.asarray(q.logvar))
   comp = -0.5 * np.sum(np.log(2 * np.pi * v) + (np.asarray(zz)[:, None] - m) ** 2 / v, -1)
-  np.testing.assert_allclose(prior.log_prob(zz), special.logsumexp(comp, -1) - np.log(20),
+  np.testing.assert_allclose(log_prior, special.logsumexp(comp, -1) - np.log(20),
                              rtol=1e-10, atol=1e-10)
-  assert float(jnp.sum(jnp.exp(prior.log_prob(zz))) * cell) == pytest.approx(1.0, abs=1e-3)
-  draws = prior.sample(jax.random.key(1), (20000,))
+  assert float(jnp.sum(jnp.exp(log_prior)) * cell) == pytest.approx(1.0, abs=1e-3)
+  draws = jax.jit(prior.sample, static_argnums=1)(jax.random.key(1), (20000,))
   se = np.sqrt((v.mean(0) + m.var(0)) / 20000)  # the mixture's variance over the draws
   assert np.all(np.abs(np.asarray(draws.mean(0)) - m.mean(0)) < 4 * se)
 
@@ -119,8 +126,10 @@ def test_mixture_density_keeps_float32_digits_next_to_a_component():
     mix = D.MixtureOfGaussians(jnp.zeros(300), 3.0 * jax.random.normal(k[0], (300, 40)),
                                jax.random.uniform(k[1], (300, 40), minval=-7.0, maxval=0.0))
     z = mix.means[:50] + 0.01 * jax.random.normal(k[2], (50, 40))
-    got = np.asarray(mix.log_prob(z), np.float64)
-    grad = np.asarray(jax.grad(lambda v: mix.log_prob(v).sum())(z), np.float64)
+    log_prob_and_grad = jax.jit(jax.value_and_grad(lambda v: mix.log_prob(v).sum(),
+                                                   has_aux=False))
+    got = np.asarray(jax.jit(mix.log_prob)(z), np.float64)
+    grad = np.asarray(log_prob_and_grad(z)[1], np.float64)
   m, lv = np.asarray(mix.means, np.float64), np.asarray(mix.logvars, np.float64)
   diff = np.asarray(z, np.float64)[:, None] - m
   comp = -0.5 * np.sum(np.log(2 * np.pi) + lv + diff ** 2 * np.exp(-lv), -1) - np.log(300)
@@ -211,6 +220,7 @@ def _shut_iaf(gate: float, steps=3, dim=5, dtype=jnp.float32):
   return flows.FlowPosterior(base, jnp.ones(4, dtype), params, flow)
 
 
+@pytest.mark.slow  # three float64 gradient programs of a shut IAF (the fast tier keeps its inverse)
 def test_iaf_density_at_its_own_draws_is_exact_at_any_gate_with_the_inverse_derivatives():
   """At gates near the floor the inverse loses z to rounding and compounds it (float32,
   5 entries, 3 steps); `log_prob_of_draw` is the carried density there, and where the
@@ -257,7 +267,7 @@ def test_iaf_inverse_is_finite_everywhere_and_holds_at_tiny_gates():
   the inverse divides by the floor, not by 1e-13, and round-trips in float32."""
   q = _posterior(FLOWS["iaf"], 2, scale=6.0)
   zz, _ = _grid(lim=40.0, n=101)
-  assert bool(jnp.all(jnp.isfinite(q.log_prob(zz))))
+  assert bool(jnp.all(jnp.isfinite(jax.jit(q.log_prob)(zz))))
   with jax.enable_x64(False):
     flow = flows.IAF(1, (16,), context_dim=4)
     params = flow.init(jax.random.key(0), 5)
@@ -265,10 +275,11 @@ def test_iaf_inverse_is_finite_everywhere_and_holds_at_tiny_gates():
       p["out_b"] = p["out_b"].at[5:].set(-30.0 - flow.gate_bias)
     base = D.DiagonalGaussian(jnp.zeros(5), jnp.zeros(5))
     q32 = flows.FlowPosterior(base, jnp.ones(4), params, flow)
+    sample_and_log_prob, log_prob = jax.jit(q32.sample_and_log_prob), jax.jit(q32.log_prob)
     for i in range(3):
-      z, log_q = q32.sample_and_log_prob(jax.random.key(i))
+      z, log_q = sample_and_log_prob(jax.random.key(i))
       assert z.dtype == jnp.float32
-      np.testing.assert_allclose(q32.log_prob(z), log_q, atol=0.05)
+      np.testing.assert_allclose(log_prob(z), log_q, atol=0.05)
     assert float(flow._gate(jnp.float32(-30.0))[0]) == pytest.approx(flows.GATE_FLOOR, rel=1e-3)
 
 

@@ -56,8 +56,8 @@ def test_the_label_enters_as_a_one_hot_input_of_both_networks(problem):
   and a non-zero one in its own, in the encoder's first layer and the decoder's."""
   model, params, x, y, _ = problem
   ones = labels.Batch(x[y == 1], y[y == 1])
-  grads = jax.grad(lambda p: losses.elbo_loss(model.parts)(p, ones, jax.random.key(0), 0)[0])(
-      params)["params"]
+  grads = jax.jit(jax.grad(
+      lambda p: losses.elbo_loss(model.parts)(p, ones, jax.random.key(0), 0)[0]))(params)["params"]
   for net, inputs in (("encoder", x.shape[1]), ("decoder", 3)):
     rows = np.abs(np.asarray(grads[net]["mlp"]["dense_0"]["kernel"][inputs:])).sum(1)
     assert rows[1] > 0 and rows[0] == 0 and rows[2] == 0, (net, rows)
