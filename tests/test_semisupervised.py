@@ -3,6 +3,7 @@ float64, Jensen's bound and its equality, gradients into the classifier through 
 terms, class-balanced draws of the labelled rows."""
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -62,6 +63,42 @@ def test_the_unlabelled_bound_is_the_classifiers_mix_of_the_labelled_ones_in_flo
     np.testing.assert_allclose(float(loss), -bound.mean() + 0.5 * classification, rtol=1e-12)
     assert float(m["labelled_rows"]) == 4
     np.testing.assert_allclose(float(m["unlabelled_bound"]), want[~lab].mean(), rtol=1e-12)
+
+
+def test_a_laid_out_batch_bounds_its_labelled_rows_for_their_own_class_alone():
+  """Training batches end with their labelled rows: the loss that knows it is the same
+  J^alpha (each hidden row's U(x), each labelled row's L(x, y), alpha times the labelled
+  rows' -log q(y|x)), computed without the other classes of the labelled rows, in
+  float64; its classifier gradient is that of the loss on the same rows with every
+  class computed, in expectation (the two draw their z differently)."""
+  with jax.enable_x64(True):
+    model, params = _m2()
+    params = _f64(params)
+    x = jax.random.bernoulli(jax.random.key(1), 0.4, (7, 6)).astype(jnp.float64)
+    y = jnp.asarray([ss.UNLABELLED] * 4 + [2, 0, 1])
+    key = jax.random.key(2)
+    loss, m = _loss(model, alpha=0.5, num_samples=3, labelled_rows=3)(
+        params, labels.Batch(x, y), key, 0)
+    hidden = unlabelled_bound(model, params, x[:4], jax.random.fold_in(key, 0), num_samples=3)
+    shown = labelled_bound(model, params, x[4:], y[4:], jax.random.fold_in(key, 1),
+                           num_samples=3)
+    log_q = np.asarray(jax.nn.log_softmax(classify(model, params, x[4:])))
+    classification = -np.mean(log_q[np.arange(3), np.asarray(y[4:])])
+    want = -np.mean(np.concatenate([hidden, shown])) + 0.5 * classification
+    np.testing.assert_allclose(float(loss), want, rtol=1e-12)
+    np.testing.assert_allclose(float(m["labelled_bound"]), np.mean(shown), rtol=1e-12)
+    np.testing.assert_allclose(float(m["unlabelled_bound"]), np.mean(hidden), rtol=1e-12)
+    assert float(m["labelled_rows"]) == 3
+
+    def classifier_grads(labelled_rows):
+      loss_fn = ss.m2_loss(model, alpha=0.5, labelled_rows=labelled_rows)
+      grad = jax.grad(lambda p, k: loss_fn(p, labels.Batch(x, y), k, 0)[0])
+      keys = jax.random.split(jax.random.key(9), 4000)
+      g = jax.jit(jax.vmap(lambda k: jax.flatten_util.ravel_pytree(
+          grad(params, k)["params"]["classifier"])[0]))(keys)
+      return np.asarray(g.mean(0)), np.asarray(g.var(0)) / len(keys)
+    (a, va), (b, vb) = classifier_grads(3), classifier_grads(0)
+    assert np.all(np.abs(a - b) < 5 * np.sqrt(va + vb) + 1e-9), np.max(np.abs(a - b))
 
 
 def test_the_test_sets_unlabelled_bound_is_the_mean_of_its_batches_bounds():

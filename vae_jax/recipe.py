@@ -136,7 +136,9 @@ def make_loss(config: RunConfig, model: Model) -> losses.LossFn:
   `hyperparameters`), the IWAE bound, or a semi-supervised model's J^alpha."""
   if config.builds("semi_supervised"):
     return semisupervised.m2_loss(model, alpha=config.alpha, num_samples=config.num_samples,
-                                  estimator=config.estimator)
+                                  estimator=config.estimator,
+                                  labelled_rows=config.labelled_batch_size
+                                  if config.labelled_examples else 0)
   if config.objective == "iwae":
     return losses.iwae_loss(model.parts, num_samples=config.iwae_samples,
                             gradient=config.iwae_gradient)

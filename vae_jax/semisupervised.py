@@ -105,39 +105,61 @@ def unlabelled_bound(model, params, x, key, **kwargs) -> jax.Array:
   return marginal_bound(log_q, bounds_over_classes(model, params, x, key, **kwargs).T)
 
 
-def m2_loss(model, *, alpha: float, num_samples: int = 1, estimator: str = "analytic"):
+def m2_loss(model, *, alpha: float, num_samples: int = 1, estimator: str = "analytic",
+            labelled_rows: int = 0):
   """The paper's J^alpha (eq. 9) per row, over a `labels.Batch` whose unlabelled rows
   carry `UNLABELLED`: the batch mean of -L(x, y) (labelled rows) and -U(x) (the others),
   plus alpha times the labelled rows' mean of -log q(y|x) (the paper's alpha divided by
-  its N: 0.1 in its experiments). Every class's L(x, k) is computed once for all rows.
+  its N: 0.1 in its experiments).
+
+  labelled_rows: 0, any rows may be labelled: every class's L(x, k) is computed for every
+    row. M > 0, the batch is laid out as `mixed_order` lays out training batches: its
+    last M rows labelled, the others not; a labelled row's bound is computed for its own
+    class only (K times less work for those rows), the others' z drawn with
+    `fold_in(key, 0)` and the labelled rows' with `fold_in(key, 1)`.
 
   Returns:
     loss_fn(params, batch, key, step) -> (loss, {"objective", "elbo" (the batch's mean
     bound), "labelled_bound", "unlabelled_bound", "classification_loss"}).
   """
   objectives.check(num_samples, estimator)
+  kwargs = dict(num_samples=num_samples, estimator=estimator)
 
-  def loss_fn(params, batch, key, step):
-    del step
-    x, y = batch.x, batch.labels
+  def masked(params, x, y, key):
+    """(bound, is_labelled, log q(y|x)) `[n]` each, any rows labelled."""
     log_q = jax.nn.log_softmax(model.classify(params, x), axis=-1)  # [n, K]
-    per_class = bounds_over_classes(model, params, x, key, num_samples=num_samples,
-                                    estimator=estimator).T  # [n, K]
+    per_class = bounds_over_classes(model, params, x, key, **kwargs).T  # [n, K]
     is_labelled = y >= 0
     y_safe = jnp.where(is_labelled, y, 0)
     lab = jnp.take_along_axis(per_class, y_safe[:, None], axis=-1)[:, 0]
-    log_q_y = jnp.take_along_axis(log_q, y_safe[:, None], axis=-1)[:, 0]
-    unlab = marginal_bound(log_q, per_class)
-    bound = jnp.where(is_labelled, lab, unlab)
-    n_lab = jnp.sum(is_labelled)
+    bound = jnp.where(is_labelled, lab, marginal_bound(log_q, per_class))
+    return bound, is_labelled, jnp.take_along_axis(log_q, y_safe[:, None], axis=-1)[:, 0]
+
+  def laid_out(params, x, y, key):
+    """The same for a batch whose last `labelled_rows` rows alone are labelled."""
+    n = labels_lib.num_rows(x)
+    head, tail = x[:n - labelled_rows], x[n - labelled_rows:]
+    bound = jnp.concatenate([
+        unlabelled_bound(model, params, head, jax.random.fold_in(key, 0), **kwargs),
+        labelled_bound(model, params, tail, y[n - labelled_rows:],
+                       jax.random.fold_in(key, 1), **kwargs)])
+    log_q = jax.nn.log_softmax(model.classify(params, tail), axis=-1)
+    log_q_y = jnp.take_along_axis(log_q, y[n - labelled_rows:, None], axis=-1)[:, 0]
+    is_labelled = jnp.arange(n) >= n - labelled_rows
+    return bound, is_labelled, jnp.concatenate([jnp.zeros(n - labelled_rows), log_q_y])
+
+  def loss_fn(params, batch, key, step):
+    del step
+    bound, is_labelled, log_q_y = (laid_out if labelled_rows else masked)(
+        params, batch.x, batch.labels, key)
     mean_of = lambda v, mask: jnp.sum(jnp.where(mask, v, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
     classification = mean_of(-log_q_y, is_labelled)
     loss = -jnp.mean(bound) + alpha * classification
     return loss, {"objective": -loss, "elbo": jnp.mean(bound),
-                  "labelled_bound": mean_of(lab, is_labelled),
-                  "unlabelled_bound": mean_of(unlab, ~is_labelled),
+                  "labelled_bound": mean_of(bound, is_labelled),
+                  "unlabelled_bound": mean_of(bound, ~is_labelled),
                   "classification_loss": classification,
-                  "labelled_rows": n_lab.astype(jnp.float32)}
+                  "labelled_rows": jnp.sum(is_labelled).astype(jnp.float32)}
   return loss_fn
 
 
