@@ -174,6 +174,10 @@ def test_discretized_logistic_refuses_inputs_outside_the_unit_interval():
   # Under jit the value cannot raise: it is NaN, which stops training as a non-finite loss.
   assert np.isnan(float(jax.jit(dist.log_prob)(jnp.asarray([0.0, 128.0, 255.0]))))
   assert np.isfinite(float(jax.jit(dist.log_prob)(jnp.asarray([0.0, 0.5, 1.0]))))
+  # Data closed over by a compiled function is checked as data, not traced.
+  levels = jnp.asarray([0.0, 0.5, 1.0])
+  assert np.isfinite(float(jax.jit(lambda loc: D.DiscretizedLogistic(
+      loc, jnp.zeros(3)).log_prob(levels))(jnp.zeros(3))))
 
 
 def test_continuous_bernoulli_normalizer_is_exact_in_float64_near_one_half():

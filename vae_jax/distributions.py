@@ -24,6 +24,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -452,7 +453,8 @@ class DiscretizedLogistic:
 
   def log_prob(self, x: jax.Array) -> jax.Array:
     if not isinstance(x, jax.core.Tracer):
-      lo, hi = float(jnp.min(x)), float(jnp.max(x))
+      # numpy's min: jnp's would be staged (and fail) when x is a constant under jit.
+      lo, hi = float(np.min(np.asarray(x))), float(np.max(np.asarray(x)))
       if lo < 0.0 or hi > 1.0:
         raise ValueError(f"DiscretizedLogistic.log_prob: x spans [{lo:g}, {hi:g}]; it takes "
                          f"levels k / 255 in [0, 1] (divide 8-bit levels by 255)")
