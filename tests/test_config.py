@@ -28,10 +28,14 @@ def test_the_defaults_build_the_pytorch_examples_model():
 
 def test_two_layer_model_has_z1_of_twice_z2():
   model = C.RunConfig(model="two_layer", latent_dim=3, hidden_sizes=(16,)).build_model((4, 4, 1))
-  enc, _, prior = model.parts(model.init(jax.random.key(0)))
-  z = enc(jnp.zeros((2, 16))).sample(jax.random.key(1))
+
+  def draw(key):
+    enc, _, prior = model.parts(model.init(key))
+    z = enc(jnp.zeros((2, 16))).sample(jax.random.fold_in(key, 1))
+    return z, prior.log_prob(z)
+  z, log_p = jax.eval_shape(draw, jax.random.key(0))  # shapes off the program, nothing run
   assert z.shape == (2, 9)  # z1 (6) and z2 (3) side by side
-  assert prior.log_prob(z).shape == (2,)
+  assert log_p.shape == (2,)
 
 
 @pytest.mark.parametrize("field,value", [("learning_rate", float("inf")),
@@ -83,10 +87,10 @@ def test_the_loss_weights_the_kl_by_beta_and_its_warmup():
   config = C.RunConfig(beta=0.5, kl_warmup_epochs=2, batch_size=10, latent_dim=2,
                        hidden_sizes=(8,))
   model = config.build_model((2, 2, 1))
-  loss = R.make_loss(config, model)
+  loss = jax.jit(R.make_loss(config, model))  # one program for every step
   hparams = R.hyperparameters(config, num_train=50)  # warm-up over 10 steps
   del hparams["learning_rate"]  # the train step's, not the loss's
-  params = model.init(jax.random.key(0))
+  params = jax.jit(model.init)(jax.random.key(0))
   x = jnp.ones((3, 2, 2, 1))
   for step, beta in ((0, 0.0), (5, 0.25), (10, 0.5), (99, 0.5)):
     value, m = loss(params, x, jax.random.key(1), step, **hparams)

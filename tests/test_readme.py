@@ -5,6 +5,8 @@ import re
 
 import pytest
 
+from tests import helpers
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SNIPPETS = [(page, block) for page in PAGES
@@ -47,7 +49,6 @@ def test_every_training_and_evaluation_command_in_the_docs_parses(index):
   command would parse them (nothing runs)."""
   import shlex  # pylint: disable=g-import-not-at-top
   from experiments import cli  # pylint: disable=g-import-not-at-top
-  from tests import helpers  # pylint: disable=g-import-not-at-top
   page, line = COMMANDS[index]
   module, *argv = shlex.split(line.split("python -m ", 1)[1].split("#")[0])
   if any(a.startswith(("--flagfile", "--config=")) for a in argv):
@@ -71,11 +72,11 @@ def test_the_docs_speak_to_users_without_a_log_of_sessions_or_commit_hashes():
       assert not commit.search(line), f"{page.name}: {line}"
 
 
-# README's commands at the end-to-end tests' sizes: every flag the reader types is
-# kept; these only shrink the data, the network and the evaluation.
+# README's commands at the end-to-end tests' shape (helpers.TINY_FLAGS, so that the
+# main command's programs are the other tests'): every flag the reader types is kept;
+# these only shrink the data, the network and the evaluation.
 SHRINK = {
-    "experiments.mnist": ["--epochs=1", "--train_examples=512", "--test_examples=200",
-                          "--hidden_sizes=32", "--eval_batch_size=200", "--pseudo_inputs=8"],
+    "experiments.mnist": ["--epochs=1", *helpers.TINY_FLAGS, "--pseudo_inputs=8"],
     "experiments.evaluate": ["--test_examples=20", "--k=10", "--ais_examples=2",
                              "--ais_intermediate=5", "--ais_chains=2", "--leapfrog_steps=2"],
 }
@@ -92,7 +93,6 @@ def test_readmes_commands_run_one_after_another_in_one_folder(data_root, tmp_pat
   import shlex  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from tests import helpers  # pylint: disable=g-import-not-at-top
   monkeypatch.chdir(tmp_path)
   monkeypatch.setenv("VAE_JAX_DATA", str(data_root))
   (tmp_path / "faces").mkdir()  # "your images": a folder of them
