@@ -419,6 +419,7 @@ def test_frey_face_fits_the_conv_model(frey_root, tmp_path, capfd):
   assert code == 0, err[-2000:]  # Frey Face (28x20) fits the conv model
 
 
+@pytest.mark.slow  # the line's text from a record: test_recipe.py
 def test_log_line_names_what_it_shows(data_root, tmp_path, capfd):
   # beta != 1: the ELBO and, beside it, the objective trained on, by name.
   code, err = helpers.cli(capfd, "experiments.mnist", *TINY, "--beta=0.5",
