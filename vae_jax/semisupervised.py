@@ -137,16 +137,15 @@ def m2_loss(model, *, alpha: float, num_samples: int = 1, estimator: str = "anal
 
   def laid_out(params, x, y, key):
     """The same for a batch whose last `labelled_rows` rows alone are labelled."""
-    n = labels_lib.num_rows(x)
-    head, tail = x[:n - labelled_rows], x[n - labelled_rows:]
+    hidden = labels_lib.num_rows(x) - labelled_rows
+    tail, tail_y = x[hidden:], y[hidden:]
     bound = jnp.concatenate([
-        unlabelled_bound(model, params, head, jax.random.fold_in(key, 0), **kwargs),
-        labelled_bound(model, params, tail, y[n - labelled_rows:],
-                       jax.random.fold_in(key, 1), **kwargs)])
+        unlabelled_bound(model, params, x[:hidden], jax.random.fold_in(key, 0), **kwargs),
+        labelled_bound(model, params, tail, tail_y, jax.random.fold_in(key, 1), **kwargs)])
     log_q = jax.nn.log_softmax(model.classify(params, tail), axis=-1)
-    log_q_y = jnp.take_along_axis(log_q, y[n - labelled_rows:, None], axis=-1)[:, 0]
-    is_labelled = jnp.arange(n) >= n - labelled_rows
-    return bound, is_labelled, jnp.concatenate([jnp.zeros(n - labelled_rows), log_q_y])
+    log_q_y = jnp.take_along_axis(log_q, tail_y[:, None], axis=-1)[:, 0]
+    is_labelled = jnp.arange(hidden + labelled_rows) >= hidden
+    return bound, is_labelled, jnp.concatenate([jnp.zeros(hidden), log_q_y])
 
   def loss_fn(params, batch, key, step):
     del step
@@ -258,6 +257,7 @@ def m1_features(dataset, m1_workdir):
   import pathlib  # pylint: disable=g-import-not-at-top
   from vae_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from vae_jax import data  # pylint: disable=g-import-not-at-top
+  from vae_jax import evaluate  # pylint: disable=g-import-not-at-top
   from vae_jax import runner  # pylint: disable=g-import-not-at-top
   _, model, state, _ = runner.load_run(m1_workdir)
   shape = tuple(config_lib.read_run_config(pathlib.Path(m1_workdir) / "config.json")[1][
@@ -268,13 +268,9 @@ def m1_features(dataset, m1_workdir):
 
   def features(images) -> np.ndarray:
     x = data.to_unit_interval(jnp.asarray(images))  # grey levels as probabilities
-    return np.concatenate([np.asarray(_means(model, state.params, x[i:i + 1000]))
+    return np.concatenate([np.asarray(evaluate.encoder_means(model.parts, state.params,
+                                                             x[i:i + 1000]))
                            for i in range(0, len(x), 1000)]).astype(np.float32)
   train, test = features(dataset.train), features(dataset.test)
   return data.Dataset(train, test, dataset.train_labels, dataset.test_labels,
                       (train.shape[1],))
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _means(model, params, x) -> jax.Array:
-  return model.parts(params).encoder(x).mean
