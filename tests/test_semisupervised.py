@@ -186,6 +186,24 @@ def test_an_epochs_batches_mix_every_row_unlabelled_with_the_labelled_ones():
   np.testing.assert_array_equal(np.asarray(two.labels[0]), np.asarray(b.labels))
 
 
+def test_m1_m2s_input_transform_draws_each_row_from_its_stored_posterior():
+  """Stored M1 posteriors (mean, s.d.) `[n, 2, Z]` become fresh draws `[n, Z]`: over
+  4,000 keys each entry's sample mean is its mean and its sample s.d. its s.d. (within
+  5 standard errors), a zero s.d. gives the mean itself, and the labels ride along."""
+  mean = jnp.asarray([[0.5, -2.0, 0.0], [3.0, 0.25, 1.0]])
+  sd = jnp.asarray([[1.0, 0.1, 0.0], [2.0, 0.5, 0.3]])
+  rows = labels.Batch(jnp.stack([mean, sd], axis=1), jnp.asarray([4, 7]))
+  draws = jax.jit(jax.vmap(lambda k: ss.draw_features(k, rows).x))(
+      jax.random.split(jax.random.key(0), 4000))  # [4000, 2, 3]
+  n = draws.shape[0]
+  safe_sd = np.where(np.asarray(sd) > 0, sd, 1.0)
+  np.testing.assert_array_less(np.abs(np.mean(draws, 0) - mean), 5 * safe_sd / np.sqrt(n))
+  np.testing.assert_array_less(np.abs(np.std(draws, 0) - sd), 5 * safe_sd / np.sqrt(2 * n))
+  np.testing.assert_array_equal(draws[:, 0, 2], 0.0)
+  assert ss.draw_features(jax.random.key(1), rows).labels.tolist() == [4, 7]
+  assert ss.draw_features(jax.random.key(1), rows.x).shape == (2, 3)  # x alone
+
+
 def test_hiding_labels_needs_a_model_that_learns_without_them():
   import vae_jax  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match=r"labelled_examples=100: hides labels, which model=mlp "
@@ -221,8 +239,9 @@ def test_m2_from_the_command_line_trains_on_hidden_labels_and_reports_its_test_e
 @pytest.mark.slow  # two commands of the tiny shape
 def test_m1_m2_trains_m2_on_the_latent_means_of_an_m1_run(reference_run, data_root, tmp_path,
                                                           capfd):
-  """The reference run is M1 (its encoder means, 2-d, are M2's data): M2 trains on them
-  with a Gaussian likelihood and reports its test error; its config records the M1 run."""
+  """The reference run is M1 (its posteriors, 2-d, are M2's data: training rows stored
+  as (mean, s.d.), test rows as means): M2 trains on draws from them with a Gaussian
+  likelihood and reports its test error; its config records the M1 run."""
   import json  # pylint: disable=g-import-not-at-top
   from tests import helpers  # pylint: disable=g-import-not-at-top
   args = ["--model=m2", "--labelled_examples=20", "--labelled_batch_size=16", "--epochs=1",
@@ -232,6 +251,21 @@ def test_m1_m2_trains_m2_on_the_latent_means_of_an_m1_run(reference_run, data_ro
   assert code == 0, err[-3000:]
   saved = json.loads((tmp_path / "config.json").read_text())
   assert saved["m1_workdir"] == str(reference_run) and saved["data"]["image_shape"] == [2]
+  # Its data: M1's posterior of every training image, the means of the test images.
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from vae_jax import data, datasets, evaluate, runner  # pylint: disable=g-import-not-at-top
+  config = runner.load_run(tmp_path)[0]
+  options = datasets.DataOptions(train_examples=helpers.TINY_TRAIN,
+                                 test_examples=helpers.TINY_TEST)
+  features = datasets.load_for(config, options)
+  images = datasets.load_for(dataclasses.replace(config, m1_workdir=None), options)
+  _, m1, m1_state, _ = runner.load_run(reference_run)
+  mean, sd = evaluate.encoder_moments(m1.parts, m1_state.params,
+                                      data.to_unit_interval(jnp.asarray(images.train)))
+  np.testing.assert_allclose(features.train, np.stack([mean, sd], 1), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(features.test, evaluate.encoder_means(
+      m1.parts, m1_state.params, data.to_unit_interval(jnp.asarray(images.test))),
+                             rtol=1e-5, atol=1e-6)
   assert 0 <= helpers.run_metrics(tmp_path)[-1]["test_error"] <= 1
   with pytest.raises(ValueError, match="m1_workdir=runs/m1: M1\\+M2 trains M2 on M1's latent "
                                        "means; use --model=m2"):

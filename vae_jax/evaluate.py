@@ -331,6 +331,18 @@ def encoder_means(parts_fn, params, x) -> jax.Array:
   return parts.encoder(x).mean
 
 
+@functools.partial(jax.jit, static_argnames=("parts_fn",))
+def encoder_moments(parts_fn, params, x) -> tuple[jax.Array, jax.Array]:
+  """The means and standard deviations of a diagonal Gaussian posterior over a data
+  set: `[n, ...]` (or x and its labels) -> (`[n, Z]`, `[n, Z]`)."""
+  parts, x = labels.bind(parts_fn, params, x)
+  q = parts.encoder(x)
+  if not isinstance(q, distributions.DiagonalGaussian):
+    raise ValueError(f"the posterior is a {type(q).__name__}, not a diagonal Gaussian: "
+                     f"its moments are not its (mean, logvar)")
+  return q.mean, jnp.exp(0.5 * q.logvar)
+
+
 ACTIVE_UNIT_THRESHOLD = 1e-2  # Burda et al. (2016): u is active when Cov_x(E_q[u|x]) > 10^-2
 
 

@@ -107,7 +107,8 @@ def build(config: RunConfig, image_shape, num_train: int, model: Model | None = 
       config.eval_methods + (("classification",) if config.builds("semi_supervised") else ()),
       config)
   return Recipe(model, make_loss(config, model), make_optimizer(config, num_train),
-                data.binarizer(config.binarize), conv_on_cpu,
+                semisupervised.draw_features if config.m1_workdir
+                else data.binarizer(config.binarize), conv_on_cpu,
                 extra, knob, policy, config.root_keys(),
                 functools.partial(data.model_inputs, binarize=config.binarize,
                                   num_classes=num_classes),

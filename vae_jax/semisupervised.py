@@ -249,11 +249,20 @@ def classification_error(model, params, x, y, batch_size: int = 1000) -> float:
   return wrong / len(y)
 
 
+M1_ACTIVE_SPREAD = 0.1  # Kingma et al.'s code: an M1 unit whose mean varies less is dropped
+
+
 def m1_features(dataset, m1_workdir):
-  """M1+M2's data: every image of `dataset` as the posterior mean of the M1 run in
-  `m1_workdir` (a built-in model trained on the same images), `[n, Z]` float32 features
-  with the labels kept (`image_shape` (Z,)). The M1 run's checkpoint is read, never its
-  code: a run of your own model is refused as `load_run` refuses it."""
+  """M1+M2's data: every image of `dataset` through the M1 run in `m1_workdir` (a
+  built-in model trained on the same images), on the units M1 uses (those whose
+  posterior mean's s.d. over the training images exceeds `M1_ACTIVE_SPREAD`, as Kingma
+  et al.'s code keeps them). Training rows are stored as M1's posterior, (mean, s.d.)
+  `[n, 2, Z]` float32, and each use draws a fresh z from it (`draw_features`, the
+  run's input transform), as the paper's code does: on the means alone M2's Gaussian
+  likelihood shrinks onto them and its classes drift from the digits. Test rows are
+  the means `[n, Z]`; the labels are kept and `image_shape` is (Z,). The M1 run's
+  checkpoint is read, never its code: a run of your own model is refused as
+  `load_run` refuses it."""
   import pathlib  # pylint: disable=g-import-not-at-top
   from vae_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from vae_jax import data  # pylint: disable=g-import-not-at-top
@@ -266,11 +275,27 @@ def m1_features(dataset, m1_workdir):
     raise ValueError(f"m1_workdir={m1_workdir}: its run was trained on images of shape "
                      f"{shape}, not this data set's {tuple(dataset.image_shape)}")
 
-  def features(images) -> np.ndarray:
+  def moments(images) -> tuple[np.ndarray, np.ndarray]:
     x = data.to_unit_interval(jnp.asarray(images))  # grey levels as probabilities
-    return np.concatenate([np.asarray(evaluate.encoder_means(model.parts, state.params,
-                                                             x[i:i + 1000]))
-                           for i in range(0, len(x), 1000)]).astype(np.float32)
-  train, test = features(dataset.train), features(dataset.test)
-  return data.Dataset(train, test, dataset.train_labels, dataset.test_labels,
-                      (train.shape[1],))
+    parts = [evaluate.encoder_moments(model.parts, state.params, x[i:i + 1000])
+             for i in range(0, len(x), 1000)]
+    return tuple(np.concatenate([np.asarray(p[j]) for p in parts]).astype(np.float32)
+                 for j in (0, 1))
+  (train_mean, train_sd), (test_mean, _) = moments(dataset.train), moments(dataset.test)
+  used = train_mean.std(axis=0) > M1_ACTIVE_SPREAD
+  if not used.any():
+    raise ValueError(f"m1_workdir={m1_workdir}: none of its {used.size} latent units varies "
+                     f"over the images (posterior means' s.d. <= {M1_ACTIVE_SPREAD}); train "
+                     f"M1 longer")
+  train = np.stack([train_mean[:, used], train_sd[:, used]], axis=1)
+  return data.Dataset(train, test_mean[:, used], dataset.train_labels, dataset.test_labels,
+                      (int(used.sum()),))
+
+
+def draw_features(key: jax.Array, batch):
+  """M1+M2's input transform: stored M1 posteriors (mean, s.d.) `[..., 2, Z]` -> a
+  draw `[..., Z]` (a `labels.Batch`'s x drawn, its labels kept)."""
+  rows = labels_lib.as_batch(batch)
+  mean, sd = rows.x[..., 0, :], rows.x[..., 1, :]
+  x = mean + sd * jax.random.normal(key, mean.shape, mean.dtype)
+  return rows.replace(x=x) if isinstance(batch, labels_lib.Batch) else x
