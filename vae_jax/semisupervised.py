@@ -13,13 +13,15 @@ labelled rows' mean of -log q(y|x) (the paper's J^alpha, eq. 9, divided by its N
 import dataclasses
 import functools
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
+from flax import struct
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vae_jax import distributions
 from vae_jax import labels as labels_lib
 from vae_jax import models
 from vae_jax import objectives
@@ -71,6 +73,74 @@ class M2Model:
 
   def classify(self, params, x: jax.Array) -> jax.Array:
     return self.module.apply(params, x, method=M2.classify)
+
+  def marginal_parts(self, params) -> objectives.Parts:
+    """M2 with its label as a latent too, for bounds on log p(x): the latent is
+    [z, one_hot(y)] `[..., Z + K]`, the posterior `LabelAndLatent`, the prior p(z) p(y)
+    with p(y) uniform, the decoder p(x|y, z). Any estimator over (encoder, decoder,
+    prior), such as the k-sample bound, then marginalises the label."""
+    vae = self.module.vae.bind({"params": params["params"]["vae"]})
+    k, dim = self.num_classes, self.module.vae.latent_dim
+    encoder = lambda x: LabelAndLatent(proposal_log_probs(self.classify(params, x)), x,
+                                       vae.encode)
+    decoder = lambda latent: vae.decode(latent[..., :dim], latent[..., dim:])
+    return objectives.Parts(encoder, decoder, LabelAndLatentPrior(dim, k))
+
+
+def proposal_log_probs(logits: jax.Array) -> jax.Array:
+  """log of the label proposal `[..., K]`: half q(y|x) (softmax of `logits`), half the
+  uniform, so that every class is drawn (defensive importance sampling: a weight is at
+  most 2K times that of its class's z alone, however sure and wrong the classifier)."""
+  k = logits.shape[-1]
+  return jnp.logaddexp(jax.nn.log_softmax(logits, axis=-1) + math.log(0.5),
+                       math.log(0.5 / k))
+
+
+@struct.dataclass
+class LabelAndLatent:
+  """A posterior over [z, one_hot(y)] `[..., Z + K]` for rows x `[n, ...]`: y from the
+  proposal of log-probabilities `log_q_y` `[n, K]`, then z from the conditional encoder's
+  q(z|x, y)."""
+  log_q_y: jax.Array
+  x: jax.Array
+  encode: Callable = struct.field(pytree_node=False)  # (x, one-hot y) -> q(z|x, y)
+
+  def _q_z(self, y_hot: jax.Array):
+    x = jnp.broadcast_to(self.x, y_hot.shape[:-2] + self.x.shape)
+    return self.encode(x, y_hot)
+
+  def sample_and_log_prob(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One draw `[n, Z + K]` and its log density `[n]`."""
+    y_key, z_key = jax.random.split(key)
+    y_hot = jax.nn.one_hot(jax.random.categorical(y_key, self.log_q_y), self.log_q_y.shape[-1])
+    z, log_q_z = distributions.sample_and_log_prob(self._q_z(y_hot), z_key)
+    return jnp.concatenate([z, y_hot], -1), log_q_z + jnp.sum(y_hot * self.log_q_y, -1)
+
+  def sample(self, key: jax.Array) -> jax.Array:
+    return self.sample_and_log_prob(key)[0]
+
+  def log_prob(self, latent: jax.Array) -> jax.Array:
+    """`[..., n, Z + K]` (y one-hot) -> `[..., n]`."""
+    k = self.log_q_y.shape[-1]
+    z, y_hot = latent[..., :-k], latent[..., -k:]
+    return self._q_z(y_hot).log_prob(z) + jnp.sum(y_hot * self.log_q_y, -1)
+
+
+@struct.dataclass
+class LabelAndLatentPrior:
+  """p(z) p(y) over [z, one_hot(y)]: N(0, I) of `dim` entries and the uniform over K."""
+  dim: int = struct.field(pytree_node=False)
+  num_classes: int = struct.field(pytree_node=False)
+
+  def sample(self, key: jax.Array, sample_shape: tuple[int, ...] = ()) -> jax.Array:
+    z_key, y_key = jax.random.split(key)
+    y = jax.random.randint(y_key, tuple(sample_shape), 0, self.num_classes)
+    return jnp.concatenate([distributions.StandardNormal(self.dim).sample(z_key, sample_shape),
+                            jax.nn.one_hot(y, self.num_classes)], -1)
+
+  def log_prob(self, latent: jax.Array) -> jax.Array:
+    return (distributions.standard_normal_log_prob(latent[..., :self.dim])
+            - math.log(self.num_classes))
 
 
 def labelled_bound(model, params, x, y, key, *, num_samples: int = 1,

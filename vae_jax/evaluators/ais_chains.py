@@ -59,7 +59,8 @@ class Evaluator(base.Method):
                  result["mc_stderr"], result["data_stderr"], result["acceptance"],
                  result["seconds"])
     k_opts = self.all_options.get(iwae.Options, iwae.Options())
-    same = iwae.log_px(k_opts, ctx, x, f"{name}/iwae_k{k_opts.k}")
+    # The same quantity: AIS's chains run in z alone, a label given (log p(x|y)).
+    same = iwae.log_px(k_opts, ctx, x, f"{name}/iwae_k{k_opts.k}", marginal=False)
     logging.info("the same images: IWAE k=%d %.3f nats (AIS - IWAE: %.3f)", k_opts.k,
                  same["log_px"], result["log_px"] - same["log_px"])
     return {name: {**result, f"iwae_k{k_opts.k}_same_images": same}}
