@@ -161,6 +161,17 @@ def test_an_epochs_line_fits_120_characters_and_adds_the_extras_that_fit(monkeyp
   # A figure that would make the line too long stays in metrics.jsonl alone.
   crowded = {**record, "test_log_px_k5000": -99.5, "replicas": [{}] * 4, "test_elbo_sd": 0.25}
   assert hooks.epoch_line(loop.recipe, crowded, end) == with_iwae
+  # Replicas' means: counts to a tenth; a classifier's test error with its s.d. where
+  # that fits, else alone.
+  seeds = {**record, "active_units": 44.333333333333336, "latent_units": 50,
+           "test_error": 0.10883, "test_error_sd": 0.004, "replicas": [{}] * 3,
+           "test_elbo_sd": 0.25}
+  short = hooks.EpochEnd(5, 30, None, {}, [9.0] + [2.8] * 4, 40.0, False)
+  assert hooks.epoch_line(loop.recipe, {**seeds, "epoch": 5}, short) == (
+      "epoch 5/30  train ELBO -1.00  test ELBO -102.86 (KL 27.19, 44.3/50 active)  "
+      "test error 10.88±0.40%  2.82s  1m10s left")
+  assert hooks.epoch_line(loop.recipe, seeds, end) == line.replace(
+      "20/20 active)  ", "44.3/50 active)  test error 10.88%  ")
 
 
 def test_short_evaluated_epochs_get_a_line_at_most_every_few_seconds(monkeypatch, caplog):

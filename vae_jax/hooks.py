@@ -277,21 +277,33 @@ def epoch_line(recipe, record: dict, end: EpochEnd) -> str:
     left = 0.0
   # Active units count the dimensions whose posterior mean moves with x, which the KL
   # alone does not show: a KL can be large with every mean constant.
-  units = (f", {record['active_units']}/{record['latent_units']} active"
+  units = (f", {_count(record['active_units'])}/{_count(record['latent_units'])} active"
            if "active_units" in record else "")
   line = (f"epoch {epoch}/{epochs}  {recipe.train_summary(record)}  test ELBO "
           f"{record['test_elbo']:.2f} (KL {record['test_kl']:.2f}{units})")
   tail = f"  {record['epoch_s']:.2f}s  {_duration(left)}"
-  extras = [f"test error {100 * record['test_error']:.2f}%"] if "test_error" in record else []
-  extras += [f"IWAE k={name[len('test_log_px_k'):]} {value:.2f}"
+  # Each extra in its longer form where that fits, else its shorter one.
+  extras = []
+  if "test_error" in record:
+    error = f"test error {100 * record['test_error']:.2f}%"
+    extras.append([f"{error[:-1]}±{100 * record['test_error_sd']:.2f}% (s.d.)",
+                   f"{error[:-1]}±{100 * record['test_error_sd']:.2f}%", error]
+                  if "test_error_sd" in record else [error])
+  extras += [[f"IWAE k={name[len('test_log_px_k'):]} {value:.2f}"]
              for name, value in record.items() if name.startswith("test_log_px_k")]
   if "replicas" in record:  # the spread over seeds beside the mean
-    extras.append(f"s.d. over {len(record['replicas'])} seeds {record['test_elbo_sd']:.2f}")
-  for extra in extras:
-    if len(line) + len(extra) + 2 + len(tail) <= LINE_CHARACTERS:
-      line += "  " + extra
+    extras.append([f"ELBO s.d. over {len(record['replicas'])} seeds {record['test_elbo_sd']:.2f}"])
+  for forms in extras:
+    fits = [f for f in forms if len(line) + len(f) + 2 + len(tail) <= LINE_CHARACTERS]
+    if fits:
+      line += "  " + fits[0]
   line += tail
   return line
+
+
+def _count(value) -> str:
+  """A count, or the mean of replicas' counts to a tenth."""
+  return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
 
 
 def _duration(seconds: float | None) -> str:
