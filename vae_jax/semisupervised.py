@@ -128,15 +128,10 @@ class LabelAndLatent:
 
 @struct.dataclass
 class LabelAndLatentPrior:
-  """p(z) p(y) over [z, one_hot(y)]: N(0, I) of `dim` entries and the uniform over K."""
+  """p(z) p(y) over [z, one_hot(y)]: N(0, I) of `dim` entries and the uniform over K
+  (a density for the bounds; nothing draws from it)."""
   dim: int = struct.field(pytree_node=False)
   num_classes: int = struct.field(pytree_node=False)
-
-  def sample(self, key: jax.Array, sample_shape: tuple[int, ...] = ()) -> jax.Array:
-    z_key, y_key = jax.random.split(key)
-    y = jax.random.randint(y_key, tuple(sample_shape), 0, self.num_classes)
-    return jnp.concatenate([distributions.StandardNormal(self.dim).sample(z_key, sample_shape),
-                            jax.nn.one_hot(y, self.num_classes)], -1)
 
   def log_prob(self, latent: jax.Array) -> jax.Array:
     return (distributions.standard_normal_log_prob(latent[..., :self.dim])
